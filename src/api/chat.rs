@@ -1,0 +1,380 @@
+//! `GET /v1/chat`: the patient's WebSocket.
+//!
+//! One task reads frames and runs the conversation; a writer task drains a bounded channel of
+//! outgoing frames; a turn worker produces model replies one at a time. The read loop never waits
+//! on the model, so pings, acks and alerts flow while a reply streams.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use actix_ws::{AggregatedMessage, CloseCode, CloseReason};
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{AppState, authorize};
+use crate::auth::{Claims, Role};
+use crate::protocol::{
+    ClientFrame, ErrorCode, FrameError, PROTOCOL_VERSION, PatientText, ServerFrame, close_code,
+    parse_client_frame,
+};
+use crate::session::conversation::{Conversation, FrameSender, PendingTurn, Services, run_turn};
+use crate::session::{SessionEvent, SessionId};
+use crate::store::EventNotices;
+
+/// Frames above this are a protocol error that ends the connection; frames between our limit and
+/// this get a polite `too_large` error and the connection stays usable.
+const HARD_FRAME_CAP: usize = 1024 * 1024;
+/// Outgoing frames buffered per socket.
+const OUTBOX_FRAMES: usize = 32;
+/// Replies waiting behind the one streaming now.
+const QUEUED_TURNS: usize = 4;
+/// The WebSocket sub-protocol a browser client offers beside its `bearer.<token>` entry.
+pub const SUBPROTOCOL: &str = "carebridge.v1";
+
+pub async fn chat(
+    request: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let claims = authorize(&request, &state, Role::Patient)?;
+    let (response, session, stream) =
+        actix_ws::handle_with_protocols(&request, body, &[SUBPROTOCOL])?;
+    let inbound = stream
+        .max_frame_size(HARD_FRAME_CAP)
+        .aggregate_continuations()
+        .max_continuation_size(HARD_FRAME_CAP);
+    let state = state.into_inner();
+    metrics::gauge!("carebridge_open_sockets", "role" => "patient").increment(1.0);
+    // The inbound stream is tied to the worker's thread, so the socket task is local to it.
+    let tracker = state.sockets.clone();
+    tracker.spawn_local(async move {
+        PatientSocket::new(state, claims).run(session, inbound).await;
+        metrics::gauge!("carebridge_open_sockets", "role" => "patient").decrement(1.0);
+    });
+    Ok(response)
+}
+
+/// Why a socket ended, and the close frame it gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    ClientClosed,
+    Gone,
+    TimedOut,
+    Abusive,
+    GoingAway,
+    TokenExpired,
+}
+
+impl Ending {
+    fn close_reason(self) -> Option<CloseReason> {
+        let (code, description) = match self {
+            Self::ClientClosed | Self::Gone => (CloseCode::Normal, "bye"),
+            Self::TimedOut => (CloseCode::Other(close_code::TIMED_OUT), "heartbeat timeout"),
+            Self::Abusive => (CloseCode::Policy, "too many invalid frames"),
+            Self::GoingAway => (CloseCode::Away, "server restarting; reconnect and resume"),
+            Self::TokenExpired => (
+                CloseCode::Other(close_code::TOKEN_EXPIRED),
+                "token expired; authenticate again and resume",
+            ),
+        };
+        Some(CloseReason { code, description: Some(description.to_owned()) })
+    }
+}
+
+struct PatientSocket {
+    state: Arc<AppState>,
+    claims: Claims,
+    conversation: Option<Conversation>,
+    notices: Option<EventNotices>,
+    turns: Option<mpsc::Sender<PendingTurn>>,
+    /// Cancels the reply in progress (nurse takeover, shutdown grace over).
+    turn_cancel: CancellationToken,
+    turn_worker: Option<tokio::task::JoinHandle<()>>,
+    /// Invalid frames within the current window.
+    errors: u32,
+    error_window_started: Instant,
+}
+
+impl PatientSocket {
+    fn new(state: Arc<AppState>, claims: Claims) -> Self {
+        Self {
+            state,
+            claims,
+            conversation: None,
+            notices: None,
+            turns: None,
+            turn_cancel: CancellationToken::new(),
+            turn_worker: None,
+            errors: 0,
+            error_window_started: Instant::now(),
+        }
+    }
+
+    fn services(&self) -> &Arc<Services> {
+        &self.state.services
+    }
+
+    async fn run(mut self, session: actix_ws::Session, mut inbound: actix_ws::AggregatedMessageStream) {
+        let settings = Arc::clone(&self.services().settings);
+        let (frames, outgoing) = mpsc::channel::<ServerFrame>(OUTBOX_FRAMES);
+        let writer = tokio::spawn(write_frames(session.clone(), outgoing));
+        let mut control = session;
+        let mut heartbeat = tokio::time::interval(Duration::from_millis(settings.server.heartbeat_interval_ms));
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let client_timeout = Duration::from_millis(settings.server.client_timeout_ms);
+        let mut last_seen = Instant::now();
+        let token_expiry = Duration::from_secs(self.claims.exp.saturating_sub(crate::auth::now_unix()));
+        let expired = tokio::time::sleep(token_expiry);
+        tokio::pin!(expired);
+        let shutdown = self.state.shutdown.clone();
+
+        let ending = loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break Ending::GoingAway,
+                _ = &mut expired => break Ending::TokenExpired,
+                _ = heartbeat.tick() => {
+                    if last_seen.elapsed() > client_timeout {
+                        break Ending::TimedOut;
+                    }
+                    if control.ping(b"").await.is_err() {
+                        break Ending::Gone;
+                    }
+                }
+                notice = next_notice(&mut self.notices) => {
+                    if let Some(latest) = notice
+                        && self.forward_live_events(latest, &frames).await.is_err()
+                    {
+                        break Ending::Gone;
+                    }
+                }
+                message = inbound.next() => {
+                    let Some(message) = message else { break Ending::Gone };
+                    last_seen = Instant::now();
+                    let outcome = match message {
+                        Ok(AggregatedMessage::Text(text)) => self.on_text(&text, &frames).await,
+                        Ok(AggregatedMessage::Binary(_)) => self.refuse(FrameError::Binary, &frames).await,
+                        Ok(AggregatedMessage::Ping(bytes)) => {
+                            if control.pong(&bytes).await.is_err() { Err(Ending::Gone) } else { Ok(()) }
+                        }
+                        Ok(AggregatedMessage::Pong(_)) => Ok(()),
+                        Ok(AggregatedMessage::Close(_)) => Err(Ending::ClientClosed),
+                        Err(error) => {
+                            tracing::debug!(error = %error, "websocket protocol error");
+                            Err(Ending::Abusive)
+                        }
+                    };
+                    if let Err(ending) = outcome {
+                        break ending;
+                    }
+                }
+            }
+        };
+
+        self.finish(ending, frames, writer, control, &settings).await;
+    }
+
+    /// Ends the socket: lets a streaming reply finish (within the grace on shutdown), flushes the
+    /// outgoing frames, then sends the close frame.
+    async fn finish(
+        mut self,
+        ending: Ending,
+        frames: FrameSender,
+        writer: tokio::task::JoinHandle<()>,
+        control: actix_ws::Session,
+        settings: &crate::config::Settings,
+    ) {
+        drop(self.turns.take());
+        if let Some(worker) = self.turn_worker.take() {
+            let grace = Duration::from_millis(settings.server.shutdown_grace_ms);
+            match ending {
+                // The patient is gone: the reply finishes detached and is stored for resume.
+                Ending::Gone | Ending::ClientClosed | Ending::TimedOut => {}
+                _ => {
+                    if tokio::time::timeout(grace, worker).await.is_err() {
+                        self.turn_cancel.cancel();
+                    }
+                }
+            }
+        }
+        drop(frames);
+        let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+        let _ = control.close(ending.close_reason()).await;
+    }
+
+    async fn on_text(&mut self, text: &str, frames: &FrameSender) -> Result<(), Ending> {
+        let limits = &self.services().settings.limits;
+        let frame = match parse_client_frame(text, limits.max_frame_bytes) {
+            Ok(frame) => frame,
+            Err(error) => return self.refuse(error, frames).await,
+        };
+        let max_message_bytes = limits.max_message_bytes;
+        match frame {
+            ClientFrame::Ping => send(frames, ServerFrame::Pong).await,
+            ClientFrame::Hello { session_id } => self.hello(session_id, frames).await,
+            ClientFrame::Resume { session_id, last_seq } => {
+                self.resume(session_id, last_seq, frames).await
+            }
+            ClientFrame::Message { client_id, text } => {
+                let text = match PatientText::parse(text, max_message_bytes) {
+                    Ok(text) => text,
+                    Err(error) => return self.refuse(error, frames).await,
+                };
+                let Some(conversation) = self.conversation.as_mut() else {
+                    return send(
+                        frames,
+                        ServerFrame::error(ErrorCode::NoSession, "send hello or resume before messages"),
+                    )
+                    .await;
+                };
+                let pending = conversation.on_message(client_id, text, frames).await.map_err(|_| Ending::Gone)?;
+                if let (Some(pending), Some(turns)) = (pending, &self.turns)
+                    && turns.try_send(pending).is_err()
+                {
+                    send(
+                        frames,
+                        ServerFrame::Error {
+                            code: ErrorCode::RateLimited,
+                            message: "replies are still being written; your message is saved, wait for them before sending more".into(),
+                            retryable: true,
+                            retry_after_ms: Some(2_000),
+                        },
+                    )
+                    .await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Counts an invalid frame; too many in the window end the connection.
+    async fn refuse(&mut self, error: FrameError, frames: &FrameSender) -> Result<(), Ending> {
+        let limits = self.services().settings.limits.clone();
+        if self.error_window_started.elapsed() > Duration::from_millis(limits.error_window_ms) {
+            self.errors = 0;
+            self.error_window_started = Instant::now();
+        }
+        self.errors += 1;
+        let max_errors = limits.max_errors;
+        metrics::counter!("carebridge_invalid_frames_total", "code" => format!("{:?}", error.code())).increment(1);
+        send(frames, ServerFrame::error(error.code(), error.to_string())).await?;
+        if self.errors > max_errors { Err(Ending::Abusive) } else { Ok(()) }
+    }
+
+    async fn hello(&mut self, session_id: Option<SessionId>, frames: &FrameSender) -> Result<(), Ending> {
+        if let Some(session_id) = session_id {
+            return self.attach(session_id, None, frames).await;
+        }
+        let session = SessionId::random();
+        if let Err(error) = self.services().store.create_session(&session, &self.claims.sub).await {
+            return send(frames, ServerFrame::error(ErrorCode::Unavailable, error.to_string())).await;
+        }
+        self.attach(session, None, frames).await
+    }
+
+    async fn resume(&mut self, session: SessionId, last_seq: u64, frames: &FrameSender) -> Result<(), Ending> {
+        self.attach(session, Some(last_seq), frames).await
+    }
+
+    /// Joins a session the caller owns, replays what it missed, and starts live delivery.
+    async fn attach(&mut self, session: SessionId, replay_after: Option<u64>, frames: &FrameSender) -> Result<(), Ending> {
+        let store = Arc::clone(&self.services().store);
+        let meta = match store.session_meta(&session).await {
+            Ok(Some(meta)) => meta,
+            Ok(None) => return send(frames, ServerFrame::error(ErrorCode::SessionNotFound, "no such session")).await,
+            Err(error) => return send(frames, ServerFrame::error(ErrorCode::Unavailable, error.to_string())).await,
+        };
+        if meta.owner != self.claims.sub {
+            // Same answer as a missing session: do not reveal which ids exist.
+            return send(frames, ServerFrame::error(ErrorCode::SessionNotFound, "no such session")).await;
+        }
+        // Subscribe before reading the log, so nothing falls between the two.
+        let notices = match store.subscribe(&session).await {
+            Ok(notices) => notices,
+            Err(error) => return send(frames, ServerFrame::error(ErrorCode::Unavailable, error.to_string())).await,
+        };
+        let mut conversation = match Conversation::open(Arc::clone(self.services()), session.clone()).await {
+            Ok(conversation) => conversation,
+            Err(error) => return send(frames, ServerFrame::error(ErrorCode::Unavailable, error.to_string())).await,
+        };
+        let last_seq = match store.events_after(&session, 0).await {
+            Ok(events) => events.last().map_or(0, |event| event.seq),
+            Err(error) => return send(frames, ServerFrame::error(ErrorCode::Unavailable, error.to_string())).await,
+        };
+        send(frames, ServerFrame::Welcome { session_id: session.clone(), protocol: PROTOCOL_VERSION, last_seq }).await?;
+        match replay_after {
+            Some(after) => conversation.replay(after, frames).await.map_err(|_| Ending::Gone)?,
+            None => conversation.delivered = last_seq,
+        }
+        self.conversation = Some(conversation);
+        self.notices = Some(notices);
+        self.start_turn_worker(session, frames.clone());
+        Ok(())
+    }
+
+    fn start_turn_worker(&mut self, session: SessionId, frames: FrameSender) {
+        self.turn_cancel.cancel();
+        self.turn_cancel = CancellationToken::new();
+        let (turns, mut queue) = mpsc::channel::<PendingTurn>(QUEUED_TURNS);
+        let services = Arc::clone(self.services());
+        let cancel = self.turn_cancel.clone();
+        let worker = tokio::spawn(async move {
+            while let Some(turn) = queue.recv().await {
+                run_turn(Arc::clone(&services), session.clone(), turn, frames.clone(), cancel.clone()).await;
+            }
+        });
+        self.turns = Some(turns);
+        self.turn_worker = Some(worker);
+    }
+
+    /// Sends events written elsewhere (a nurse, another replica) that this socket has not sent.
+    async fn forward_live_events(&mut self, latest: u64, frames: &FrameSender) -> Result<(), Ending> {
+        let Some(conversation) = self.conversation.as_mut() else { return Ok(()) };
+        if latest <= conversation.delivered {
+            return Ok(());
+        }
+        let store = Arc::clone(&self.state.services.store);
+        let events = match store.events_after(&conversation.session, conversation.delivered).await {
+            Ok(events) => events,
+            // The log keeps them; the next notice or a resume delivers them.
+            Err(_) => return Ok(()),
+        };
+        for stored in events {
+            conversation.delivered = conversation.delivered.max(stored.seq);
+            // Patient messages, alerts and replies of this socket were sent as ack/alert/done.
+            if matches!(stored.event, SessionEvent::NurseMessage { .. } | SessionEvent::ModeChanged { .. }) {
+                send(frames, ServerFrame::Event { seq: stored.seq, event: stored.event }).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The next live notice, or never when the socket has no session yet.
+async fn next_notice(notices: &mut Option<EventNotices>) -> Option<u64> {
+    match notices {
+        Some(receiver) => match receiver.recv().await {
+            Ok(seq) => Some(seq),
+            // Fell behind: the log has everything, so read from where we are.
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Some(u64::MAX),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                *notices = None;
+                None
+            }
+        },
+        None => std::future::pending().await,
+    }
+}
+
+async fn send(frames: &FrameSender, frame: ServerFrame) -> Result<(), Ending> {
+    frames.send(frame).await.map_err(|_| Ending::Gone)
+}
+
+async fn write_frames(mut session: actix_ws::Session, mut outgoing: mpsc::Receiver<ServerFrame>) {
+    while let Some(frame) = outgoing.recv().await {
+        if session.text(frame.to_json()).await.is_err() {
+            break;
+        }
+    }
+}

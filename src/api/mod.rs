@@ -1,0 +1,145 @@
+//! HTTP routes and WebSocket loops. Handlers hold no state beyond their socket; the truth is in
+//! the store.
+
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{self, AuthError, Claims, Role, TokenKeys};
+use crate::session::conversation::Services;
+
+mod chat;
+
+/// Shared by every handler of this replica.
+pub struct AppState {
+    pub services: Arc<Services>,
+    pub keys: TokenKeys,
+    pub metrics: Option<PrometheusHandle>,
+    /// Cancelled when the server starts shutting down; sockets close with "going away".
+    pub shutdown: CancellationToken,
+    /// Every socket task, so shutdown can wait for them.
+    pub sockets: TaskTracker,
+}
+
+/// Errors a route answers with, each with its status.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("not ready: {0}")]
+    NotReady(String),
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Auth(AuthError::WrongRole { .. }) => StatusCode::FORBIDDEN,
+            Self::Auth(AuthError::Sign(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Auth(_) => StatusCode::UNAUTHORIZED,
+            Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code()).json(serde_json::json!({ "error": self.to_string() }))
+    }
+}
+
+/// The caller's verified claims, with the role required.
+///
+/// # Errors
+/// No token, a bad token, or the wrong role.
+pub fn authorize(request: &HttpRequest, state: &AppState, role: Role) -> Result<Claims, ApiError> {
+    let token = auth::token_from_headers(request.headers())?;
+    let claims = state.keys.verify(&token)?;
+    auth::require(&claims, role)?;
+    Ok(claims)
+}
+
+pub fn configure(config: &mut web::ServiceConfig) {
+    config
+        .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics))
+        .route("/v1/chat", web::get().to(chat::chat))
+        .route("/v1/admin/policies", web::get().to(policy_status))
+        .route("/v1/admin/policies/reload", web::post().to(policy_reload))
+        .route("/v1/admin/policies/dry-run", web::post().to(policy_dry_run));
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": "alive" }))
+}
+
+async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if state.shutdown.is_cancelled() {
+        return Err(ApiError::NotReady("shutting down".into()));
+    }
+    state
+        .services
+        .store
+        .ping()
+        .await
+        .map_err(|error| ApiError::NotReady(error.to_string()))?;
+    let policies = state.services.policies.status();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "status": "ready",
+        "policy_version": policies.version,
+    })))
+}
+
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    match &state.metrics {
+        Some(handle) => HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4")
+            .body(handle.render()),
+        None => HttpResponse::NotFound().finish(),
+    }
+}
+
+async fn policy_status(request: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    authorize(&request, &state, Role::Operator)?;
+    Ok(HttpResponse::Ok().json(state.services.policies.status()))
+}
+
+async fn policy_reload(request: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let claims = authorize(&request, &state, Role::Operator)?;
+    tracing::info!(operator = %claims.sub, "policy reload requested");
+    match state.services.policies.reload().await {
+        Ok(version) => Ok(HttpResponse::Ok().json(serde_json::json!({ "reloaded": true, "version": version }))),
+        Err(error) => Ok(HttpResponse::UnprocessableEntity().json(serde_json::json!({
+            "reloaded": false,
+            "error": error.to_string(),
+            "status": state.services.policies.status(),
+        }))),
+    }
+}
+
+#[derive(Deserialize)]
+struct DryRun {
+    text: String,
+    #[serde(default)]
+    earlier: Vec<String>,
+}
+
+async fn policy_dry_run(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Json<DryRun>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&request, &state, Role::Operator)?;
+    if body.text.len() > state.services.settings.limits.max_message_bytes {
+        return Err(ApiError::BadRequest("text exceeds limits.max_message_bytes".into()));
+    }
+    let earlier: Vec<&str> = body.earlier.iter().map(String::as_str).collect();
+    let explanation = state.services.policies.current().explain(&body.text, &earlier);
+    Ok(HttpResponse::Ok().json(explanation))
+}

@@ -1,0 +1,293 @@
+//! The command line: `serve` (the default) and the operator tools. Kept thin: each command parses
+//! its arguments and calls the library.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use carebridge::auth::{Role, TokenKeys};
+use carebridge::config::Settings;
+use carebridge::guard;
+use carebridge::policy::{PolicySet, Severity, testing};
+use carebridge::prompts::Prompts;
+use carebridge::startup::Application;
+
+#[derive(Parser)]
+#[command(name = "carebridge", version, about = "The safety layer between patients and a language model")]
+pub struct Cli {
+    /// Configuration file (default: ./carebridge.toml if present).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve patients and nurses (the default).
+    Serve,
+    /// Test, explain and evaluate policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Check model replies against the output rules.
+    #[command(subcommand)]
+    Guard(GuardCommand),
+    /// Mint a development token with the configured development secret.
+    Token(TokenArgs),
+}
+
+#[derive(Args, Clone)]
+struct PolicyDir {
+    /// Policy directory (default: the configured `policies.dir`).
+    #[arg(long = "policies")]
+    policies: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Run every test case of every policy file; exit non-zero on any failure.
+    Test {
+        dir: Option<PathBuf>,
+    },
+    /// Show every step of the decision for one message.
+    Explain {
+        text: String,
+        #[command(flatten)]
+        dir: PolicyDir,
+    },
+    /// Read one message per line on stdin, write one JSON decision per line.
+    Check {
+        #[command(flatten)]
+        dir: PolicyDir,
+    },
+    /// Read `concept<TAB>sentence` lines, write the context engine's verdict per line.
+    Context {
+        #[command(flatten)]
+        dir: PolicyDir,
+    },
+    /// List every message in FILE whose decision differs between two policy sets.
+    Diff {
+        old: PathBuf,
+        new: PathBuf,
+        file: PathBuf,
+    },
+    /// Evaluate a labelled file (`level<TAB>text`): confusion matrix and recall per level.
+    Eval {
+        file: PathBuf,
+        #[command(flatten)]
+        dir: PolicyDir,
+        /// Print every message whose decision differs from its label.
+        #[arg(long)]
+        show_errors: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FlagArg {
+    Emergency,
+    Urgent,
+    Routine,
+}
+
+#[derive(Subcommand)]
+enum GuardCommand {
+    /// Stream each stdin line (one reply) through the guard; write one JSON result per line.
+    Check {
+        #[arg(long, value_enum, default_value = "routine")]
+        flag: FlagArg,
+        /// Characters per chunk, as the provider would stream them.
+        #[arg(long, default_value_t = 7)]
+        chunk: usize,
+        #[command(flatten)]
+        dir: PolicyDir,
+    },
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// The token's subject (user id).
+    #[arg(long, default_value = "demo-patient")]
+    sub: String,
+    #[arg(long, value_enum, default_value = "patient")]
+    role: RoleArg,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    ttl: u64,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RoleArg {
+    Patient,
+    Nurse,
+    Operator,
+}
+
+impl From<RoleArg> for Role {
+    fn from(role: RoleArg) -> Self {
+        match role {
+            RoleArg::Patient => Role::Patient,
+            RoleArg::Nurse => Role::Nurse,
+            RoleArg::Operator => Role::Operator,
+        }
+    }
+}
+
+/// Runs a command; the exit code says whether it succeeded.
+///
+/// # Errors
+/// Configuration, policy or I/O failures, with context for the reader.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let settings = Settings::load(cli.config.as_deref())?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(settings),
+        Command::Policy(command) => policy(command, &settings),
+        Command::Guard(GuardCommand::Check { flag, chunk, dir }) => {
+            let set = load(&settings, dir.policies.as_deref())?;
+            let flag = match flag {
+                FlagArg::Emergency => Severity::Emergency,
+                FlagArg::Urgent => Severity::Urgent,
+                FlagArg::Routine => Severity::Routine,
+            };
+            each_line(|line, out| {
+                let guarded = guard::run_chunked(set.output_rules(), flag, line, chunk);
+                writeln!(out, "{}", serde_json::to_string(&guarded)?)?;
+                Ok(())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token(args) => {
+            anyhow::ensure!(
+                !settings.auth.dev_secret.is_empty(),
+                "auth.dev_secret is not set: set CAREBRIDGE_AUTH__DEV_SECRET (the server prints one at start-up)"
+            );
+            let keys = TokenKeys::hs256(&settings.auth.dev_secret, &settings.auth.issuer, &settings.auth.audience);
+            println!("{}", keys.mint(&args.sub, args.role.into(), Duration::from_secs(args.ttl))?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn serve(mut settings: Settings) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let generated = settings.auth.dev_secret.is_empty();
+    if generated {
+        settings.auth.dev_secret = uuid::Uuid::new_v4().simple().to_string();
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let keys = TokenKeys::hs256(&settings.auth.dev_secret, &settings.auth.issuer, &settings.auth.audience);
+        let host = settings.server.host.clone();
+        let application = Application::build(settings.clone()).await?;
+        let port = application.port();
+        println!("carebridge listening on http://{host}:{port}  (patients: ws://{host}:{port}/v1/chat)");
+        if generated {
+            println!("development secret (CAREBRIDGE_AUTH__DEV_SECRET): {}", settings.auth.dev_secret);
+        }
+        let day = Duration::from_secs(24 * 3600);
+        println!("development patient token: {}", keys.mint("demo-patient", Role::Patient, day)?);
+        println!("development nurse token:   {}", keys.mint("demo-nurse", Role::Nurse, day)?);
+        println!("development operator token: {}", keys.mint("demo-operator", Role::Operator, day)?);
+        std::io::stdout().flush()?;
+        application.run_until_stopped().await?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn load(settings: &Settings, dir: Option<&Path>) -> anyhow::Result<PolicySet> {
+    let prompts = Prompts::load(&settings.prompts_dir, settings.region)
+        .with_context(|| format!("loading prompts from {}", settings.prompts_dir.display()))?;
+    let dir = dir.unwrap_or(&settings.policies.dir);
+    PolicySet::load(dir, &prompts).with_context(|| format!("loading policies from {}", dir.display()))
+}
+
+/// Calls `handle` for each line of stdin, writing to a buffered, locked stdout.
+fn each_line(mut handle: impl FnMut(&str, &mut dyn Write) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for line in stdin.lock().lines() {
+        let line = line.context("reading stdin")?;
+        handle(line.trim_end_matches('\r'), &mut out)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn policy(command: PolicyCommand, settings: &Settings) -> anyhow::Result<ExitCode> {
+    match command {
+        PolicyCommand::Test { dir } => {
+            let set = load(settings, dir.as_deref())?;
+            let report = testing::run(&set);
+            println!("{report}");
+            Ok(if report.is_success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        PolicyCommand::Explain { text, dir } => {
+            let set = load(settings, dir.policies.as_deref())?;
+            let explanation = set.explain(&text, &[]);
+            println!("{}", serde_json::to_string_pretty(&explanation)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCommand::Check { dir } => {
+            let set = load(settings, dir.policies.as_deref())?;
+            each_line(|line, out| {
+                let decision = set.evaluate(line);
+                let line = serde_json::json!({ "level": decision.level, "rules": decision.rule_ids() });
+                writeln!(out, "{line}")?;
+                Ok(())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCommand::Context { dir } => {
+            let set = load(settings, dir.policies.as_deref())?;
+            each_line(|line, out| {
+                let (concept, sentence) = line.split_once('\t').unwrap_or((line, line));
+                writeln!(out, "{}", serde_json::to_string(&set.context_of(concept, sentence))?)?;
+                Ok(())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCommand::Diff { old, new, file } => {
+            let before = load(settings, Some(&old))?;
+            let after = load(settings, Some(&new))?;
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let mut changed = 0;
+            for (number, line) in text.lines().enumerate() {
+                let message = line.split_once('\t').map_or(line, |(_, message)| message);
+                let (a, b) = (before.evaluate(message), after.evaluate(message));
+                if a.level != b.level || a.rule_ids() != b.rule_ids() {
+                    changed += 1;
+                    println!(
+                        "{}: {} {:?} -> {} {:?}\t{}",
+                        number + 1,
+                        a.level.as_str(),
+                        a.rule_ids(),
+                        b.level.as_str(),
+                        b.rule_ids(),
+                        message
+                    );
+                }
+            }
+            println!("{changed} of {} messages change", text.lines().count());
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCommand::Eval { file, dir, show_errors } => {
+            let set = load(settings, dir.policies.as_deref())?;
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let report = carebridge::policy::eval::evaluate(&set, &text)
+                .with_context(|| format!("reading labels from {}", file.display()))?;
+            print!("{}", report.render(show_errors));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

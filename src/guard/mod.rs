@@ -1,0 +1,213 @@
+//! The output guard: applies output rules to a model reply as it streams.
+//!
+//! The guard holds back only the last few words of the reply (as many as the longest output phrase
+//! spans, plus the word still being written), so a phrase split across any chunk boundary is still
+//! whole when it is checked, and everything before it goes to the patient at once.
+
+use serde::Serialize;
+
+use crate::policy::Severity;
+use crate::policy::file::OutputAction;
+use crate::policy::output::OutputRules;
+
+/// What the patient should get after a chunk (or at the end of the reply).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GuardStep {
+    /// Text that is safe to send now.
+    pub release: String,
+    /// Set when a `replace` rule fired: stop the upstream stream and send this instead.
+    pub replaced: Option<Replacement>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replacement {
+    pub rule: String,
+    pub text: String,
+}
+
+/// The overall action taken on a reply, for `guard check` and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuardAction {
+    Pass,
+    Replace,
+    Redact,
+    Append,
+}
+
+/// Guards one reply. Create one per reply.
+pub struct Guard<'a> {
+    rules: &'a OutputRules,
+    flag: Severity,
+    /// Text received but not yet released.
+    pending: String,
+    /// Rules whose `append` text goes at the end.
+    appends: Vec<usize>,
+    /// Ids of every rule that acted, in order.
+    acted: Vec<String>,
+    action: GuardAction,
+    stopped: bool,
+}
+
+impl<'a> Guard<'a> {
+    pub fn new(rules: &'a OutputRules, flag: Severity) -> Self {
+        Self {
+            rules,
+            flag,
+            pending: String::new(),
+            appends: Vec::new(),
+            acted: Vec::new(),
+            action: GuardAction::Pass,
+            stopped: false,
+        }
+    }
+
+    /// Takes the next chunk of the reply.
+    pub fn push(&mut self, chunk: &str) -> GuardStep {
+        if self.stopped {
+            return GuardStep::default();
+        }
+        self.pending.push_str(chunk);
+        self.check(false)
+    }
+
+    /// The reply ended: checks and releases what was held back, then any appended notes.
+    pub fn finish(&mut self) -> GuardStep {
+        if self.stopped {
+            return GuardStep::default();
+        }
+        let mut step = self.check(true);
+        if step.replaced.is_none() {
+            for &rule in &self.appends {
+                if let Some(rule) = self.rules.rules().get(rule) {
+                    step.release.push_str("\n\n");
+                    step.release.push_str(&rule.text);
+                }
+            }
+        }
+        self.stopped = true;
+        step
+    }
+
+    pub fn action(&self) -> GuardAction {
+        self.action
+    }
+
+    pub fn rules_acted(&self) -> &[String] {
+        &self.acted
+    }
+
+    fn note(&mut self, rule: &str, action: GuardAction) {
+        if !self.acted.iter().any(|seen| seen == rule) {
+            self.acted.push(rule.to_owned());
+        }
+        // Replace outranks redact, which outranks append.
+        let rank = |action: GuardAction| match action {
+            GuardAction::Pass => 0,
+            GuardAction::Append => 1,
+            GuardAction::Redact => 2,
+            GuardAction::Replace => 3,
+        };
+        if rank(action) > rank(self.action) {
+            self.action = action;
+        }
+    }
+
+    fn check(&mut self, at_end: bool) -> GuardStep {
+        let normalized = self.rules.normalize(&self.pending);
+        let hits = self.rules.find(&normalized, self.flag);
+        let mut redactions: Vec<(usize, usize, String)> = Vec::new();
+        for hit in hits {
+            let Some(rule) = self.rules.rules().get(hit.rule) else { continue };
+            match rule.action {
+                OutputAction::Replace => {
+                    let (id, text) = (rule.id.clone(), rule.text.clone());
+                    self.note(&id, GuardAction::Replace);
+                    self.stopped = true;
+                    self.pending.clear();
+                    return GuardStep { release: String::new(), replaced: Some(Replacement { rule: id, text }) };
+                }
+                OutputAction::Redact => {
+                    let (start, end) = normalized.original_span(hit.first, hit.last);
+                    if redactions.last().is_none_or(|(_, last_end, _)| *last_end <= start) {
+                        redactions.push((start, end, rule.text.clone()));
+                    }
+                    let id = rule.id.clone();
+                    self.note(&id, GuardAction::Redact);
+                }
+                OutputAction::Append => {
+                    if !self.appends.contains(&hit.rule) {
+                        self.appends.push(hit.rule);
+                    }
+                    let id = rule.id.clone();
+                    self.note(&id, GuardAction::Append);
+                }
+            }
+        }
+        // Apply redactions back to front so earlier offsets stay valid.
+        for (start, end, text) in redactions.iter().rev() {
+            if self.pending.is_char_boundary(*start) && self.pending.is_char_boundary(*end) {
+                self.pending.replace_range(*start..*end, text);
+            }
+        }
+        let cut = if at_end { self.pending.len() } else { self.safe_cut() };
+        let release: String = self.pending.drain(..cut).collect();
+        GuardStep { release, replaced: None }
+    }
+
+    /// How much of `pending` may go out: all but the last `window_words` tokens and the word
+    /// still being written.
+    fn safe_cut(&self) -> usize {
+        // Redactions moved offsets, so word starts are found again in the (small) pending text.
+        let normalized = self.rules.normalize(&self.pending);
+        let words: Vec<usize> = normalized.tokens.iter().map(|token| token.start).collect();
+        let ends_open = self
+            .pending
+            .chars()
+            .last()
+            .is_some_and(char::is_alphanumeric);
+        let hold = self.rules.window_words() + usize::from(ends_open);
+        if words.len() <= hold {
+            return 0;
+        }
+        words[words.len() - hold]
+    }
+}
+
+/// Runs a whole reply through the guard in chunks of `chunk_chars` characters, as the server
+/// does, and returns what the patient would have seen.
+pub fn run_chunked(rules: &OutputRules, flag: Severity, reply: &str, chunk_chars: usize) -> GuardedReply {
+    let mut guard = Guard::new(rules, flag);
+    let mut seen = String::new();
+    let mut replaced = None;
+    let chars: Vec<char> = reply.chars().collect();
+    for piece in chars.chunks(chunk_chars.max(1)) {
+        let chunk: String = piece.iter().collect();
+        let step = guard.push(&chunk);
+        seen.push_str(&step.release);
+        if let Some(replacement) = step.replaced {
+            replaced = Some(replacement);
+            break;
+        }
+    }
+    if replaced.is_none() {
+        let step = guard.finish();
+        seen.push_str(&step.release);
+        replaced = step.replaced;
+    }
+    if let Some(replacement) = &replaced {
+        if !seen.is_empty() && !seen.ends_with(char::is_whitespace) {
+            seen.push(' ');
+        }
+        seen.push_str(&replacement.text);
+    }
+    GuardedReply { action: guard.action(), rules: guard.rules_acted().to_vec(), text: seen }
+}
+
+/// The outcome of guarding a whole reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GuardedReply {
+    pub action: GuardAction,
+    pub rules: Vec<String>,
+    pub text: String,
+}

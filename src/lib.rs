@@ -1,0 +1,23 @@
+//! Carebridge: the safety layer between a patient and a language model.
+//!
+//! * `config`: settings from defaults, an optional file and `CAREBRIDGE_*` variables.
+//! * `protocol`: the only frames we accept and send on the WebSockets.
+//! * `policy`: policy files, normalisation, context-aware matching, decisions, tests, hot reload.
+//! * `guard`: output rules applied to a streamed model reply with a small hold-back window.
+//! * `llm`: the `ChatModel` trait, the OpenAI-compatible client and the built-in demo model.
+//! * `session`: the conversation as an ordered log of events, its mode, resume.
+//! * `store`: where sessions live (`MemoryStore` embedded, `RedisStore` in production).
+//! * `api`: HTTP routes and the per-socket loops.
+//! * `startup`: builds the application from settings and runs it until stopped.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod guard;
+pub mod llm;
+pub mod policy;
+pub mod prompts;
+pub mod protocol;
+pub mod session;
+pub mod startup;
+pub mod store;

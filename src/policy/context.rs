@@ -1,0 +1,332 @@
+//! The context engine, in the manner of NegEx and ConText: cue phrases open scopes (negated,
+//! historical, hypothetical, someone else) that end at a terminator, a sentence end or a number
+//! of words, and a finding inside a scope takes its property.
+//!
+//! The cues are data (`context.toml`); they are scanned in the same pass as the rules' phrases.
+
+use serde::Serialize;
+
+use super::normalize::{NormalizedText, TokenKind};
+use super::phrases::Hit;
+
+/// What a context cue does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CueKind {
+    Negation(Direction),
+    Historical(Direction),
+    Hypothetical(Direction),
+    Experiencer(Direction),
+    FamilyHistory,
+    Acute,
+    Terminator,
+    Figurative,
+}
+
+/// Which way a cue's scope runs from the cue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// The scope runs forwards from the cue ("no … chest pain").
+    Forward,
+    /// The scope runs backwards from the cue ("chest pain … ruled out").
+    Backward,
+    /// Not a cue: a look-alike that cancels any cue it covers ("no doubt", "not only").
+    Pseudo,
+}
+
+/// A cue found in a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CueHit {
+    pub kind: CueKind,
+    pub first: usize,
+    pub last: usize,
+}
+
+impl CueHit {
+    pub fn from_hit(kind: CueKind, hit: &Hit) -> Self {
+        Self { kind, first: hit.first, last: hit.last }
+    }
+}
+
+/// When a finding is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Temporality {
+    #[default]
+    Recent,
+    Historical,
+    Hypothetical,
+}
+
+/// Who a finding is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Experiencer {
+    #[default]
+    Patient,
+    Other,
+}
+
+/// The context of one finding, with the cues that decided it (token ranges).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Assessment {
+    pub negated: Option<(usize, usize)>,
+    pub historical: Option<(usize, usize)>,
+    pub hypothetical: Option<(usize, usize)>,
+    pub other_experiencer: Option<(usize, usize)>,
+    pub family_history: Option<(usize, usize)>,
+    pub acute: Option<(usize, usize)>,
+    pub figurative: Option<(usize, usize)>,
+}
+
+impl Assessment {
+    pub fn temporality(&self) -> Temporality {
+        if self.hypothetical.is_some() {
+            Temporality::Hypothetical
+        } else if self.historical.is_some() && self.acute.is_none() {
+            Temporality::Historical
+        } else {
+            Temporality::Recent
+        }
+    }
+
+    pub fn experiencer(&self) -> Experiencer {
+        if self.other_experiencer.is_some() || self.family_history.is_some() {
+            Experiencer::Other
+        } else {
+            Experiencer::Patient
+        }
+    }
+}
+
+/// Cues of one message, prepared once and asked about each finding.
+pub struct MessageContext<'a> {
+    text: &'a NormalizedText,
+    cues: Vec<CueHit>,
+    /// For each token, the index of its sentence.
+    sentence: Vec<usize>,
+    /// For each token, the index of its clause (sentences split at commas too).
+    clause: Vec<usize>,
+    /// For each token, whether a terminator cue covers it.
+    terminator: Vec<bool>,
+    scope_words: usize,
+}
+
+impl<'a> MessageContext<'a> {
+    pub fn new(text: &'a NormalizedText, mut cues: Vec<CueHit>, scope_words: usize) -> Self {
+        let count = text.tokens.len();
+        let mut sentence = Vec::with_capacity(count);
+        let mut clause = Vec::with_capacity(count);
+        let (mut sentence_index, mut clause_index) = (0, 0);
+        for token in &text.tokens {
+            match token.kind {
+                TokenKind::SentenceEnd => {
+                    sentence_index += 1;
+                    clause_index += 1;
+                }
+                TokenKind::Punct => clause_index += 1,
+                _ => {}
+            }
+            sentence.push(sentence_index);
+            clause.push(clause_index);
+        }
+        // A pseudo cue cancels every cue of its kind that it covers.
+        let pseudo: Vec<CueHit> = cues
+            .iter()
+            .copied()
+            .filter(|cue| direction(cue.kind) == Some(Direction::Pseudo))
+            .collect();
+        cues.retain(|cue| {
+            direction(cue.kind) != Some(Direction::Pseudo)
+                && !pseudo.iter().any(|blocker| {
+                    same_family(blocker.kind, cue.kind)
+                        && blocker.first <= cue.first
+                        && cue.last <= blocker.last
+                })
+        });
+        // A forward cue with nothing after it but punctuation is an interjection ("No, it hurts").
+        cues.retain(|cue| {
+            direction(cue.kind) != Some(Direction::Forward)
+                || text
+                    .tokens
+                    .get(cue.last + 1)
+                    .is_some_and(|next| matches!(next.kind, TokenKind::Word | TokenKind::Number | TokenKind::Emoji))
+        });
+        let mut terminator = vec![false; count];
+        for cue in cues.iter().filter(|cue| cue.kind == CueKind::Terminator) {
+            for flag in terminator.iter_mut().take(cue.last + 1).skip(cue.first) {
+                *flag = true;
+            }
+        }
+        Self { text, cues, sentence, clause, terminator, scope_words }
+    }
+
+    /// The context of a finding at tokens `first..=last`.
+    pub fn assess(&self, first: usize, last: usize) -> Assessment {
+        let mut assessment = Assessment::default();
+        for cue in &self.cues {
+            // A cue inside the finding's own words never applies to it ("can't breathe").
+            if cue.first <= last && first <= cue.last {
+                if cue.kind == CueKind::Figurative {
+                    assessment.figurative = Some((cue.first, cue.last));
+                }
+                continue;
+            }
+            let slot = match cue.kind {
+                CueKind::Negation(_) => &mut assessment.negated,
+                CueKind::Historical(_) => &mut assessment.historical,
+                CueKind::Hypothetical(_) => &mut assessment.hypothetical,
+                CueKind::Experiencer(_) => &mut assessment.other_experiencer,
+                CueKind::FamilyHistory => {
+                    if self.same_sentence(cue.first, first) {
+                        assessment.family_history = Some((cue.first, cue.last));
+                    }
+                    continue;
+                }
+                CueKind::Acute => {
+                    if self.same_clause(cue.first, first) {
+                        assessment.acute = Some((cue.first, cue.last));
+                    }
+                    continue;
+                }
+                CueKind::Figurative | CueKind::Terminator => continue,
+            };
+            if slot.is_none() && self.in_scope(cue, first, last) {
+                *slot = Some((cue.first, cue.last));
+            }
+        }
+        assessment
+    }
+
+    fn same_sentence(&self, a: usize, b: usize) -> bool {
+        self.sentence.get(a) == self.sentence.get(b)
+    }
+
+    fn same_clause(&self, a: usize, b: usize) -> bool {
+        self.clause.get(a) == self.clause.get(b)
+    }
+
+    fn in_scope(&self, cue: &CueHit, first: usize, last: usize) -> bool {
+        match direction(cue.kind) {
+            Some(Direction::Forward) if cue.last < first => {
+                self.reaches(cue.last + 1, first, |index| index + 1)
+            }
+            Some(Direction::Backward) if last < cue.first => {
+                self.reaches(cue.first - 1, last, |index| index.wrapping_sub(1))
+            }
+            _ => false,
+        }
+    }
+
+    /// Walks from `from` towards `target`, stopping at sentence ends, terminators and the scope's
+    /// word limit.
+    fn reaches(&self, from: usize, target: usize, step: impl Fn(usize) -> usize) -> bool {
+        let mut index = from;
+        let mut words = 0;
+        loop {
+            let Some(token) = self.text.tokens.get(index) else {
+                return false;
+            };
+            if token.kind == TokenKind::SentenceEnd || self.terminator[index] {
+                return false;
+            }
+            if index == target {
+                return true;
+            }
+            if token.kind == TokenKind::Word {
+                words += 1;
+                if words > self.scope_words {
+                    return false;
+                }
+            }
+            index = step(index);
+        }
+    }
+}
+
+fn direction(kind: CueKind) -> Option<Direction> {
+    match kind {
+        CueKind::Negation(direction)
+        | CueKind::Historical(direction)
+        | CueKind::Hypothetical(direction)
+        | CueKind::Experiencer(direction) => Some(direction),
+        _ => None,
+    }
+}
+
+fn same_family(a: CueKind, b: CueKind) -> bool {
+    std::mem::discriminant(&a) == std::mem::discriminant(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::normalize::Normalizer;
+
+    fn context_of(text: &str, cues: &[(CueKind, &str)], finding: &str) -> Assessment {
+        let normalizer = Normalizer::default();
+        let normalized = normalizer.normalize(text);
+        let find = |phrase: &str| {
+            let needle = format!(" {phrase} ");
+            let at = normalized.squeezed.find(&needle)?;
+            normalized.token_range(at + 1, at + needle.len() - 1, true)
+        };
+        let hits = cues
+            .iter()
+            .filter_map(|(kind, phrase)| {
+                let (first, last) = find(phrase)?;
+                Some(CueHit { kind: *kind, first, last })
+            })
+            .collect();
+        let context = MessageContext::new(&normalized, hits, 8);
+        let (first, last) = find(finding).expect("finding present");
+        context.assess(first, last)
+    }
+
+    const NO: (CueKind, &str) = (CueKind::Negation(Direction::Forward), "no");
+    const BUT: (CueKind, &str) = (CueKind::Terminator, "but");
+
+    #[test]
+    fn negation_reaches_forward_until_a_terminator() {
+        let negated = context_of("no fever, cough or rash", &[NO], "rash");
+        assert!(negated.negated.is_some());
+        let kept = context_of("no fever but a rash", &[NO, BUT], "rash");
+        assert!(kept.negated.is_none());
+    }
+
+    #[test]
+    fn negation_stops_at_the_sentence_end() {
+        let kept = context_of("no. rash now", &[NO], "rash");
+        assert!(kept.negated.is_none());
+    }
+
+    #[test]
+    fn an_interjection_is_not_a_negation() {
+        let kept = context_of("no , the rash is spreading", &[NO], "rash");
+        assert!(kept.negated.is_none());
+    }
+
+    #[test]
+    fn backward_cues_look_back() {
+        let cue = (CueKind::Negation(Direction::Backward), "ruled out");
+        let negated = context_of("stroke was ruled out", &[cue], "stroke");
+        assert!(negated.negated.is_some());
+    }
+
+    #[test]
+    fn pseudo_cues_cancel_the_cue_they_cover() {
+        let pseudo = (CueKind::Negation(Direction::Pseudo), "not sure");
+        let not = (CueKind::Negation(Direction::Forward), "not");
+        let kept = context_of("not sure if this is chest pain", &[pseudo, not], "chest pain");
+        assert!(kept.negated.is_none());
+    }
+
+    #[test]
+    fn an_acute_cue_in_the_same_clause_overrides_history() {
+        let used_to = (CueKind::Historical(Direction::Forward), "used to");
+        let again = (CueKind::Acute, "again");
+        let now = context_of("i used to cut and i am cuting again", &[used_to, again], "cuting");
+        assert_eq!(now.temporality(), Temporality::Recent);
+        let then = context_of("i used to cut", &[used_to, again], "cut");
+        assert_eq!(then.temporality(), Temporality::Historical);
+    }
+}

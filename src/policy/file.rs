@@ -1,0 +1,230 @@
+//! The policy file format as written by operators (see `docs/policies.md`). These types are the
+//! wire form only; `compile` turns them into the matcher.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::Severity;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
+    pub meta: Meta,
+    #[serde(default)]
+    pub rule: Vec<RuleSpec>,
+    #[serde(default)]
+    pub output_rule: Vec<OutputRuleSpec>,
+    #[serde(default)]
+    pub test: Vec<TestSpec>,
+    #[serde(default)]
+    pub output_test: Vec<OutputTestSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Meta {
+    pub id: String,
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub sources: Vec<String>,
+}
+
+/// Phrases either as a plain list (English) or by language.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub enum Phrases {
+    English(Vec<String>),
+    ByLanguage(BTreeMap<String, Vec<String>>),
+}
+
+impl Default for Phrases {
+    fn default() -> Self {
+        Self::English(Vec::new())
+    }
+}
+
+impl Phrases {
+    /// `(language, phrase)` pairs.
+    pub fn iter(&self) -> Box<dyn Iterator<Item = (&str, &str)> + '_> {
+        match self {
+            Self::English(list) => Box::new(list.iter().map(|phrase| ("en", phrase.as_str()))),
+            Self::ByLanguage(map) => Box::new(map.iter().flat_map(|(language, list)| {
+                list.iter().map(move |phrase| (language.as_str(), phrase.as_str()))
+            })),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.iter().next().is_none()
+    }
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Window {
+    #[default]
+    Message,
+    Conversation,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ContextMode {
+    #[default]
+    Default,
+    IgnoreNegation,
+    IgnoreHistory,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Bounds {
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    pub id: String,
+    pub severity: Severity,
+    #[serde(default)]
+    pub summary: String,
+    pub guidance: String,
+    #[serde(default)]
+    pub advice: BTreeMap<String, String>,
+    #[serde(default)]
+    pub triggers: Phrases,
+    #[serde(default)]
+    pub patterns: Vec<String>,
+    #[serde(default)]
+    pub requires: Vec<Vec<String>>,
+    #[serde(default)]
+    pub unless: Vec<String>,
+    #[serde(default)]
+    pub window: Window,
+    #[serde(default)]
+    pub priority: i32,
+    #[serde(default)]
+    pub context: ContextMode,
+    /// Send routine rules (a request for a person) to the nurse queue too.
+    pub escalate: Option<bool>,
+    #[serde(default)]
+    pub measures: BTreeMap<String, Bounds>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputAction {
+    Replace,
+    Redact,
+    Append,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputRuleSpec {
+    pub id: String,
+    #[serde(default)]
+    pub when_flag: Vec<Severity>,
+    pub action: OutputAction,
+    #[serde(default)]
+    pub triggers: Phrases,
+    #[serde(default)]
+    pub patterns: Vec<String>,
+    pub text: String,
+    #[serde(default)]
+    pub summary: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestSpec {
+    pub text: String,
+    pub expect: Severity,
+    pub rule: Option<String>,
+    /// Earlier patient messages, for rules with `window = "conversation"`.
+    #[serde(default)]
+    pub before: Vec<String>,
+    #[serde(default)]
+    pub note: String,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpectedAction {
+    Pass,
+    Replace,
+    Redact,
+    Append,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputTestSpec {
+    pub text: String,
+    #[serde(default = "routine")]
+    pub flag: Severity,
+    pub expect: ExpectedAction,
+    pub rule: Option<String>,
+    #[serde(default)]
+    pub note: String,
+}
+
+fn routine() -> Severity {
+    Severity::Routine
+}
+
+/// `lexicon.toml`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LexiconFile {
+    #[serde(default)]
+    pub words: BTreeMap<String, String>,
+}
+
+/// One kind of context cue: phrases before the finding, after it, and look-alikes that are not
+/// cues at all.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CueSpec {
+    #[serde(default)]
+    pub before: Vec<String>,
+    #[serde(default)]
+    pub after: Vec<String>,
+    #[serde(default)]
+    pub pseudo: Vec<String>,
+}
+
+/// `context.toml`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ContextFile {
+    /// How many words a scope reaches at most.
+    #[serde(default = "default_scope")]
+    pub scope_words: usize,
+    #[serde(default)]
+    pub negation: CueSpec,
+    #[serde(default)]
+    pub historical: CueSpec,
+    #[serde(default)]
+    pub hypothetical: CueSpec,
+    #[serde(default)]
+    pub experiencer: CueSpec,
+    /// Cues that mean the other person's finding is their (family) history.
+    #[serde(default)]
+    pub family_history: Vec<String>,
+    /// Cues that make a finding current despite a historical cue ("again", "right now").
+    #[serde(default)]
+    pub acute: Vec<String>,
+    #[serde(default)]
+    pub terminators: Vec<String>,
+    #[serde(default)]
+    pub figurative: Vec<String>,
+}
+
+fn default_scope() -> usize {
+    8
+}

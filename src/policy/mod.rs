@@ -1,0 +1,714 @@
+//! Red-flag policies: files operators write (`docs/policies.md`), compiled into one scan, with a
+//! context engine that tells "I have chest pain" from "no chest pain" and "my dad had chest pain
+//! in 2010". A decision names its rule, the matched span, the context and the guidance.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub mod context;
+pub mod eval;
+pub mod file;
+pub mod measures;
+pub mod normalize;
+pub mod output;
+pub mod phrases;
+pub mod reload;
+pub mod testing;
+
+use context::{Assessment, CueHit, CueKind, Direction, MessageContext};
+use file::{Bounds, ContextFile, ContextMode, LexiconFile, PolicyFile, Window};
+use measures::{Measure, Measures};
+use normalize::{Lexicon, NormalizedText, Normalizer};
+use phrases::{Hit, PhraseError, PhraseSet, PhraseSetBuilder};
+
+use crate::prompts::{PromptError, Prompts};
+
+/// How serious a finding is. Ordered: `Routine < Urgent < Emergency`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    #[default]
+    Routine,
+    Urgent,
+    Emergency,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Routine => "routine",
+            Self::Urgent => "urgent",
+            Self::Emergency => "emergency",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyLoadError {
+    #[error("{path}: cannot read policy file")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: invalid policy file: {reason}")]
+    Parse { path: PathBuf, reason: String },
+    #[error("{path}: rule `{rule}`: {reason}")]
+    Rule { path: PathBuf, rule: String, reason: String },
+    #[error("{path}: {source}")]
+    Phrase {
+        path: PathBuf,
+        #[source]
+        source: PhraseError,
+    },
+    #[error("rule id `{0}` is defined twice; rule ids must be unique across the policy set")]
+    DuplicateRule(String),
+    #[error("guidance: {0}")]
+    Guidance(#[from] PromptError),
+    #[error("policy directory {0} has no policy files")]
+    Empty(PathBuf),
+    #[error("{failed} policy tests failed; the set was not loaded")]
+    TestsFailed { failed: usize, report: Box<testing::TestReport> },
+    #[error("could not compile the phrase automaton: {0}")]
+    Compile(PhraseError),
+}
+
+/// What a phrase found in a message means for the rules.
+#[derive(Debug, Clone)]
+enum Role {
+    Trigger { rule: usize, language: String },
+    Require { rule: usize, group: usize },
+    Unless { rule: usize },
+    Cue(CueKind),
+}
+
+/// A compiled input rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub id: String,
+    pub severity: Severity,
+    pub summary: String,
+    pub escalate: bool,
+    pub priority: i32,
+    pub file: String,
+    window: Window,
+    context: ContextMode,
+    require_groups: usize,
+    measures: Vec<(Measure, Bounds)>,
+    /// Rendered guidance by language.
+    guidance: BTreeMap<String, String>,
+}
+
+impl Rule {
+    fn guidance_for(&self, language: &str) -> String {
+        self.guidance
+            .get(language)
+            .or_else(|| self.guidance.get("en"))
+            .or_else(|| self.guidance.values().next())
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// A rule that fired.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FiredRule {
+    pub rule: String,
+    pub severity: Severity,
+    pub escalate: bool,
+    pub summary: String,
+    /// Byte range of the matched words in the original message.
+    pub span: (usize, usize),
+    pub matched: String,
+    pub language: String,
+    pub guidance: String,
+    /// Context cues that were present but did not suppress (e.g. "other person, acute").
+    pub context: Vec<String>,
+}
+
+/// A trigger that matched but was set aside, and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SetAside {
+    pub rule: String,
+    pub matched: String,
+    pub reason: String,
+}
+
+/// The outcome of checking one patient message.
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct Decision {
+    pub level: Severity,
+    /// Fired rules, most severe first.
+    pub fired: Vec<FiredRule>,
+    pub set_aside: Vec<SetAside>,
+    pub measures: Measures,
+}
+
+impl Decision {
+    pub fn rule_ids(&self) -> Vec<&str> {
+        self.fired.iter().map(|fired| fired.rule.as_str()).collect()
+    }
+
+    /// The rule whose guidance the patient is shown first.
+    pub fn lead(&self) -> Option<&FiredRule> {
+        self.fired.first()
+    }
+
+    pub fn escalates(&self) -> bool {
+        self.fired.iter().any(|fired| fired.escalate)
+    }
+}
+
+/// What the context engine says about one finding, for `policy context` and explanations.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ContextVerdict {
+    pub negated: bool,
+    pub temporality: context::Temporality,
+    pub experiencer: context::Experiencer,
+}
+
+/// A policy set ready to use: immutable, shared behind an `Arc`, swapped whole on reload.
+pub struct PolicySet {
+    normalizer: Normalizer,
+    phrases: PhraseSet,
+    roles: Vec<Role>,
+    rules: Vec<Rule>,
+    scope_words: usize,
+    output: output::OutputRules,
+    tests: Vec<testing::FileTests>,
+    version: String,
+    loaded_at: SystemTime,
+    source: PathBuf,
+}
+
+/// A message's scan, kept so that later messages can use its findings.
+struct Scan {
+    normalized: NormalizedText,
+    hits: Vec<(Hit, Assessment)>,
+}
+
+impl PolicySet {
+    /// Loads and compiles every policy file in `dir`, rendering guidance from `prompts`.
+    /// It does not run the files' tests: [`PolicySet::load_tested`] does.
+    ///
+    /// # Errors
+    /// Any unreadable or invalid file, unknown measure, duplicate rule id or missing guidance.
+    pub fn load(dir: &Path, prompts: &Prompts) -> Result<Self, PolicyLoadError> {
+        let mut hasher = Sha256::new();
+        let lexicon_path = dir.join("lexicon.toml");
+        let lexicon: LexiconFile = read_optional(&lexicon_path, &mut hasher)?;
+        let normalizer = Normalizer::new(Lexicon::new(lexicon.words));
+        let context_path = dir.join("context.toml");
+        let context: ContextFile = read_optional(&context_path, &mut hasher)?;
+
+        let mut builder = PhraseSetBuilder::default();
+        let mut roles: Vec<Role> = Vec::new();
+        let add_phrase = |builder: &mut PhraseSetBuilder,
+                              roles: &mut Vec<Role>,
+                              path: &Path,
+                              text: &str,
+                              role: Role|
+         -> Result<(), PolicyLoadError> {
+            let id = builder
+                .phrase(&normalizer, text)
+                .map_err(|source| PolicyLoadError::Phrase { path: path.to_owned(), source })?;
+            set_role(roles, id, role);
+            Ok(())
+        };
+
+        for (spec, kind) in cue_lists(&context) {
+            for phrase in spec {
+                add_phrase(&mut builder, &mut roles, &context_path, phrase, Role::Cue(kind))?;
+            }
+        }
+
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|source| PolicyLoadError::Read { path: dir.to_owned(), source })?
+            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+            .filter(|path| {
+                path.extension().is_some_and(|extension| extension == "toml")
+                    && !matches!(
+                        path.file_name().and_then(|name| name.to_str()),
+                        Some("lexicon.toml" | "context.toml")
+                    )
+            })
+            .collect();
+        paths.sort();
+        if paths.is_empty() {
+            return Err(PolicyLoadError::Empty(dir.to_owned()));
+        }
+
+        let mut rules: Vec<Rule> = Vec::new();
+        let mut seen_ids: HashMap<String, ()> = HashMap::new();
+        let mut output_specs = Vec::new();
+        let mut tests = Vec::new();
+        for path in &paths {
+            let raw = std::fs::read_to_string(path)
+                .map_err(|source| PolicyLoadError::Read { path: path.clone(), source })?;
+            hasher.update(path.file_name().map(|name| name.as_encoded_bytes()).unwrap_or_default());
+            hasher.update(raw.as_bytes());
+            let file: PolicyFile = toml::from_str(&raw).map_err(|error| PolicyLoadError::Parse {
+                path: path.clone(),
+                reason: error.to_string(),
+            })?;
+            for spec in &file.rule {
+                if seen_ids.insert(spec.id.clone(), ()).is_some() {
+                    return Err(PolicyLoadError::DuplicateRule(spec.id.clone()));
+                }
+                let rule_error = |reason: String| PolicyLoadError::Rule {
+                    path: path.clone(),
+                    rule: spec.id.clone(),
+                    reason,
+                };
+                if spec.triggers.is_empty() && spec.patterns.is_empty() {
+                    return Err(rule_error("has no triggers and no patterns".into()));
+                }
+                let index = rules.len();
+                for (language, phrase) in spec.triggers.iter() {
+                    let role = Role::Trigger { rule: index, language: language.to_owned() };
+                    add_phrase(&mut builder, &mut roles, path, phrase, role)?;
+                }
+                for pattern in &spec.patterns {
+                    let id = builder
+                        .pattern(pattern)
+                        .map_err(|source| PolicyLoadError::Phrase { path: path.clone(), source })?;
+                    set_role(&mut roles, id, Role::Trigger { rule: index, language: "en".into() });
+                }
+                for (group, phrases) in spec.requires.iter().enumerate() {
+                    if phrases.is_empty() {
+                        return Err(rule_error(format!("requires group {group} is empty")));
+                    }
+                    for phrase in phrases {
+                        let role = Role::Require { rule: index, group };
+                        add_phrase(&mut builder, &mut roles, path, phrase, role)?;
+                    }
+                }
+                for phrase in &spec.unless {
+                    add_phrase(&mut builder, &mut roles, path, phrase, Role::Unless { rule: index })?;
+                }
+                let mut measures = Vec::new();
+                for (name, bounds) in &spec.measures {
+                    let measure = Measure::parse(name).ok_or_else(|| {
+                        rule_error(format!(
+                            "unknown measure `{name}` (known: temperature_c, age_months, glucose_mmol, tablet_count)"
+                        ))
+                    })?;
+                    measures.push((measure, *bounds));
+                }
+                let mut languages: Vec<&str> = spec.triggers.iter().map(|(language, _)| language).collect();
+                languages.push("en");
+                languages.sort_unstable();
+                languages.dedup();
+                let mut guidance = BTreeMap::new();
+                for language in languages {
+                    let advice = spec
+                        .advice
+                        .get(language)
+                        .or_else(|| spec.advice.get("en"))
+                        .map(String::as_str)
+                        .unwrap_or("");
+                    guidance.insert(
+                        language.to_owned(),
+                        prompts.guidance(&spec.guidance, language, advice)?,
+                    );
+                }
+                rules.push(Rule {
+                    id: spec.id.clone(),
+                    severity: spec.severity,
+                    summary: spec.summary.clone(),
+                    escalate: spec.escalate.unwrap_or(spec.severity != Severity::Routine),
+                    priority: spec.priority,
+                    file: file.meta.id.clone(),
+                    window: spec.window,
+                    context: spec.context,
+                    require_groups: spec.requires.len(),
+                    measures,
+                    guidance,
+                });
+            }
+            output_specs.push((path.clone(), file.output_rule));
+            tests.push(testing::FileTests {
+                path: path.clone(),
+                inputs: file.test,
+                outputs: file.output_test,
+            });
+        }
+        let phrases = builder.build().map_err(PolicyLoadError::Compile)?;
+        let output = output::OutputRules::compile(&normalizer, output_specs)?;
+        Ok(Self {
+            normalizer,
+            phrases,
+            roles,
+            rules,
+            scope_words: context.scope_words,
+            output,
+            tests,
+            version: hex::encode(&hasher.finalize()[..6]),
+            loaded_at: SystemTime::now(),
+            source: dir.to_owned(),
+        })
+    }
+
+    /// Loads a set and runs its tests: a set whose tests fail is refused.
+    ///
+    /// # Errors
+    /// As [`PolicySet::load`], and [`PolicyLoadError::TestsFailed`].
+    pub fn load_tested(dir: &Path, prompts: &Prompts) -> Result<Self, PolicyLoadError> {
+        let set = Self::load(dir, prompts)?;
+        let report = testing::run(&set);
+        if report.is_success() {
+            Ok(set)
+        } else {
+            Err(PolicyLoadError::TestsFailed {
+                failed: report.failures.len() + report.untested_rules.len(),
+                report: Box::new(report),
+            })
+        }
+    }
+
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    pub fn loaded_at(&self) -> SystemTime {
+        self.loaded_at
+    }
+
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    pub fn output_rules(&self) -> &output::OutputRules {
+        &self.output
+    }
+
+    pub fn normalizer(&self) -> &Normalizer {
+        &self.normalizer
+    }
+
+    pub(crate) fn tests(&self) -> &[testing::FileTests] {
+        &self.tests
+    }
+
+    /// Checks one message on its own.
+    pub fn evaluate(&self, message: &str) -> Decision {
+        self.evaluate_in_conversation(message, &[])
+    }
+
+    /// Checks a message with the patient's recent earlier messages (oldest first), for rules that
+    /// combine findings across messages.
+    pub fn evaluate_in_conversation(&self, message: &str, earlier: &[&str]) -> Decision {
+        let scan = self.scan(message);
+        let needs_history = !earlier.is_empty()
+            && self
+                .rules
+                .iter()
+                .any(|rule| rule.window == Window::Conversation);
+        let history: Vec<Scan> = if needs_history {
+            earlier.iter().map(|text| self.scan(text)).collect()
+        } else {
+            Vec::new()
+        };
+        self.decide(message, &scan, &history)
+    }
+
+    fn scan(&self, message: &str) -> Scan {
+        let normalized = self.normalizer.normalize(message);
+        let hits = self.phrases.scan(&normalized);
+        let cues: Vec<CueHit> = hits
+            .iter()
+            .filter_map(|hit| match self.roles.get(hit.phrase) {
+                Some(Role::Cue(kind)) => Some(CueHit::from_hit(*kind, hit)),
+                _ => None,
+            })
+            .collect();
+        let context = MessageContext::new(&normalized, cues, self.scope_words);
+        let hits = hits
+            .into_iter()
+            .filter(|hit| !matches!(self.roles.get(hit.phrase), Some(Role::Cue(_)) | None))
+            .map(|hit| {
+                let assessment = context.assess(hit.first, hit.last);
+                (hit, assessment)
+            })
+            .collect();
+        Scan { normalized, hits }
+    }
+
+    fn decide(&self, message: &str, scan: &Scan, history: &[Scan]) -> Decision {
+        let measures = measures::extract(&scan.normalized);
+        let mut decision = Decision { measures: measures.clone(), ..Decision::default() };
+        let mut best_trigger: HashMap<usize, (&Hit, &Assessment, &str)> = HashMap::new();
+        let mut blocked: Vec<bool> = vec![false; self.rules.len()];
+        let mut met: HashMap<(usize, usize), bool> = HashMap::new();
+
+        for (hit, assessment) in &scan.hits {
+            match self.roles.get(hit.phrase) {
+                Some(Role::Trigger { rule, language }) => {
+                    let Some(spec) = self.rules.get(*rule) else { continue };
+                    if let Some(reason) = suppression(assessment, spec.context) {
+                        decision.set_aside.push(SetAside {
+                            rule: spec.id.clone(),
+                            matched: span_text(message, &scan.normalized, hit),
+                            reason: reason.to_owned(),
+                        });
+                        continue;
+                    }
+                    best_trigger.entry(*rule).or_insert((hit, assessment, language.as_str()));
+                }
+                Some(Role::Require { rule, group }) => {
+                    let context = self.rules.get(*rule).map(|spec| spec.context).unwrap_or_default();
+                    if suppression(assessment, context).is_none() {
+                        met.insert((*rule, *group), true);
+                    }
+                }
+                Some(Role::Unless { rule }) => {
+                    if let Some(flag) = blocked.get_mut(*rule) {
+                        *flag = true;
+                    }
+                }
+                Some(Role::Cue(_)) | None => {}
+            }
+        }
+        for earlier in history {
+            for (hit, assessment) in &earlier.hits {
+                if let Some(Role::Require { rule, group }) = self.roles.get(hit.phrase) {
+                    let spec = &self.rules[*rule];
+                    if spec.window == Window::Conversation
+                        && suppression(assessment, spec.context).is_none()
+                    {
+                        met.insert((*rule, *group), true);
+                    }
+                }
+            }
+        }
+
+        let mut triggered: Vec<(&usize, &(&Hit, &Assessment, &str))> = best_trigger.iter().collect();
+        triggered.sort_by_key(|(rule, _)| **rule);
+        for (&rule_index, &(hit, assessment, language)) in triggered {
+            let rule = &self.rules[rule_index];
+            let matched = span_text(message, &scan.normalized, hit);
+            let unmet_group = (0..rule.require_groups).find(|group| !met.contains_key(&(rule_index, *group)));
+            let failed_measure = rule.measures.iter().find(|(measure, bounds)| {
+                measures.get(*measure).is_none_or(|value| {
+                    bounds.min.is_some_and(|min| value < min) || bounds.max.is_some_and(|max| value > max)
+                })
+            });
+            let reason = if blocked[rule_index] {
+                Some("an `unless` phrase is present".to_owned())
+            } else if let Some(group) = unmet_group {
+                Some(format!("requires group {group} not met"))
+            } else {
+                failed_measure.map(|(measure, _)| format!("measure {measure:?} missing or out of bounds"))
+            };
+            if let Some(reason) = reason {
+                decision.set_aside.push(SetAside { rule: rule.id.clone(), matched, reason });
+                continue;
+            }
+            let (start, end) = scan.normalized.original_span(hit.first, hit.last);
+            decision.fired.push(FiredRule {
+                rule: rule.id.clone(),
+                severity: rule.severity,
+                escalate: rule.escalate,
+                summary: rule.summary.clone(),
+                span: (start, end),
+                matched,
+                language: language.to_owned(),
+                guidance: rule.guidance_for(language),
+                context: describe(assessment),
+            });
+        }
+        decision.fired.sort_by(|a, b| {
+            b.severity.cmp(&a.severity).then_with(|| {
+                let priority = |id: &str| self.rules.iter().find(|rule| rule.id == id).map_or(0, |rule| rule.priority);
+                priority(&b.rule).cmp(&priority(&a.rule))
+            })
+        });
+        decision.level = decision.fired.first().map_or(Severity::Routine, |fired| fired.severity);
+        decision
+    }
+
+    /// The context engine's view of `concept` in `sentence` (for `policy context`).
+    pub fn context_of(&self, concept: &str, sentence: &str) -> ContextVerdict {
+        let normalized = self.normalizer.normalize(sentence);
+        let hits = self.phrases.scan(&normalized);
+        let cues: Vec<CueHit> = hits
+            .iter()
+            .filter_map(|hit| match self.roles.get(hit.phrase) {
+                Some(Role::Cue(kind)) => Some(CueHit::from_hit(*kind, hit)),
+                _ => None,
+            })
+            .collect();
+        let context = MessageContext::new(&normalized, cues, self.scope_words);
+        let (first, last) = locate(&self.normalizer, &normalized, concept).unwrap_or((0, 0));
+        let assessment = context.assess(first, last);
+        ContextVerdict {
+            negated: assessment.negated.is_some(),
+            temporality: assessment.temporality(),
+            experiencer: assessment.experiencer(),
+        }
+    }
+
+    /// A step-by-step account of a decision, for `policy explain` and the dry-run endpoint.
+    pub fn explain(&self, message: &str, earlier: &[&str]) -> Explanation {
+        let scan = self.scan(message);
+        let matches = scan
+            .hits
+            .iter()
+            .filter_map(|(hit, assessment)| {
+                let (role, rule) = match self.roles.get(hit.phrase)? {
+                    Role::Trigger { rule, .. } => ("trigger", *rule),
+                    Role::Require { rule, .. } => ("requires", *rule),
+                    Role::Unless { rule } => ("unless", *rule),
+                    Role::Cue(_) => return None,
+                };
+                Some(ExplainedMatch {
+                    rule: self.rules.get(rule)?.id.clone(),
+                    role,
+                    matched: span_text(message, &scan.normalized, hit),
+                    context: describe(assessment),
+                })
+            })
+            .collect();
+        Explanation {
+            normalized: scan.normalized.plain.trim().to_owned(),
+            matches,
+            decision: self.evaluate_in_conversation(message, earlier),
+            policy_version: self.version.clone(),
+        }
+    }
+}
+
+/// Everything `policy explain` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    pub normalized: String,
+    pub matches: Vec<ExplainedMatch>,
+    pub decision: Decision,
+    pub policy_version: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExplainedMatch {
+    pub rule: String,
+    pub role: &'static str,
+    pub matched: String,
+    pub context: Vec<String>,
+}
+
+/// Why a match does not count, or `None` when it does.
+fn suppression(assessment: &Assessment, mode: ContextMode) -> Option<&'static str> {
+    if assessment.figurative.is_some() {
+        return Some("figurative speech");
+    }
+    if assessment.negated.is_some() && mode != ContextMode::IgnoreNegation {
+        return Some("negated");
+    }
+    if assessment.hypothetical.is_some() {
+        return Some("hypothetical or educational");
+    }
+    if assessment.temporality() == context::Temporality::Historical && mode != ContextMode::IgnoreHistory {
+        return Some("historical");
+    }
+    if assessment.family_history.is_some() && mode != ContextMode::IgnoreHistory {
+        return Some("someone else's history");
+    }
+    None
+}
+
+fn describe(assessment: &Assessment) -> Vec<String> {
+    let mut notes = Vec::new();
+    let mut note = |present: bool, text: &str| {
+        if present {
+            notes.push(text.to_owned());
+        }
+    };
+    note(assessment.negated.is_some(), "negated");
+    note(assessment.historical.is_some(), "historical cue");
+    note(assessment.acute.is_some(), "acute cue");
+    note(assessment.hypothetical.is_some(), "hypothetical");
+    note(assessment.other_experiencer.is_some(), "other person");
+    note(assessment.family_history.is_some(), "family history");
+    note(assessment.figurative.is_some(), "figurative");
+    notes
+}
+
+fn span_text(message: &str, normalized: &NormalizedText, hit: &Hit) -> String {
+    let (start, end) = normalized.original_span(hit.first, hit.last);
+    message.get(start..end).unwrap_or_default().to_owned()
+}
+
+fn set_role(roles: &mut Vec<Role>, id: usize, role: Role) {
+    if roles.len() <= id {
+        roles.resize(id + 1, Role::Cue(CueKind::Terminator));
+    }
+    roles[id] = role;
+}
+
+/// Finds a concept's tokens in a sentence: the whole phrase if present, else its first word.
+fn locate(normalizer: &Normalizer, sentence: &NormalizedText, concept: &str) -> Option<(usize, usize)> {
+    let words: Vec<String> = normalizer
+        .normalize(concept)
+        .tokens
+        .into_iter()
+        .map(|token| token.squeezed)
+        .collect();
+    let first_word = words.first()?;
+    let tokens = &sentence.tokens;
+    let whole = (0..tokens.len()).find(|&start| {
+        words
+            .iter()
+            .enumerate()
+            .all(|(offset, word)| tokens.get(start + offset).is_some_and(|token| &token.squeezed == word))
+    });
+    if let Some(start) = whole {
+        return Some((start, start + words.len() - 1));
+    }
+    let start = tokens.iter().position(|token| &token.squeezed == first_word)?;
+    Some((start, start))
+}
+
+fn cue_lists(context: &ContextFile) -> Vec<(&Vec<String>, CueKind)> {
+    let mut lists: Vec<(&Vec<String>, CueKind)> = Vec::new();
+    for (spec, make) in [
+        (&context.negation, CueKind::Negation as fn(Direction) -> CueKind),
+        (&context.historical, CueKind::Historical),
+        (&context.hypothetical, CueKind::Hypothetical),
+        (&context.experiencer, CueKind::Experiencer),
+    ] {
+        lists.push((&spec.before, make(Direction::Forward)));
+        lists.push((&spec.after, make(Direction::Backward)));
+        lists.push((&spec.pseudo, make(Direction::Pseudo)));
+    }
+    lists.push((&context.family_history, CueKind::FamilyHistory));
+    lists.push((&context.acute, CueKind::Acute));
+    lists.push((&context.terminators, CueKind::Terminator));
+    lists.push((&context.figurative, CueKind::Figurative));
+    lists
+}
+
+fn read_optional<T: for<'de> Deserialize<'de> + Default>(
+    path: &Path,
+    hasher: &mut Sha256,
+) -> Result<T, PolicyLoadError> {
+    match std::fs::read_to_string(path) {
+        Ok(raw) => {
+            hasher.update(raw.as_bytes());
+            toml::from_str(&raw).map_err(|error| PolicyLoadError::Parse {
+                path: path.to_owned(),
+                reason: error.to_string(),
+            })
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+        Err(source) => Err(PolicyLoadError::Read { path: path.to_owned(), source }),
+    }
+}

@@ -1,0 +1,494 @@
+//! Normalisation: the one view of text that rules, context cues and measures all read.
+//!
+//! Patients type in every script, spelling and style, and some try to slip past the rules. Both
+//! messages and policy phrases go through this same code, so a phrase written once matches the
+//! variants it folds: NFKC, case, invisible characters, look-alike letters, accents, digits used as
+//! letters, apostrophes, the lexicon's spellings and abbreviations, and repeated letters.
+
+use std::collections::HashMap;
+
+use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::char::is_combining_mark;
+
+/// What a token is; context scopes end at sentence breaks, measures read numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    Word,
+    Number,
+    Emoji,
+    /// Punctuation that does not end a sentence (commas, colons, brackets…).
+    Punct,
+    /// `.`, `!`, `?`, `;` and line breaks.
+    SentenceEnd,
+}
+
+/// One token of normalised text, with where it came from in the original.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Token {
+    pub kind: TokenKind,
+    /// Lower case, folded, accents stripped: what patterns see.
+    pub plain: String,
+    /// `plain` with runs of a repeated letter collapsed: what phrases see.
+    pub squeezed: String,
+    /// Byte range in the original text.
+    pub start: usize,
+    pub end: usize,
+}
+
+/// A message after normalisation.
+#[derive(Debug, Clone, Default)]
+pub struct NormalizedText {
+    pub tokens: Vec<Token>,
+    /// Tokens' `plain` forms joined by single spaces, with a space at each end.
+    pub plain: String,
+    /// Tokens' `squeezed` forms joined the same way.
+    pub squeezed: String,
+    plain_ends: Vec<usize>,
+    squeezed_ends: Vec<usize>,
+    plain_starts: Vec<usize>,
+    squeezed_starts: Vec<usize>,
+}
+
+impl NormalizedText {
+    /// The tokens covered by a byte range of `plain` (or `squeezed` when `squeezed` is true).
+    pub fn token_range(&self, start: usize, end: usize, squeezed: bool) -> Option<(usize, usize)> {
+        let (starts, ends) = if squeezed {
+            (&self.squeezed_starts, &self.squeezed_ends)
+        } else {
+            (&self.plain_starts, &self.plain_ends)
+        };
+        if starts.is_empty() || end <= start {
+            return None;
+        }
+        // The first token that ends after `start`, and the last one that starts before `end`.
+        let first = ends.partition_point(|&offset| offset <= start);
+        let last = starts.partition_point(|&offset| offset < end).checked_sub(1)?;
+        (first <= last && last < self.tokens.len()).then_some((first, last))
+    }
+
+    /// The original text of tokens `first..=last`.
+    pub fn original_span(&self, first: usize, last: usize) -> (usize, usize) {
+        match (self.tokens.get(first), self.tokens.get(last)) {
+            (Some(a), Some(b)) => (a.start, b.end),
+            _ => (0, 0),
+        }
+    }
+}
+
+/// Word replacements from `lexicon.toml`: spellings, abbreviations, contractions.
+#[derive(Debug, Clone, Default)]
+pub struct Lexicon {
+    words: HashMap<String, Vec<String>>,
+}
+
+impl Lexicon {
+    /// Builds a lexicon; keys and values are normalised without a lexicon first.
+    pub fn new(entries: impl IntoIterator<Item = (String, String)>) -> Self {
+        let bare = Normalizer::new(Lexicon::default());
+        let mut words = HashMap::new();
+        for (from, to) in entries {
+            let key: String = bare
+                .normalize(&from)
+                .tokens
+                .iter()
+                .map(|token| token.plain.clone())
+                .collect::<Vec<_>>()
+                .concat();
+            let replacement: Vec<String> = bare
+                .normalize(&to)
+                .tokens
+                .into_iter()
+                .map(|token| token.plain)
+                .collect();
+            if !key.is_empty() && !replacement.is_empty() {
+                words.insert(key, replacement);
+            }
+        }
+        Self { words }
+    }
+
+    pub fn len(&self) -> usize {
+        self.words.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.words.is_empty()
+    }
+
+    fn lookup(&self, word: &str) -> Option<&[String]> {
+        self.words.get(word).map(Vec::as_slice)
+    }
+}
+
+/// Turns text into tokens. Cheap to share: it holds only the lexicon.
+#[derive(Debug, Clone, Default)]
+pub struct Normalizer {
+    lexicon: Lexicon,
+}
+
+/// A character after folding, still tied to the original character it came from.
+#[derive(Clone, Copy)]
+struct Folded {
+    ch: char,
+    start: usize,
+    end: usize,
+}
+
+impl Normalizer {
+    pub fn new(lexicon: Lexicon) -> Self {
+        Self { lexicon }
+    }
+
+    pub fn lexicon(&self) -> &Lexicon {
+        &self.lexicon
+    }
+
+    /// Normalises `text`. Never fails and never panics, whatever the input.
+    pub fn normalize(&self, text: &str) -> NormalizedText {
+        let folded = fold_chars(text);
+        let raw_tokens = tokenize(&folded);
+        let mut tokens = Vec::with_capacity(raw_tokens.len());
+        for token in raw_tokens {
+            if token.kind == TokenKind::Word
+                && let Some(replacement) = self.lexicon.lookup(&token.plain)
+            {
+                for word in replacement {
+                    tokens.push(make_token(TokenKind::Word, word.clone(), token.start, token.end));
+                }
+                continue;
+            }
+            tokens.push(token);
+        }
+        join(tokens)
+    }
+}
+
+fn make_token(kind: TokenKind, plain: String, start: usize, end: usize) -> Token {
+    let squeezed = if kind == TokenKind::Word { squeeze(&plain) } else { plain.clone() };
+    Token { kind, plain, squeezed, start, end }
+}
+
+fn join(tokens: Vec<Token>) -> NormalizedText {
+    let mut plain = String::with_capacity(tokens.len() * 6 + 2);
+    let mut squeezed = String::with_capacity(tokens.len() * 6 + 2);
+    let mut plain_starts = Vec::with_capacity(tokens.len());
+    let mut squeezed_starts = Vec::with_capacity(tokens.len());
+    let mut plain_ends = Vec::with_capacity(tokens.len());
+    let mut squeezed_ends = Vec::with_capacity(tokens.len());
+    plain.push(' ');
+    squeezed.push(' ');
+    for token in &tokens {
+        plain_starts.push(plain.len());
+        plain.push_str(&token.plain);
+        plain_ends.push(plain.len());
+        plain.push(' ');
+        squeezed_starts.push(squeezed.len());
+        squeezed.push_str(&token.squeezed);
+        squeezed_ends.push(squeezed.len());
+        squeezed.push(' ');
+    }
+    NormalizedText {
+        tokens,
+        plain,
+        squeezed,
+        plain_ends,
+        squeezed_ends,
+        plain_starts,
+        squeezed_starts,
+    }
+}
+
+/// Collapses runs of one repeated letter: `paaain` and `bleding` both read as `pain`, `bleding`.
+pub fn squeeze(word: &str) -> String {
+    let mut out = String::with_capacity(word.len());
+    let mut previous = None;
+    for ch in word.chars() {
+        if Some(ch) == previous && ch.is_alphabetic() {
+            continue;
+        }
+        previous = Some(ch);
+        out.push(ch);
+    }
+    out
+}
+
+/// Invisible characters that only serve to split a word for a human eye's benefit.
+fn is_invisible(ch: char) -> bool {
+    matches!(
+        ch,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{E0000}'..='\u{E007F}'
+            | '\u{1F3FB}'..='\u{1F3FF}'
+    )
+}
+
+/// Latin letters that Cyrillic, Greek and other scripts imitate (after lower-casing).
+fn fold_confusable(ch: char) -> char {
+    match ch {
+        'а' | 'α' | 'ɑ' => 'a',
+        'в' | 'β' | 'ь' => 'b',
+        'с' | 'ϲ' => 'c',
+        'ԁ' => 'd',
+        'е' | 'ε' | 'ё' | 'є' => 'e',
+        'һ' | 'н' => 'h',
+        'і' | 'ι' | 'ї' | 'ı' => 'i',
+        'ј' => 'j',
+        'к' | 'κ' => 'k',
+        'ӏ' => 'l',
+        'м' => 'm',
+        'п' | 'η' => 'n',
+        'о' | 'ο' | 'σ' | 'ө' => 'o',
+        'р' | 'ρ' => 'p',
+        'ԛ' => 'q',
+        'г' => 'r',
+        'ѕ' => 's',
+        'т' | 'τ' => 't',
+        'υ' | 'ц' => 'u',
+        'ν' | 'ѵ' => 'v',
+        'ԝ' | 'ω' | 'ш' => 'w',
+        'х' | 'χ' => 'x',
+        'у' | 'γ' | 'ү' => 'y',
+        'ʐ' => 'z',
+        other => other,
+    }
+}
+
+/// NFKC, lower case, invisible characters out, look-alikes folded, accents stripped.
+fn fold_chars(text: &str) -> Vec<Folded> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut buffer = [0u8; 4];
+    for (start, original) in text.char_indices() {
+        let end = start + original.len_utf8();
+        if is_invisible(original) {
+            continue;
+        }
+        if original == '\n' || original == '\r' {
+            out.push(Folded { ch: '\n', start, end });
+            continue;
+        }
+        let compat = original.encode_utf8(&mut buffer).nfkc().collect::<String>();
+        for compat_char in compat.chars() {
+            for lower in compat_char.to_lowercase() {
+                let latin = fold_confusable(lower);
+                for base in std::iter::once(latin).nfd() {
+                    if is_combining_mark(base) || is_invisible(base) {
+                        continue;
+                    }
+                    out.push(Folded { ch: base, start, end });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Digits and symbols people use for letters, read only inside a word that starts with a letter.
+fn leet_letter(ch: char) -> Option<char> {
+    match ch {
+        '0' => Some('o'),
+        '1' | '!' | '|' => Some('i'),
+        '3' => Some('e'),
+        '4' | '@' => Some('a'),
+        '5' | '$' => Some('s'),
+        '7' => Some('t'),
+        _ => None,
+    }
+}
+
+fn is_word_char(ch: char) -> bool {
+    ch.is_alphabetic()
+}
+
+fn is_emoji(ch: char) -> bool {
+    let code = ch as u32;
+    (0x1F000..=0x1FAFF).contains(&code)
+        || (0x2600..=0x27BF).contains(&code)
+        || (0x2190..=0x21FF).contains(&code)
+        || (0x2B00..=0x2BFF).contains(&code)
+}
+
+fn tokenize(chars: &[Folded]) -> Vec<Token> {
+    let mut tokens = Vec::new();
+    let mut index = 0;
+    while index < chars.len() {
+        let current = chars[index];
+        let ch = current.ch;
+        if is_word_char(ch) {
+            index = read_word(chars, index, &mut tokens);
+        } else if ch.is_ascii_digit() || ch.is_numeric() {
+            index = read_number(chars, index, &mut tokens);
+        } else if is_emoji(ch) {
+            tokens.push(make_token(TokenKind::Emoji, ch.to_string(), current.start, current.end));
+            index += 1;
+        } else if ch.is_whitespace() && ch != '\n' {
+            index += 1;
+        } else {
+            index = read_punct(chars, index, &mut tokens);
+        }
+    }
+    tokens
+}
+
+fn read_word(chars: &[Folded], start_index: usize, tokens: &mut Vec<Token>) -> usize {
+    let mut word = String::new();
+    let start = chars[start_index].start;
+    let mut end = chars[start_index].end;
+    let mut index = start_index;
+    while index < chars.len() {
+        let ch = chars[index].ch;
+        let next_is_letter = chars.get(index + 1).is_some_and(|next| is_word_char(next.ch));
+        let previous_is_letter = word.chars().last().is_some_and(char::is_alphabetic);
+        if is_word_char(ch) {
+            word.push(ch);
+        } else if ch == '\'' || ch == '’' || ch == '`' {
+            // Apostrophes inside a word are dropped (`can't` → `cant`); a trailing one ends it.
+            if !next_is_letter {
+                break;
+            }
+        } else if let Some(letter) = leet_letter(ch) {
+            // `k1ll`, `su!c!de`: a digit or symbol between letters, or closing a word of letters.
+            let closes_word = previous_is_letter
+                && chars.get(index + 1).is_none_or(|next| !next.ch.is_alphanumeric());
+            if !(next_is_letter || (closes_word && ch.is_ascii_digit() && word.len() >= 2)) {
+                break;
+            }
+            word.push(letter);
+        } else {
+            break;
+        }
+        end = chars[index].end;
+        index += 1;
+    }
+    if !word.is_empty() {
+        tokens.push(make_token(TokenKind::Word, word, start, end));
+    }
+    index.max(start_index + 1)
+}
+
+fn read_number(chars: &[Folded], start_index: usize, tokens: &mut Vec<Token>) -> usize {
+    let mut number = String::new();
+    let start = chars[start_index].start;
+    let mut end = chars[start_index].end;
+    let mut index = start_index;
+    let mut seen_separator = false;
+    while index < chars.len() {
+        let ch = chars[index].ch;
+        if let Some(digit) = ch.to_digit(10) {
+            number.push(char::from_digit(digit, 10).unwrap_or('0'));
+        } else if (ch == '.' || ch == ',')
+            && !seen_separator
+            && chars.get(index + 1).is_some_and(|next| next.ch.is_ascii_digit())
+        {
+            // `38,5` is a decimal in most of Europe; read it as `38.5`.
+            seen_separator = true;
+            number.push('.');
+        } else {
+            break;
+        }
+        end = chars[index].end;
+        index += 1;
+    }
+    if number.is_empty() {
+        return start_index + 1;
+    }
+    tokens.push(make_token(TokenKind::Number, number, start, end));
+    index
+}
+
+fn read_punct(chars: &[Folded], index: usize, tokens: &mut Vec<Token>) -> usize {
+    let current = chars[index];
+    let ch = current.ch;
+    // A hyphen or slash between words joins nothing and ends nothing: `self-harm` = `self harm`.
+    if matches!(ch, '-' | '_' | '/' | '~')
+        && tokens.last().is_some_and(|token| token.end == current.start)
+        && chars.get(index + 1).is_some_and(|next| next.ch.is_alphanumeric())
+    {
+        return index + 1;
+    }
+    let ends_sentence = matches!(ch, '.' | '!' | '?' | ';' | '\n' | '。' | '¡' | '¿' | '…');
+    if ends_sentence {
+        // A run of `?!...` is one break.
+        if tokens.last().is_some_and(|token| token.kind == TokenKind::SentenceEnd) {
+            if let Some(last) = tokens.last_mut() {
+                last.end = current.end;
+            }
+            return index + 1;
+        }
+        tokens.push(make_token(TokenKind::SentenceEnd, ".".into(), current.start, current.end));
+    } else if !ch.is_control() {
+        let shown = if ch.is_ascii_punctuation() { ch.to_string() } else { ",".to_owned() };
+        tokens.push(make_token(TokenKind::Punct, shown, current.start, current.end));
+    }
+    index + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(text: &str) -> String {
+        let normalizer = Normalizer::new(Lexicon::new([
+            ("can't".to_owned(), "can not".to_owned()),
+            ("cp".to_owned(), "chest pain".to_owned()),
+        ]));
+        normalizer.normalize(text).squeezed.trim().to_owned()
+    }
+
+    #[test]
+    fn invisible_characters_and_look_alikes_do_not_hide_words() {
+        assert_eq!(words("che\u{200B}st pa\u{00AD}in"), "chest pain");
+        assert_eq!(words("сhеst раin"), "chest pain");
+        assert_eq!(words("ＣＨＥＳＴ ＰＡＩＮ"), "chest pain");
+    }
+
+    #[test]
+    fn accents_case_and_repeats_fold() {
+        assert_eq!(words("Me DUELE el CORAZÓN"), "me duele el corazon");
+        assert_eq!(words("paaaaain"), "pain");
+        assert_eq!(words("bleeding"), words("bleding"));
+    }
+
+    #[test]
+    fn leet_digits_inside_words_become_letters_but_numbers_stay() {
+        assert_eq!(words("k1ll mys3lf"), "kil myself");
+        assert_eq!(words("su!c!de"), "suicide");
+        assert_eq!(words("38.5c 5mg"), "38.5 c 5 mg");
+        assert_eq!(words("38,5"), "38.5");
+    }
+
+    #[test]
+    fn lexicon_expands_contractions_and_abbreviations() {
+        assert_eq!(words("I can't breathe"), "i can not breathe");
+        assert_eq!(words("bad cp"), "bad chest pain");
+    }
+
+    #[test]
+    fn sentences_end_at_stops_and_line_breaks() {
+        assert_eq!(words("no. chest pain!!\nhelp"), "no . chest pain . help");
+        assert_eq!(words("self-harm"), "self harm");
+    }
+
+    #[test]
+    fn spans_point_back_into_the_original() {
+        let normalizer = Normalizer::default();
+        let text = "My сhest hurts";
+        let normalized = normalizer.normalize(text);
+        let (start, end) = normalized.original_span(1, 1);
+        assert_eq!(&text[start..end], "сhest");
+        let at = normalized.squeezed.find("chest").expect("found");
+        assert_eq!(normalized.token_range(at, at + 5, true), Some((1, 1)));
+    }
+
+    #[test]
+    fn emoji_are_kept_as_tokens() {
+        assert_eq!(words("help 🔪💊"), "help 🔪 💊");
+    }
+}

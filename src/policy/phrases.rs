@@ -1,0 +1,284 @@
+//! Compiles every phrase and pattern of a policy set into one scan: an aho-corasick automaton for
+//! plain phrases, and two regex sets for phrases with gaps and for operators' patterns. However
+//! many rules there are, a message is read once by each.
+
+use std::collections::HashMap;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use regex::{Regex, RegexSet};
+
+use super::normalize::{NormalizedText, Normalizer, TokenKind};
+
+/// Index of a phrase or pattern added to a [`PhraseSetBuilder`].
+pub type PhraseId = usize;
+
+/// A phrase or pattern found in a message, as a range of token indices (inclusive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hit {
+    pub phrase: PhraseId,
+    pub first: usize,
+    pub last: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PhraseError {
+    #[error("phrase `{0}` has no words after normalisation")]
+    Empty(String),
+    #[error("pattern `{pattern}` is not a valid regular expression: {reason}")]
+    BadPattern { pattern: String, reason: String },
+    #[error("could not build the phrase automaton: {0}")]
+    Automaton(String),
+}
+
+#[derive(Default)]
+pub struct PhraseSetBuilder {
+    literal_index: HashMap<String, usize>,
+    literals: Vec<String>,
+    literal_owners: Vec<Vec<PhraseId>>,
+    gapped: Vec<(String, PhraseId)>,
+    patterns: Vec<(String, PhraseId)>,
+    next_id: PhraseId,
+}
+
+/// What one word of a phrase means.
+enum PhrasePart {
+    Words(Vec<String>),
+    /// `*`: one word; `**`: up to three.
+    Gap { most: usize },
+    Number,
+    Year,
+}
+
+impl PhraseSetBuilder {
+    /// Adds a phrase, normalised like messages are.
+    ///
+    /// # Errors
+    /// A phrase with no words left after normalisation.
+    pub fn phrase(&mut self, normalizer: &Normalizer, text: &str) -> Result<PhraseId, PhraseError> {
+        let parts: Vec<PhrasePart> = text
+            .split_whitespace()
+            .map(|part| match part {
+                "*" => PhrasePart::Gap { most: 1 },
+                "**" => PhrasePart::Gap { most: 3 },
+                "<number>" => PhrasePart::Number,
+                "<year>" => PhrasePart::Year,
+                other => PhrasePart::Words(
+                    normalizer
+                        .normalize(other)
+                        .tokens
+                        .into_iter()
+                        .filter(|token| token.kind != TokenKind::SentenceEnd)
+                        .map(|token| token.squeezed)
+                        .collect(),
+                ),
+            })
+            .collect();
+        let words: usize = parts
+            .iter()
+            .map(|part| match part {
+                PhrasePart::Words(words) => words.len(),
+                _ => 1,
+            })
+            .sum();
+        if words == 0 {
+            return Err(PhraseError::Empty(text.to_owned()));
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        if parts.iter().all(|part| matches!(part, PhrasePart::Words(_))) {
+            let joined: Vec<&str> = parts
+                .iter()
+                .flat_map(|part| match part {
+                    PhrasePart::Words(words) => words.iter().map(String::as_str).collect(),
+                    _ => Vec::new(),
+                })
+                .collect();
+            let literal = format!(" {} ", joined.join(" "));
+            let slot = match self.literal_index.get(&literal) {
+                Some(&slot) => slot,
+                None => {
+                    self.literals.push(literal.clone());
+                    self.literal_owners.push(Vec::new());
+                    self.literal_index.insert(literal, self.literals.len() - 1);
+                    self.literals.len() - 1
+                }
+            };
+            self.literal_owners[slot].push(id);
+        } else {
+            let mut regex = String::from(" ");
+            for part in &parts {
+                match part {
+                    PhrasePart::Words(words) => {
+                        for word in words {
+                            regex.push_str(&regex::escape(word));
+                            regex.push(' ');
+                        }
+                    }
+                    // Any word, number or comma, but never across a sentence end.
+                    PhrasePart::Gap { most } => {
+                        regex.push_str(&format!("(?:[^ .][^ ]* |[0-9][^ ]* ){{0,{most}}}"));
+                    }
+                    PhrasePart::Number => regex.push_str(r"[0-9]+(?:\.[0-9]+)? "),
+                    PhrasePart::Year => regex.push_str(r"(?:19|20)[0-9]{2} "),
+                }
+            }
+            self.gapped.push((regex, id));
+        }
+        Ok(id)
+    }
+
+    /// Adds an operator's regular expression, run on the plain normalised text.
+    ///
+    /// # Errors
+    /// An invalid regular expression.
+    pub fn pattern(&mut self, pattern: &str) -> Result<PhraseId, PhraseError> {
+        Regex::new(pattern).map_err(|error| PhraseError::BadPattern {
+            pattern: pattern.to_owned(),
+            reason: error.to_string(),
+        })?;
+        let id = self.next_id;
+        self.next_id += 1;
+        self.patterns.push((pattern.to_owned(), id));
+        Ok(id)
+    }
+
+    /// # Errors
+    /// The automaton or a regex set could not be built (size limits).
+    pub fn build(self) -> Result<PhraseSet, PhraseError> {
+        let automaton = AhoCorasickBuilder::new()
+            .match_kind(MatchKind::Standard)
+            .build(&self.literals)
+            .map_err(|error| PhraseError::Automaton(error.to_string()))?;
+        let compile = |list: &[(String, PhraseId)]| -> Result<CompiledRegexes, PhraseError> {
+            let set = RegexSet::new(list.iter().map(|(source, _)| source.as_str())).map_err(
+                |error| PhraseError::BadPattern {
+                    pattern: "(set)".into(),
+                    reason: error.to_string(),
+                },
+            )?;
+            let each = list
+                .iter()
+                .map(|(source, id)| {
+                    Regex::new(source)
+                        .map(|regex| (regex, *id))
+                        .map_err(|error| PhraseError::BadPattern {
+                            pattern: source.clone(),
+                            reason: error.to_string(),
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(CompiledRegexes { set, each })
+        };
+        Ok(PhraseSet {
+            automaton,
+            literal_owners: self.literal_owners,
+            gapped: compile(&self.gapped)?,
+            patterns: compile(&self.patterns)?,
+            phrase_count: self.next_id,
+        })
+    }
+}
+
+struct CompiledRegexes {
+    set: RegexSet,
+    each: Vec<(Regex, PhraseId)>,
+}
+
+impl CompiledRegexes {
+    fn scan(&self, text: &NormalizedText, squeezed: bool, hits: &mut Vec<Hit>) {
+        let haystack = if squeezed { &text.squeezed } else { &text.plain };
+        for index in self.set.matches(haystack).iter() {
+            let (regex, phrase) = &self.each[index];
+            for found in regex.find_iter(haystack) {
+                // Gapped phrases carry their padding spaces; strip them before mapping to tokens.
+                let (start, end) = if squeezed {
+                    (found.start() + 1, found.end().saturating_sub(1))
+                } else {
+                    (found.start(), found.end())
+                };
+                if let Some((first, last)) = text.token_range(start, end, squeezed) {
+                    hits.push(Hit { phrase: *phrase, first, last });
+                }
+            }
+        }
+    }
+}
+
+/// The compiled scan.
+pub struct PhraseSet {
+    automaton: AhoCorasick,
+    literal_owners: Vec<Vec<PhraseId>>,
+    gapped: CompiledRegexes,
+    patterns: CompiledRegexes,
+    phrase_count: usize,
+}
+
+impl PhraseSet {
+    pub fn phrase_count(&self) -> usize {
+        self.phrase_count
+    }
+
+    /// Every phrase and pattern occurrence in the text, overlapping ones included.
+    pub fn scan(&self, text: &NormalizedText) -> Vec<Hit> {
+        let mut hits = Vec::new();
+        for found in self.automaton.find_overlapping_iter(&text.squeezed) {
+            let Some((first, last)) =
+                text.token_range(found.start() + 1, found.end() - 1, true)
+            else {
+                continue;
+            };
+            for &phrase in &self.literal_owners[found.pattern().as_usize()] {
+                hits.push(Hit { phrase, first, last });
+            }
+        }
+        self.gapped.scan(text, true, &mut hits);
+        self.patterns.scan(text, false, &mut hits);
+        hits
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(phrases: &[&str], text: &str) -> Vec<(PhraseId, usize, usize)> {
+        let normalizer = Normalizer::default();
+        let mut builder = PhraseSetBuilder::default();
+        for phrase in phrases {
+            builder.phrase(&normalizer, phrase).expect("phrase");
+        }
+        let set = builder.build().expect("build");
+        let mut hits: Vec<_> = set
+            .scan(&normalizer.normalize(text))
+            .into_iter()
+            .map(|hit| (hit.phrase, hit.first, hit.last))
+            .collect();
+        hits.sort_unstable();
+        hits
+    }
+
+    #[test]
+    fn phrases_match_whole_words_only() {
+        assert_eq!(found(&["pain"], "painful paint pain"), vec![(0, 2, 2)]);
+    }
+
+    #[test]
+    fn overlapping_phrases_are_all_found() {
+        assert_eq!(
+            found(&["chest pain", "pain"], "bad chest pain"),
+            vec![(0, 1, 2), (1, 2, 2)]
+        );
+    }
+
+    #[test]
+    fn gaps_span_a_few_words_but_not_sentences() {
+        assert_eq!(found(&["pain ** chest"], "pain in my chest"), vec![(0, 0, 3)]);
+        assert_eq!(found(&["pain ** chest"], "pain. chest"), vec![]);
+        assert_eq!(found(&["pain ** chest"], "pain a b c d chest"), vec![]);
+    }
+
+    #[test]
+    fn numbers_stand_in_for_any_number() {
+        assert_eq!(found(&["took <number> pills"], "I took 30 pills"), vec![(0, 1, 3)]);
+    }
+}

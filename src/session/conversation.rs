@@ -1,0 +1,433 @@
+//! A patient's conversation: store the message, acknowledge it, check it against the policies,
+//! alert at once when it is a red flag, then stream the model's reply through the guard.
+//!
+//! This module speaks in `ServerFrame`s sent to a bounded channel; it never touches a socket.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{Mode, SessionEvent, SessionId, StoredEvent};
+use crate::config::Settings;
+use crate::guard::Guard;
+use crate::llm::{ChatModel, ChatRequest, ChatTurn, LlmError, Role, TokenStream};
+use crate::policy::Severity;
+use crate::policy::reload::PolicyHandle;
+use crate::prompts::Prompts;
+use crate::protocol::{ClientId, ErrorCode, PatientText, ServerFrame};
+use crate::store::{SessionStore, StoreError};
+
+/// Everything a conversation needs, shared by all sockets of a replica.
+pub struct Services {
+    pub settings: Arc<Settings>,
+    pub store: Arc<dyn SessionStore>,
+    pub model: Arc<dyn ChatModel>,
+    pub policies: Arc<PolicyHandle>,
+    pub prompts: Arc<Prompts>,
+}
+
+/// Frames for one socket. Bounded: a slow phone slows its own conversation, not our memory.
+pub type FrameSender = mpsc::Sender<ServerFrame>;
+
+/// The state one socket keeps about its session.
+pub struct Conversation {
+    services: Arc<Services>,
+    pub session: SessionId,
+    /// The most severe flag raised in this session: output rules depend on it.
+    flag: Severity,
+    /// Recent patient texts, for rules that combine findings across messages.
+    recent: VecDeque<String>,
+    /// Sequence numbers this socket has delivered, so live notices do not repeat them.
+    pub delivered: u64,
+}
+
+/// A reply to produce after a message was accepted.
+#[derive(Debug, Clone)]
+pub struct PendingTurn {
+    pub flag: Severity,
+    pub flag_note: Option<String>,
+}
+
+impl Conversation {
+    /// Opens a conversation on an existing session, loading what the policies need to remember.
+    ///
+    /// # Errors
+    /// The store is unavailable.
+    pub async fn open(services: Arc<Services>, session: SessionId) -> Result<Self, StoreError> {
+        let events = services.store.events_after(&session, 0).await?;
+        let window = services.settings.policies.window_messages;
+        let mut recent = VecDeque::with_capacity(window + 1);
+        let mut flag = Severity::Routine;
+        for stored in &events {
+            match &stored.event {
+                SessionEvent::PatientMessage { text, .. } => {
+                    recent.push_back(text.clone());
+                    if recent.len() > window {
+                        recent.pop_front();
+                    }
+                }
+                SessionEvent::Alert { severity, .. } => flag = flag.max(*severity),
+                _ => {}
+            }
+        }
+        Ok(Self { services, session, flag, recent, delivered: 0 })
+    }
+
+    pub fn flag(&self) -> Severity {
+        self.flag
+    }
+
+    /// Handles one patient message. Returns the reply to produce, if the model should answer.
+    ///
+    /// # Errors
+    /// Only a closed frame channel (the socket is gone).
+    pub async fn on_message(
+        &mut self,
+        client_id: ClientId,
+        text: PatientText,
+        frames: &FrameSender,
+    ) -> Result<Option<PendingTurn>, Gone> {
+        let store = &self.services.store;
+        // Ack only after the store confirmed the write: an ack promises the message survives.
+        let appended = match store
+            .append_patient_message(&self.session, client_id.as_str(), text.as_str())
+            .await
+        {
+            Ok(appended) => appended,
+            Err(error) => {
+                tracing::warn!(session = %self.session, error = %error, "patient message not stored");
+                metrics::counter!("carebridge_store_errors_total").increment(1);
+                send(frames, ServerFrame::error(ErrorCode::Unavailable, error.to_string())).await?;
+                return Ok(None);
+            }
+        };
+        send(frames, ServerFrame::Ack { client_id, seq: appended.seq }).await?;
+        self.delivered = self.delivered.max(appended.seq);
+        if appended.duplicate {
+            return Ok(None);
+        }
+        metrics::counter!("carebridge_messages_total").increment(1);
+
+        let policies = self.services.policies.current();
+        let earlier: Vec<&str> = self.recent.iter().map(String::as_str).collect();
+        let decision = policies.evaluate_in_conversation(text.as_str(), &earlier);
+        self.recent.push_back(text.into_inner());
+        if self.recent.len() > self.services.settings.policies.window_messages {
+            self.recent.pop_front();
+        }
+        metrics::counter!("carebridge_decisions_total", "level" => decision.level.as_str())
+            .increment(1);
+
+        let mut flag_note = None;
+        if let Some(lead) = decision.lead() {
+            let event = SessionEvent::Alert {
+                severity: lead.severity,
+                rule: lead.rule.clone(),
+                guidance: lead.guidance.clone(),
+                span: lead.matched.clone(),
+                escalate: decision.escalates(),
+            };
+            for fired in &decision.fired {
+                metrics::counter!("carebridge_rule_fired_total", "rule" => fired.rule.clone(), "severity" => fired.severity.as_str()).increment(1);
+            }
+            tracing::info!(
+                session = %self.session,
+                rule = %lead.rule,
+                severity = lead.severity.as_str(),
+                policy_version = policies.version(),
+                "message flagged"
+            );
+            // The guidance goes out even if the store cannot record it: the patient comes first.
+            let seq = match store.append_event(&self.session, &event).await {
+                Ok(seq) => seq,
+                Err(error) => {
+                    tracing::error!(session = %self.session, error = %error, "alert not stored");
+                    0
+                }
+            };
+            self.delivered = self.delivered.max(seq);
+            send(
+                frames,
+                ServerFrame::Alert {
+                    seq,
+                    severity: lead.severity,
+                    rule: lead.rule.clone(),
+                    guidance: lead.guidance.clone(),
+                },
+            )
+            .await?;
+            metrics::counter!("carebridge_alerts_total", "severity" => lead.severity.as_str()).increment(1);
+            self.flag = self.flag.max(lead.severity);
+            if lead.severity >= Severity::Urgent {
+                flag_note = Some(format!(
+                    "the patient's message was flagged {} ({}).",
+                    lead.severity.as_str(),
+                    lead.summary
+                ));
+            }
+        }
+
+        match store.session_meta(&self.session).await {
+            Ok(Some(meta)) if matches!(meta.mode, Mode::Nurse | Mode::Closed) => Ok(None),
+            _ => Ok(Some(PendingTurn { flag: self.flag, flag_note })),
+        }
+    }
+
+    /// Replays the log after `last_seq`.
+    ///
+    /// # Errors
+    /// The store is unavailable (reported to the client), or the socket is gone.
+    pub async fn replay(&mut self, last_seq: u64, frames: &FrameSender) -> Result<(), Gone> {
+        match self.services.store.events_after(&self.session, last_seq).await {
+            Ok(events) => {
+                for StoredEvent { seq, event } in events {
+                    send(frames, ServerFrame::Event { seq, event }).await?;
+                    self.delivered = self.delivered.max(seq);
+                }
+                Ok(())
+            }
+            Err(error) => {
+                send(frames, ServerFrame::error(ErrorCode::Unavailable, error.to_string())).await
+            }
+        }
+    }
+}
+
+/// The socket's frame channel closed: the client is gone.
+#[derive(Debug, thiserror::Error)]
+#[error("the client is gone")]
+pub struct Gone;
+
+async fn send(frames: &FrameSender, frame: ServerFrame) -> Result<(), Gone> {
+    frames.send(frame).await.map_err(|_| Gone)
+}
+
+/// Frames of a reply. When the patient's socket goes away mid-reply, the reply carries on
+/// detached: it is finished and stored, so that a resuming client receives its final text.
+struct Outbox {
+    frames: FrameSender,
+    detached: bool,
+}
+
+impl Outbox {
+    async fn send(&mut self, frame: ServerFrame) {
+        if !self.detached && self.frames.send(frame).await.is_err() {
+            self.detached = true;
+        }
+    }
+}
+
+/// Produces one model reply: builds the request, streams it through the guard, stores the text
+/// the patient saw, and returns its sequence number. Runs as its own task; `cancel` stops it
+/// (a nurse took over, or the shutdown grace ran out).
+pub async fn run_turn(
+    services: Arc<Services>,
+    session: SessionId,
+    turn: PendingTurn,
+    frames: FrameSender,
+    cancel: CancellationToken,
+) -> Option<u64> {
+    let mut outbox = Outbox { frames, detached: false };
+    let frames = &mut outbox;
+    let llm = &services.settings.llm;
+    let request = build_request(&services, &session, turn.flag_note.as_deref()).await;
+    let policies = services.policies.current();
+    let rules = policies.output_rules();
+    let message_id = uuid::Uuid::new_v4().simple().to_string();
+    let mut guard = Guard::new(rules, turn.flag);
+    let mut shown = String::new();
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(llm.reply_timeout_ms);
+
+    let mut attempt = 0;
+    let outcome: Result<(), LlmError> = 'attempts: loop {
+        attempt += 1;
+        let stream = tokio::select! {
+            _ = cancel.cancelled() => return None,
+            opened = tokio::time::timeout(
+                Duration::from_millis(llm.first_token_timeout_ms),
+                services.model.stream(request.clone()),
+            ) => match opened {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    if error.is_retryable() && attempt < llm.max_attempts { continue 'attempts; }
+                    break 'attempts Err(error);
+                }
+                Err(_) => {
+                    let error = LlmError::FirstTokenTimeout { limit_ms: llm.first_token_timeout_ms };
+                    if attempt < llm.max_attempts { continue 'attempts; }
+                    break 'attempts Err(error);
+                }
+            },
+        };
+        match pump(&services, stream, &mut guard, &mut shown, &message_id, frames, &cancel, deadline, started).await {
+            Pumped::Finished => break 'attempts Ok(()),
+            Pumped::Cancelled => return None,
+            Pumped::Replaced(replacement) => {
+                let text = join_shown(&shown, &replacement.text);
+                let event = SessionEvent::AssistantMessage {
+                    message_id: message_id.clone(),
+                    text,
+                    replaced_by: Some(replacement.rule.clone()),
+                };
+                let seq = services.store.append_event(&session, &event).await.unwrap_or(0);
+                frames.send(ServerFrame::Replaced { message_id, seq, text: replacement.text, rule: replacement.rule }).await;
+                return Some(seq);
+            }
+            Pumped::Failed(error) => {
+                // Retry only while the patient has seen nothing of this reply.
+                if shown.is_empty() && error.is_retryable() && attempt < llm.max_attempts {
+                    continue 'attempts;
+                }
+                break 'attempts Err(error);
+            }
+        }
+    };
+
+    match outcome {
+        Ok(()) => {
+            let step = guard.finish();
+            if let Some(replacement) = step.replaced {
+                let event = SessionEvent::AssistantMessage {
+                    message_id: message_id.clone(),
+                    text: join_shown(&shown, &replacement.text),
+                    replaced_by: Some(replacement.rule.clone()),
+                };
+                let seq = services.store.append_event(&session, &event).await.unwrap_or(0);
+                frames.send(ServerFrame::Replaced { message_id, seq, text: replacement.text, rule: replacement.rule }).await;
+                return Some(seq);
+            }
+            if !step.release.is_empty() {
+                shown.push_str(&step.release);
+                frames.send(ServerFrame::Delta { message_id: message_id.clone(), text: step.release }).await;
+            }
+            let event = SessionEvent::AssistantMessage { message_id: message_id.clone(), text: shown, replaced_by: None };
+            let seq = services.store.append_event(&session, &event).await.unwrap_or(0);
+            frames.send(ServerFrame::Done { message_id, seq }).await;
+            Some(seq)
+        }
+        Err(error) => {
+            metrics::counter!("carebridge_provider_errors_total", "kind" => error.kind()).increment(1);
+            tracing::warn!(session = %session, error = %error, "model reply failed; sending the fallback text");
+            let fallback = services
+                .prompts
+                .render("fallback.en.j2", &BTreeMap::new())
+                .unwrap_or_else(|_| "I'm sorry, I can't answer right now. If this is an emergency, call your local emergency number now.".into());
+            let event = SessionEvent::AssistantMessage {
+                message_id: message_id.clone(),
+                text: join_shown(&shown, &fallback),
+                replaced_by: Some("fallback".into()),
+            };
+            let seq = services.store.append_event(&session, &event).await.unwrap_or(0);
+            frames.send(ServerFrame::Replaced { message_id, seq, text: fallback, rule: "fallback".into() }).await;
+            Some(seq)
+        }
+    }
+}
+
+fn join_shown(shown: &str, tail: &str) -> String {
+    if shown.is_empty() {
+        tail.to_owned()
+    } else if shown.ends_with(char::is_whitespace) {
+        format!("{shown}{tail}")
+    } else {
+        format!("{shown} {tail}")
+    }
+}
+
+enum Pumped {
+    Finished,
+    Cancelled,
+    Replaced(crate::guard::Replacement),
+    Failed(LlmError),
+}
+
+/// Pull, judge, then send: a slow phone slows the model read, not our memory.
+#[allow(clippy::too_many_arguments)]
+async fn pump(
+    services: &Services,
+    mut stream: TokenStream,
+    guard: &mut Guard<'_>,
+    shown: &mut String,
+    message_id: &str,
+    frames: &mut Outbox,
+    cancel: &CancellationToken,
+    deadline: tokio::time::Instant,
+    started: Instant,
+) -> Pumped {
+    let llm = &services.settings.llm;
+    let mut first = shown.is_empty();
+    loop {
+        let gap = if first { llm.first_token_timeout_ms } else { llm.chunk_gap_timeout_ms };
+        let next = tokio::select! {
+            _ = cancel.cancelled() => return Pumped::Cancelled,
+            _ = tokio::time::sleep_until(deadline) => {
+                return Pumped::Failed(LlmError::ReplyTimeout { limit_ms: llm.reply_timeout_ms });
+            }
+            next = tokio::time::timeout(Duration::from_millis(gap), stream.next()) => next,
+        };
+        let chunk = match next {
+            Err(_) if first => return Pumped::Failed(LlmError::FirstTokenTimeout { limit_ms: gap }),
+            Err(_) => return Pumped::Failed(LlmError::ChunkGapTimeout { limit_ms: gap }),
+            Ok(None) => return Pumped::Finished,
+            Ok(Some(Err(error))) => return Pumped::Failed(error),
+            Ok(Some(Ok(chunk))) => chunk,
+        };
+        if first {
+            metrics::histogram!("carebridge_model_first_token_seconds").record(started.elapsed().as_secs_f64());
+            first = false;
+        }
+        let guard_started = Instant::now();
+        let step = guard.push(&chunk);
+        metrics::histogram!("carebridge_guard_chunk_seconds").record(guard_started.elapsed().as_secs_f64());
+        if let Some(replacement) = step.replaced {
+            // Dropping the stream cancels the upstream request.
+            drop(stream);
+            return Pumped::Replaced(replacement);
+        }
+        if !step.release.is_empty() {
+            shown.push_str(&step.release);
+            frames.send(ServerFrame::Delta { message_id: message_id.to_owned(), text: step.release }).await;
+        }
+    }
+}
+
+/// The system prompt and the recent conversation, within the configured budget.
+async fn build_request(services: &Services, session: &SessionId, flag_note: Option<&str>) -> ChatRequest {
+    let llm = &services.settings.llm;
+    let mut values = BTreeMap::new();
+    if let Some(note) = flag_note {
+        values.insert("flag_note".to_owned(), note.to_owned());
+    }
+    let system = services
+        .prompts
+        .render("system.j2", &values)
+        .unwrap_or_else(|error| {
+            tracing::error!(error = %error, "system prompt did not render");
+            "You are a careful health information assistant. You are not a clinician.".into()
+        });
+    let events = services.store.events_after(session, 0).await.unwrap_or_default();
+    let mut turns: Vec<ChatTurn> = Vec::new();
+    let mut budget = llm.history_chars;
+    for stored in events.iter().rev() {
+        let (role, content) = match &stored.event {
+            SessionEvent::PatientMessage { text, .. } => (Role::User, text.clone()),
+            SessionEvent::AssistantMessage { text, .. } => (Role::Assistant, text.clone()),
+            SessionEvent::NurseMessage { text, .. } => (Role::Assistant, format!("(A nurse wrote:) {text}")),
+            SessionEvent::Alert { guidance, .. } => (Role::Assistant, guidance.clone()),
+            SessionEvent::ModeChanged { .. } => continue,
+        };
+        if content.len() > budget || turns.len() >= llm.history_events {
+            break;
+        }
+        budget -= content.len();
+        turns.push(ChatTurn { role, content });
+    }
+    turns.push(ChatTurn { role: Role::System, content: system });
+    turns.reverse();
+    ChatRequest { turns }
+}

@@ -1,0 +1,206 @@
+//! Builds the application from settings, binds it, and runs it until it is told to stop.
+//!
+//! Shutdown, in order:
+//! 1. stop accepting connections and report not ready (`/readyz` answers 503);
+//! 2. tell every socket to close with "going away" once its streaming reply, if any, finished
+//!    within `server.shutdown_grace_ms`;
+//! 3. wait for the socket tasks (bounded by the same grace), then stop the HTTP workers.
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use actix_web::{App, HttpServer, web};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{self, AppState};
+use crate::auth::TokenKeys;
+use crate::config::{Provider, Settings, StoreBackend};
+use crate::llm::{ChatModel, DemoModel};
+use crate::policy::reload::{PolicyHandle, ReloadError};
+use crate::prompts::{PromptError, Prompts};
+use crate::session::conversation::Services;
+use crate::store::{MemoryStore, SessionStore};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot bind {address}: {source}")]
+    Bind {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("policies: {0}")]
+    Policies(#[from] ReloadError),
+    #[error("prompts: {0}")]
+    Prompts(#[from] PromptError),
+    #[error("model provider: {0}")]
+    Model(String),
+    #[error("store: {0}")]
+    Store(String),
+    #[error("server: {0}")]
+    Server(#[from] std::io::Error),
+}
+
+/// A built, bound application.
+pub struct Application {
+    port: u16,
+    server: actix_web::dev::Server,
+    state: web::Data<AppState>,
+    policy_watcher: CancellationToken,
+}
+
+/// One Prometheus recorder per process, shared by every application built in it (tests build
+/// several).
+fn metrics_handle() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
+        .clone()
+}
+
+impl Application {
+    /// Loads policies and prompts, connects the store and the model, and binds the listener.
+    ///
+    /// # Errors
+    /// Anything that would make the server unsafe or unable to serve: broken policies, missing
+    /// prompts, an unreachable bind address, an unusable provider configuration.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let settings = Arc::new(settings);
+        let policies = Arc::new(PolicyHandle::load(
+            &settings.policies.dir,
+            &settings.prompts_dir,
+            settings.region,
+        )?);
+        let prompts = Arc::new(Prompts::load(&settings.prompts_dir, settings.region)?);
+        let store: Arc<dyn SessionStore> = match settings.store.backend {
+            StoreBackend::Memory => Arc::new(MemoryStore::new()),
+            StoreBackend::Redis => Arc::new(
+                crate::store::RedisStore::connect(&settings.store.redis_url, settings.store.retention_secs)
+                    .await
+                    .map_err(|error| StartupError::Store(error.to_string()))?,
+            ),
+        };
+        let model: Arc<dyn ChatModel> = match settings.llm.provider {
+            Provider::Demo => Arc::new(DemoModel::new(Duration::from_millis(settings.llm.demo_word_delay_ms))),
+            Provider::Openai => Arc::new(
+                crate::llm::OpenAiModel::new(&settings.llm).map_err(|error| StartupError::Model(error.to_string()))?,
+            ),
+        };
+        let keys = TokenKeys::hs256(&settings.auth.dev_secret, &settings.auth.issuer, &settings.auth.audience);
+        let address = format!("{}:{}", settings.server.host, settings.server.port);
+        let listener = TcpListener::bind(&address).map_err(|source| StartupError::Bind { address, source })?;
+        let port = listener.local_addr()?.port();
+        let state = web::Data::new(AppState {
+            services: Arc::new(Services { settings: Arc::clone(&settings), store, model, policies, prompts }),
+            keys,
+            metrics: metrics_handle(),
+            shutdown: CancellationToken::new(),
+            sockets: TaskTracker::new(),
+        });
+        let app_state = state.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_state.clone())
+                .app_data(web::JsonConfig::default().limit(64 * 1024))
+                .configure(api::configure)
+        })
+        .workers(2)
+        .disable_signals()
+        .shutdown_timeout(settings.server.shutdown_grace_ms.div_ceil(1000) + 1)
+        .listen(listener)?
+        .run();
+        let policy_watcher = CancellationToken::new();
+        if settings.policies.watch_interval_ms > 0 {
+            let handle = Arc::clone(&state.services.policies);
+            let interval = Duration::from_millis(settings.policies.watch_interval_ms);
+            tokio::spawn(handle.watch(interval, policy_watcher.clone()));
+        }
+        Ok(Self { port, server, state, policy_watcher })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A token that, once cancelled, shuts the application down gracefully.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.state.shutdown.clone()
+    }
+
+    pub fn policies(&self) -> Arc<PolicyHandle> {
+        Arc::clone(&self.state.services.policies)
+    }
+
+    /// Serves until `stop` resolves or the shutdown token is cancelled, then shuts down
+    /// gracefully.
+    ///
+    /// # Errors
+    /// The HTTP server failed.
+    pub async fn run_until(self, stop: impl Future<Output = ()>) -> Result<(), StartupError> {
+        let handle = self.server.handle();
+        let server = tokio::spawn(self.server);
+        let shutdown = self.state.shutdown.clone();
+        tokio::select! {
+            _ = stop => {}
+            _ = shutdown.cancelled() => {}
+        }
+        tracing::info!("shutting down: closing sockets, finishing replies");
+        self.policy_watcher.cancel();
+        shutdown.cancel();
+        let grace = Duration::from_millis(self.state.services.settings.server.shutdown_grace_ms);
+        self.state.sockets.close();
+        let _ = tokio::time::timeout(grace + Duration::from_secs(3), self.state.sockets.wait()).await;
+        handle.stop(true).await;
+        match server.await {
+            Ok(result) => result.map_err(StartupError::Server),
+            Err(join) => Err(StartupError::Server(std::io::Error::other(join.to_string()))),
+        }
+    }
+
+    /// Serves until SIGTERM or Ctrl-C; reloads policies on SIGHUP.
+    ///
+    /// # Errors
+    /// The HTTP server failed.
+    pub async fn run_until_stopped(self) -> Result<(), StartupError> {
+        let policies = self.policies();
+        let hangups = tokio::spawn(async move {
+            #[cfg(unix)]
+            if let Ok(mut hangup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            {
+                while hangup.recv().await.is_some() {
+                    let _ = policies.reload().await;
+                }
+            }
+        });
+        let result = self.run_until(termination()).await;
+        hangups.abort();
+        result
+    }
+}
+
+async fn termination() {
+    #[cfg(unix)]
+    {
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

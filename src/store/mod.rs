@@ -1,0 +1,152 @@
+//! Where sessions live. `MemoryStore` is the embedded default; `RedisStore` serves production,
+//! where any replica may hold any session's sockets.
+//!
+//! The store holds no business rules: it appends, reads and notifies.
+
+use futures_util::future::BoxFuture;
+use tokio::sync::broadcast;
+
+use crate::session::{Mode, SessionEvent, SessionId, StoredEvent};
+
+mod memory;
+mod redis_store;
+
+pub use memory::MemoryStore;
+pub use redis_store::RedisStore;
+
+/// Result of appending a patient message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub seq: u64,
+    /// The client id had been stored before: this is a retry, nothing new was written.
+    pub duplicate: bool,
+}
+
+/// What the store knows of a session besides its log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionMeta {
+    /// The subject of the token that opened the session; only it may resume the session.
+    pub owner: String,
+    pub mode: Mode,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the session store is unavailable ({0}); the message was not stored, retry shortly")]
+    Unavailable(String),
+    #[error("session {0} does not exist")]
+    NoSuchSession(SessionId),
+    #[error("stored data for session {session} is corrupt: {detail}")]
+    Corrupt { session: SessionId, detail: String },
+}
+
+/// Notifications of new events for one session: each carries the newest sequence number, and the
+/// receiver reads the log from the last number it delivered, so a missed notice loses nothing.
+pub type EventNotices = broadcast::Receiver<u64>;
+
+/// Storage for sessions. Every method that writes returns only after the write is durable to the
+/// degree the backend promises: an ack to the patient is sent only after `Ok`.
+pub trait SessionStore: Send + Sync + 'static {
+    /// Creates a session owned by `owner`.
+    fn create_session<'a>(
+        &'a self,
+        session: &'a SessionId,
+        owner: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// The session's owner and mode, or `None` when it does not exist.
+    fn session_meta<'a>(
+        &'a self,
+        session: &'a SessionId,
+    ) -> BoxFuture<'a, Result<Option<SessionMeta>, StoreError>>;
+
+    /// Appends a patient message; idempotent on `client_id` within the session.
+    fn append_patient_message<'a>(
+        &'a self,
+        session: &'a SessionId,
+        client_id: &'a str,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<Appended, StoreError>>;
+
+    /// Appends any other event and returns its sequence number.
+    fn append_event<'a>(
+        &'a self,
+        session: &'a SessionId,
+        event: &'a SessionEvent,
+    ) -> BoxFuture<'a, Result<u64, StoreError>>;
+
+    /// Every event with a sequence number above `after`, in order.
+    fn events_after<'a>(
+        &'a self,
+        session: &'a SessionId,
+        after: u64,
+    ) -> BoxFuture<'a, Result<Vec<StoredEvent>, StoreError>>;
+
+    /// Records a mode change in the session's meta (the log gets a `ModeChanged` event too).
+    fn set_mode<'a>(
+        &'a self,
+        session: &'a SessionId,
+        mode: Mode,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Live notices of new events in the session, from any replica.
+    fn subscribe<'a>(
+        &'a self,
+        session: &'a SessionId,
+    ) -> BoxFuture<'a, Result<EventNotices, StoreError>>;
+
+    /// Whether the store answers now (for `/readyz`).
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+}
+
+#[cfg(test)]
+pub(crate) mod conformance {
+    //! One suite that every `SessionStore` must pass.
+    use super::*;
+
+    pub async fn appends_are_ordered_and_idempotent(store: &dyn SessionStore) {
+        let session = SessionId::random();
+        store.create_session(&session, "patient-1").await.expect("create");
+        let first = store
+            .append_patient_message(&session, "c1", "hello")
+            .await
+            .expect("append");
+        let retry = store
+            .append_patient_message(&session, "c1", "hello")
+            .await
+            .expect("append");
+        assert_eq!(first, Appended { seq: 1, duplicate: false });
+        assert_eq!(retry, Appended { seq: 1, duplicate: true });
+        let event = SessionEvent::ModeChanged { mode: Mode::Nurse, note: None };
+        assert_eq!(store.append_event(&session, &event).await.expect("event"), 2);
+        let events = store.events_after(&session, 0).await.expect("read");
+        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(store.events_after(&session, 1).await.expect("read").len(), 1);
+        let meta = store.session_meta(&session).await.expect("meta").expect("exists");
+        assert_eq!(meta.owner, "patient-1");
+    }
+
+    pub async fn subscribers_hear_new_events(store: &dyn SessionStore) {
+        let session = SessionId::random();
+        store.create_session(&session, "p").await.expect("create");
+        let mut notices = store.subscribe(&session).await.expect("subscribe");
+        store
+            .append_patient_message(&session, "c1", "hi")
+            .await
+            .expect("append");
+        let seq = tokio::time::timeout(std::time::Duration::from_secs(5), notices.recv())
+            .await
+            .expect("notice in time")
+            .expect("notice");
+        assert_eq!(seq, 1);
+    }
+
+    pub async fn missing_sessions_are_reported(store: &dyn SessionStore) {
+        let session = SessionId::random();
+        assert!(store.session_meta(&session).await.expect("meta").is_none());
+        assert!(matches!(
+            store.append_patient_message(&session, "c", "t").await,
+            Err(StoreError::NoSuchSession(_))
+        ));
+    }
+}

@@ -1,0 +1,319 @@
+//! The production store: Redis (standalone or Cluster), shared by every replica.
+//!
+//! Keys are hash-tagged by session (`cb:{<session>}:…`) so that a session's keys live in one
+//! cluster slot and its scripts run atomically. Each append is one Lua script: it checks the
+//! session exists, writes, records the client id (for idempotent retries), refreshes the
+//! retention, and publishes the new sequence number on `cb:{<session>}:live`. Every replica has
+//! one pattern subscription and hands notices to the sockets it holds.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script};
+use tokio::sync::broadcast;
+
+use super::{Appended, EventNotices, SessionMeta, SessionStore, StoreError};
+use crate::session::{Mode, SessionEvent, SessionId, StoredEvent};
+
+const NOTICE_CAPACITY: usize = 64;
+
+/// KEYS: events, clients, meta. ARGV: client id, event JSON, channel, retention seconds.
+const APPEND_PATIENT: &str = r"
+if redis.call('EXISTS', KEYS[3]) == 0 then return {-1, 0} end
+local seen = redis.call('HGET', KEYS[2], ARGV[1])
+if seen then return {tonumber(seen), 1} end
+local seq = redis.call('RPUSH', KEYS[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], seq)
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[4]) end
+redis.call('PUBLISH', ARGV[3], seq)
+return {seq, 0}
+";
+
+/// KEYS: events, meta, clients. ARGV: event JSON, channel, retention seconds.
+const APPEND_EVENT: &str = r"
+if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
+local seq = redis.call('RPUSH', KEYS[1], ARGV[1])
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
+redis.call('PUBLISH', ARGV[2], seq)
+return seq
+";
+
+/// KEYS: meta. ARGV: owner, retention seconds.
+const CREATE: &str = r"
+redis.call('HSETNX', KEYS[1], 'owner', ARGV[1])
+redis.call('HSETNX', KEYS[1], 'mode', 'ai')
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+";
+
+/// The hash-tagged key prefix of a session.
+fn key(session: &SessionId, part: &str) -> String {
+    format!("cb:{{{session}}}:{part}")
+}
+
+pub struct RedisStore {
+    connection: ConnectionManager,
+    retention_secs: u64,
+    subscribers: Arc<Mutex<HashMap<String, broadcast::Sender<u64>>>>,
+    append_patient: Script,
+    append_event: Script,
+    create: Script,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+fn unavailable(error: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
+
+impl RedisStore {
+    /// Connects (retrying in the background after any later failure) and starts the notice
+    /// listener.
+    ///
+    /// # Errors
+    /// An invalid URL, or Redis unreachable at start-up.
+    pub async fn connect(url: &str, retention_secs: u64) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let connection = client
+            .get_connection_manager_with_config(config)
+            .await
+            .map_err(unavailable)?;
+        let subscribers: Arc<Mutex<HashMap<String, broadcast::Sender<u64>>>> = Arc::default();
+        let listener = tokio::spawn(listen(client, Arc::clone(&subscribers)));
+        Ok(Self {
+            connection,
+            retention_secs: retention_secs.max(1),
+            subscribers,
+            append_patient: Script::new(APPEND_PATIENT),
+            append_event: Script::new(APPEND_EVENT),
+            create: Script::new(CREATE),
+            listener,
+        })
+    }
+
+    fn encode(session: &SessionId, event: &SessionEvent) -> Result<String, StoreError> {
+        serde_json::to_string(event).map_err(|error| StoreError::Corrupt {
+            session: session.clone(),
+            detail: error.to_string(),
+        })
+    }
+}
+
+/// Receives every replica's notices and hands them to this replica's subscribers. After a lost
+/// connection it tells every subscriber to re-read the log, so a gap is filled, never lost.
+async fn listen(client: redis::Client, subscribers: Arc<Mutex<HashMap<String, broadcast::Sender<u64>>>>) {
+    loop {
+        match client.get_async_pubsub().await {
+            Ok(mut pubsub) => {
+                if pubsub.psubscribe("cb:{*}:live").await.is_ok() {
+                    // Anything published while we were away is in the log: tell everyone to look.
+                    notify_all(&subscribers, u64::MAX);
+                    let mut messages = pubsub.on_message();
+                    while let Some(message) = messages.next().await {
+                        let channel = message.get_channel_name();
+                        let Some(session) = channel
+                            .strip_prefix("cb:{")
+                            .and_then(|rest| rest.strip_suffix("}:live"))
+                        else {
+                            continue;
+                        };
+                        let Ok(seq) = message.get_payload::<u64>() else { continue };
+                        if let Ok(map) = subscribers.lock()
+                            && let Some(sender) = map.get(session)
+                        {
+                            let _ = sender.send(seq);
+                        }
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(error = %error, "redis notice listener cannot connect; retrying"),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn notify_all(subscribers: &Mutex<HashMap<String, broadcast::Sender<u64>>>, seq: u64) {
+    if let Ok(map) = subscribers.lock() {
+        for sender in map.values() {
+            let _ = sender.send(seq);
+        }
+    }
+}
+
+impl SessionStore for RedisStore {
+    fn create_session<'a>(
+        &'a self,
+        session: &'a SessionId,
+        owner: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move {
+            let mut connection = self.connection.clone();
+            self.create
+                .key(key(session, "meta"))
+                .arg(owner)
+                .arg(self.retention_secs)
+                .invoke_async::<i64>(&mut connection)
+                .await
+                .map_err(unavailable)?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn session_meta<'a>(
+        &'a self,
+        session: &'a SessionId,
+    ) -> BoxFuture<'a, Result<Option<SessionMeta>, StoreError>> {
+        async move {
+            let mut connection = self.connection.clone();
+            let fields: HashMap<String, String> =
+                connection.hgetall(key(session, "meta")).await.map_err(unavailable)?;
+            let Some(owner) = fields.get("owner") else { return Ok(None) };
+            let mode = fields
+                .get("mode")
+                .and_then(|raw| serde_json::from_value(serde_json::Value::String(raw.clone())).ok())
+                .unwrap_or_default();
+            Ok(Some(SessionMeta { owner: owner.clone(), mode }))
+        }
+        .boxed()
+    }
+
+    fn append_patient_message<'a>(
+        &'a self,
+        session: &'a SessionId,
+        client_id: &'a str,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<Appended, StoreError>> {
+        async move {
+            let event = SessionEvent::PatientMessage { client_id: client_id.to_owned(), text: text.to_owned() };
+            let encoded = Self::encode(session, &event)?;
+            let mut connection = self.connection.clone();
+            let (seq, duplicate): (i64, i64) = self
+                .append_patient
+                .key(key(session, "events"))
+                .key(key(session, "clients"))
+                .key(key(session, "meta"))
+                .arg(client_id)
+                .arg(encoded)
+                .arg(key(session, "live"))
+                .arg(self.retention_secs)
+                .invoke_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+            if seq < 0 {
+                return Err(StoreError::NoSuchSession(session.clone()));
+            }
+            Ok(Appended { seq: seq.unsigned_abs(), duplicate: duplicate == 1 })
+        }
+        .boxed()
+    }
+
+    fn append_event<'a>(
+        &'a self,
+        session: &'a SessionId,
+        event: &'a SessionEvent,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        async move {
+            let encoded = Self::encode(session, event)?;
+            let mut connection = self.connection.clone();
+            let seq: i64 = self
+                .append_event
+                .key(key(session, "events"))
+                .key(key(session, "meta"))
+                .key(key(session, "clients"))
+                .arg(encoded)
+                .arg(key(session, "live"))
+                .arg(self.retention_secs)
+                .invoke_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+            if seq < 0 {
+                return Err(StoreError::NoSuchSession(session.clone()));
+            }
+            Ok(seq.unsigned_abs())
+        }
+        .boxed()
+    }
+
+    fn events_after<'a>(
+        &'a self,
+        session: &'a SessionId,
+        after: u64,
+    ) -> BoxFuture<'a, Result<Vec<StoredEvent>, StoreError>> {
+        async move {
+            let mut connection = self.connection.clone();
+            let start = isize::try_from(after).unwrap_or(isize::MAX);
+            let raw: Vec<String> = connection
+                .lrange(key(session, "events"), start, -1)
+                .await
+                .map_err(unavailable)?;
+            raw.into_iter()
+                .enumerate()
+                .map(|(offset, json)| {
+                    serde_json::from_str(&json)
+                        .map(|event| StoredEvent { seq: after + offset as u64 + 1, event })
+                        .map_err(|error| StoreError::Corrupt { session: session.clone(), detail: error.to_string() })
+                })
+                .collect()
+        }
+        .boxed()
+    }
+
+    fn set_mode<'a>(
+        &'a self,
+        session: &'a SessionId,
+        mode: Mode,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move {
+            let mut connection = self.connection.clone();
+            let raw = serde_json::to_value(mode)
+                .ok()
+                .and_then(|value| value.as_str().map(str::to_owned))
+                .unwrap_or_else(|| "ai".into());
+            let _: () = connection.hset(key(session, "meta"), "mode", raw).await.map_err(unavailable)?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn subscribe<'a>(
+        &'a self,
+        session: &'a SessionId,
+    ) -> BoxFuture<'a, Result<EventNotices, StoreError>> {
+        let receiver = self
+            .subscribers
+            .lock()
+            .map(|mut map| {
+                map.retain(|_, sender| sender.receiver_count() > 0);
+                map.entry(session.to_string())
+                    .or_insert_with(|| broadcast::channel(NOTICE_CAPACITY).0)
+                    .subscribe()
+            })
+            .map_err(|_| StoreError::Unavailable("subscriber map lock poisoned".into()));
+        async move { receiver }.boxed()
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        async move {
+            let mut connection = self.connection.clone();
+            let _: String = redis::cmd("PING").query_async(&mut connection).await.map_err(unavailable)?;
+            Ok(())
+        }
+        .boxed()
+    }
+}
