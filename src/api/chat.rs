@@ -211,7 +211,7 @@ impl PatientSocket {
         };
         let max_message_bytes = limits.max_message_bytes;
         match frame {
-            ClientFrame::Ping => send(frames, ServerFrame::Pong).await,
+            ClientFrame::Ping {} => send(frames, ServerFrame::Pong).await,
             ClientFrame::Hello { session_id } => self.hello(session_id, frames).await,
             ClientFrame::Resume { session_id, last_seq } => {
                 self.resume(session_id, last_seq, frames).await

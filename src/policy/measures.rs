@@ -103,8 +103,11 @@ pub fn extract(text: &NormalizedText) -> Measures {
         };
         let Some(value) = value else { continue };
         let numeric = token.kind == TokenKind::Number;
-        let next = word(index + 1);
-        let after_next = word(index + 2);
+        // "38 °C": the degree sign is a token of its own; read past it.
+        let degree = word(index + 1) == "°";
+        let skip = usize::from(degree);
+        let next = word(index + 1 + skip);
+        let after_next = word(index + 2 + skip);
         let near = |words: &[&str]| {
             (index.saturating_sub(5)..index).any(|before| words.contains(&word(before)))
         };
@@ -118,7 +121,7 @@ pub fn extract(text: &NormalizedText) -> Measures {
                     "f" | "fahrenheit" => Some(true),
                     _ => Some(value > 50.0),
                 },
-                _ if near(&TEMPERATURE_WORDS) => Some(value > 50.0),
+                _ if degree || near(&TEMPERATURE_WORDS) => Some(value > 50.0),
                 _ => None,
             };
             if let Some(fahrenheit) = unit {

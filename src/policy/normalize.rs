@@ -424,7 +424,7 @@ fn read_punct(chars: &[Folded], index: usize, tokens: &mut Vec<Token>) -> usize 
         }
         tokens.push(make_token(TokenKind::SentenceEnd, ".".into(), current.start, current.end));
     } else if !ch.is_control() {
-        let shown = if ch.is_ascii_punctuation() { ch.to_string() } else { ",".to_owned() };
+        let shown = if ch.is_ascii_punctuation() || ch == '°' { ch.to_string() } else { ",".to_owned() };
         tokens.push(make_token(TokenKind::Punct, shown, current.start, current.end));
     }
     index + 1

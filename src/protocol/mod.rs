@@ -28,7 +28,7 @@ pub enum ClientFrame {
     /// A patient message, identified by the client so that a retry is not stored twice.
     Message { client_id: ClientId, text: String },
     /// Application-level keep-alive.
-    Ping,
+    Ping {},
 }
 
 /// The client's own id for a message; a retry with the same id is the same message.
