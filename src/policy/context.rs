@@ -19,6 +19,8 @@ pub enum CueKind {
     FamilyHistory,
     Acute,
     Terminator,
+    /// Ends negation scopes only.
+    NegationTerminator,
     Figurative,
 }
 
@@ -108,6 +110,8 @@ pub struct MessageContext<'a> {
     clause: Vec<usize>,
     /// For each token, whether a terminator cue covers it.
     terminator: Vec<bool>,
+    /// For each token, whether a negation-only terminator covers it.
+    negation_terminator: Vec<bool>,
     scope_words: usize,
 }
 
@@ -151,13 +155,18 @@ impl<'a> MessageContext<'a> {
                     .get(cue.last + 1)
                     .is_some_and(|next| matches!(next.kind, TokenKind::Word | TokenKind::Number | TokenKind::Emoji))
         });
-        let mut terminator = vec![false; count];
-        for cue in cues.iter().filter(|cue| cue.kind == CueKind::Terminator) {
-            for flag in terminator.iter_mut().take(cue.last + 1).skip(cue.first) {
-                *flag = true;
+        let mark = |kind: CueKind| {
+            let mut flags = vec![false; count];
+            for cue in cues.iter().filter(|cue| cue.kind == kind) {
+                for flag in flags.iter_mut().take(cue.last + 1).skip(cue.first) {
+                    *flag = true;
+                }
             }
-        }
-        Self { text, cues, sentence, clause, terminator, scope_words }
+            flags
+        };
+        let terminator = mark(CueKind::Terminator);
+        let negation_terminator = mark(CueKind::NegationTerminator);
+        Self { text, cues, sentence, clause, terminator, negation_terminator, scope_words }
     }
 
     /// The context of a finding at tokens `first..=last`.
@@ -188,7 +197,7 @@ impl<'a> MessageContext<'a> {
                     }
                     continue;
                 }
-                CueKind::Figurative | CueKind::Terminator => continue,
+                CueKind::Figurative | CueKind::Terminator | CueKind::NegationTerminator => continue,
             };
             if slot.is_none() && self.in_scope(cue, first, last) {
                 *slot = Some((cue.first, cue.last));
@@ -201,17 +210,22 @@ impl<'a> MessageContext<'a> {
         self.sentence.get(a) == self.sentence.get(b)
     }
 
+    /// Same comma-delimited clause, with no terminator between: "years ago but doing well now"
+    /// keeps "now" away from what came before "but".
     fn same_clause(&self, a: usize, b: usize) -> bool {
+        let (low, high) = (a.min(b), a.max(b));
         self.clause.get(a) == self.clause.get(b)
+            && !self.terminator.get(low..=high).is_some_and(|between| between.iter().any(|&flag| flag))
     }
 
     fn in_scope(&self, cue: &CueHit, first: usize, last: usize) -> bool {
+        let negation = matches!(cue.kind, CueKind::Negation(_));
         match direction(cue.kind) {
             Some(Direction::Forward) if cue.last < first => {
-                self.reaches(cue.last + 1, first, |index| index + 1)
+                self.reaches(cue.last + 1, first, negation, |index| index + 1)
             }
             Some(Direction::Backward) if last < cue.first => {
-                self.reaches(cue.first - 1, last, |index| index.wrapping_sub(1))
+                self.reaches(cue.first - 1, last, negation, |index| index.wrapping_sub(1))
             }
             _ => false,
         }
@@ -219,14 +233,17 @@ impl<'a> MessageContext<'a> {
 
     /// Walks from `from` towards `target`, stopping at sentence ends, terminators and the scope's
     /// word limit.
-    fn reaches(&self, from: usize, target: usize, step: impl Fn(usize) -> usize) -> bool {
+    fn reaches(&self, from: usize, target: usize, negation: bool, step: impl Fn(usize) -> usize) -> bool {
         let mut index = from;
         let mut words = 0;
         loop {
             let Some(token) = self.text.tokens.get(index) else {
                 return false;
             };
-            if token.kind == TokenKind::SentenceEnd || self.terminator[index] {
+            if token.kind == TokenKind::SentenceEnd
+                || self.terminator[index]
+                || (negation && self.negation_terminator[index])
+            {
                 return false;
             }
             if index == target {

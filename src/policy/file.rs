@@ -221,6 +221,9 @@ pub struct ContextFile {
     pub acute: Vec<String>,
     #[serde(default)]
     pub terminators: Vec<String>,
+    /// Terminators of negation scopes only ("no fever, I have chest pain").
+    #[serde(default)]
+    pub negation_terminators: Vec<String>,
     #[serde(default)]
     pub figurative: Vec<String>,
 }

@@ -121,7 +121,13 @@ pub fn extract(text: &NormalizedText) -> Measures {
                     "f" | "fahrenheit" => Some(true),
                     _ => Some(value > 50.0),
                 },
-                _ if degree || near(&TEMPERATURE_WORDS) => Some(value > 50.0),
+                _ if degree
+                    || near(&TEMPERATURE_WORDS)
+                    || TEMPERATURE_WORDS.contains(&next)
+                    || (next == "de" && TEMPERATURE_WORDS.contains(&after_next)) =>
+                {
+                    Some(value > 50.0)
+                }
                 _ => None,
             };
             if let Some(fahrenheit) = unit {
@@ -144,7 +150,14 @@ pub fn extract(text: &NormalizedText) -> Measures {
         let is_age = matches!(
             after_next,
             "old" | "baby" | "infant" | "son" | "daughter" | "boy" | "girl" | "de" | "bebe"
-        ) || (next == "yo" || next == "mo");
+        ) || (next == "yo" || next == "mo")
+            // Spanish puts the age after the noun: "bebé de 6 semanas", "hijo de 2 años".
+            || (word(index.wrapping_sub(1)) == "de"
+                && matches!(
+                    word(index.wrapping_sub(2)),
+                    "bebe" | "nino" | "nina" | "hijo" | "hija" | "baby" | "nene" | "nena" | "recien"
+                ))
+            || matches!(word(index.wrapping_sub(1)), "aged" | "age" | "edad");
         if let (Some(factor), true) = (months_per_unit, is_age) {
             let months = value * factor;
             measures.age_months = Some(measures.age_months.map_or(months, |seen| seen.min(months)));
@@ -212,6 +225,9 @@ mod tests {
 
     #[test]
     fn ages_are_read_in_months() {
+        let spanish = measures("mi bebé de 6 semanas tiene fiebre de 38,5");
+        assert!(spanish.age_months.is_some_and(|months| months < 2.0));
+        assert_eq!(spanish.temperature_c, Some(38.5));
         let weeks = measures("my 6 week old baby").age_months.expect("read");
         assert!((weeks - 1.38).abs() < 0.01);
         assert_eq!(measures("my newborn is hot").age_months, Some(0.5));

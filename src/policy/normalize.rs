@@ -39,7 +39,7 @@ pub struct Token {
 #[derive(Debug, Clone, Default)]
 pub struct NormalizedText {
     pub tokens: Vec<Token>,
-    /// Tokens' `plain` forms joined by single spaces, with a space at each end.
+    /// Tokens' `plain` forms joined by single spaces.
     pub plain: String,
     /// Tokens' `squeezed` forms joined the same way.
     pub squeezed: String,
@@ -175,13 +175,16 @@ fn join(tokens: Vec<Token>) -> NormalizedText {
     let mut squeezed_starts = Vec::with_capacity(tokens.len());
     let mut plain_ends = Vec::with_capacity(tokens.len());
     let mut squeezed_ends = Vec::with_capacity(tokens.len());
-    plain.push(' ');
+    // Patterns see the plain text without padding, so `^` and `$` mean the message's ends;
+    // phrases see the squeezed text padded with spaces, so every word has a space on each side.
     squeezed.push(' ');
-    for token in &tokens {
+    for (index, token) in tokens.iter().enumerate() {
+        if index > 0 {
+            plain.push(' ');
+        }
         plain_starts.push(plain.len());
         plain.push_str(&token.plain);
         plain_ends.push(plain.len());
-        plain.push(' ');
         squeezed_starts.push(squeezed.len());
         squeezed.push_str(&token.squeezed);
         squeezed_ends.push(squeezed.len());

@@ -99,9 +99,11 @@ pub trait SessionStore: Send + Sync + 'static {
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 }
 
-#[cfg(test)]
-pub(crate) mod conformance {
-    //! One suite that every `SessionStore` must pass.
+/// The suite every `SessionStore` must pass; the memory store runs it in unit tests and the Redis
+/// store in the integration tests, against a real `redis-server`.
+#[doc(hidden)]
+pub mod conformance {
+    #![allow(clippy::expect_used)]
     use super::*;
 
     pub async fn appends_are_ordered_and_idempotent(store: &dyn SessionStore) {

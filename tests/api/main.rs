@@ -1,0 +1,8 @@
+//! Integration tests: the real server on port 0, real WebSocket clients, real `redis-server`
+//! processes and a fake OpenAI-compatible provider that streams real SSE.
+
+mod chat;
+mod helpers;
+mod policies;
+mod provider;
+mod store;
