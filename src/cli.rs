@@ -17,7 +17,11 @@ use carebridge::prompts::Prompts;
 use carebridge::startup::Application;
 
 #[derive(Parser)]
-#[command(name = "carebridge", version, about = "The safety layer between patients and a language model")]
+#[command(
+    name = "carebridge",
+    version,
+    about = "The safety layer between patients and a language model"
+)]
 pub struct Cli {
     /// Configuration file (default: ./carebridge.toml if present).
     #[arg(long, global = true)]
@@ -38,6 +42,19 @@ enum Command {
     Guard(GuardCommand),
     /// Mint a development token with the configured development secret.
     Token(TokenArgs),
+    /// Check identifier redaction.
+    #[command(subcommand)]
+    Redact(RedactCommand),
+}
+
+#[derive(Subcommand)]
+enum RedactCommand {
+    /// Read one message per line; write `{"text", "kinds"}` as the provider would receive it.
+    Check {
+        /// Redaction settings (default: the configured `llm.redaction_file`).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -50,9 +67,7 @@ struct PolicyDir {
 #[derive(Subcommand)]
 enum PolicyCommand {
     /// Run every test case of every policy file; exit non-zero on any failure.
-    Test {
-        dir: Option<PathBuf>,
-    },
+    Test { dir: Option<PathBuf> },
     /// Show every step of the decision for one message.
     Explain {
         text: String,
@@ -159,13 +174,37 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Redact(RedactCommand::Check { config }) => {
+            let path = config.unwrap_or_else(|| settings.llm.redaction_file.clone());
+            let redactor = carebridge::redact::Redactor::load(&path)?;
+            each_line(|line, out| {
+                // Each line is its own conversation.
+                let mut placeholders = carebridge::redact::Placeholders::new();
+                let redacted = redactor.redact(line, &mut placeholders);
+                let kinds: Vec<&str> = redacted.kinds.iter().map(|kind| kind.as_str()).collect();
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({ "text": redacted.text, "kinds": kinds })
+                )?;
+                Ok(())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Token(args) => {
             anyhow::ensure!(
                 !settings.auth.dev_secret.is_empty(),
                 "auth.dev_secret is not set: set CAREBRIDGE_AUTH__DEV_SECRET (the server prints one at start-up)"
             );
-            let keys = TokenKeys::hs256(&settings.auth.dev_secret, &settings.auth.issuer, &settings.auth.audience);
-            println!("{}", keys.mint(&args.sub, args.role.into(), Duration::from_secs(args.ttl))?);
+            let keys = TokenKeys::hs256(
+                &settings.auth.dev_secret,
+                &settings.auth.issuer,
+                &settings.auth.audience,
+            );
+            println!(
+                "{}",
+                keys.mint(&args.sub, args.role.into(), Duration::from_secs(args.ttl))?
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -183,20 +222,40 @@ fn serve(mut settings: Settings) -> anyhow::Result<ExitCode> {
     if generated {
         settings.auth.dev_secret = uuid::Uuid::new_v4().simple().to_string();
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
-        let keys = TokenKeys::hs256(&settings.auth.dev_secret, &settings.auth.issuer, &settings.auth.audience);
+        let keys = TokenKeys::hs256(
+            &settings.auth.dev_secret,
+            &settings.auth.issuer,
+            &settings.auth.audience,
+        );
         let host = settings.server.host.clone();
         let application = Application::build(settings.clone()).await?;
         let port = application.port();
-        println!("carebridge listening on http://{host}:{port}  (patients: ws://{host}:{port}/v1/chat)");
+        println!(
+            "carebridge listening on http://{host}:{port}  (patients: ws://{host}:{port}/v1/chat)"
+        );
         if generated {
-            println!("development secret (CAREBRIDGE_AUTH__DEV_SECRET): {}", settings.auth.dev_secret);
+            println!(
+                "development secret (CAREBRIDGE_AUTH__DEV_SECRET): {}",
+                settings.auth.dev_secret
+            );
         }
         let day = Duration::from_secs(24 * 3600);
-        println!("development patient token: {}", keys.mint("demo-patient", Role::Patient, day)?);
-        println!("development nurse token:   {}", keys.mint("demo-nurse", Role::Nurse, day)?);
-        println!("development operator token: {}", keys.mint("demo-operator", Role::Operator, day)?);
+        println!(
+            "development patient token: {}",
+            keys.mint("demo-patient", Role::Patient, day)?
+        );
+        println!(
+            "development nurse token:   {}",
+            keys.mint("demo-nurse", Role::Nurse, day)?
+        );
+        println!(
+            "development operator token: {}",
+            keys.mint("demo-operator", Role::Operator, day)?
+        );
         std::io::stdout().flush()?;
         application.run_until_stopped().await?;
         Ok::<_, anyhow::Error>(())
@@ -208,11 +267,14 @@ fn load(settings: &Settings, dir: Option<&Path>) -> anyhow::Result<PolicySet> {
     let prompts = Prompts::load(&settings.prompts_dir, settings.region)
         .with_context(|| format!("loading prompts from {}", settings.prompts_dir.display()))?;
     let dir = dir.unwrap_or(&settings.policies.dir);
-    PolicySet::load(dir, &prompts).with_context(|| format!("loading policies from {}", dir.display()))
+    PolicySet::load(dir, &prompts)
+        .with_context(|| format!("loading policies from {}", dir.display()))
 }
 
 /// Calls `handle` for each line of stdin, writing to a buffered, locked stdout.
-fn each_line(mut handle: impl FnMut(&str, &mut dyn Write) -> anyhow::Result<()>) -> anyhow::Result<()> {
+fn each_line(
+    mut handle: impl FnMut(&str, &mut dyn Write) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -230,7 +292,11 @@ fn policy(command: PolicyCommand, settings: &Settings) -> anyhow::Result<ExitCod
             let set = load(settings, dir.as_deref())?;
             let report = testing::run(&set);
             println!("{report}");
-            Ok(if report.is_success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if report.is_success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         PolicyCommand::Explain { text, dir } => {
             let set = load(settings, dir.policies.as_deref())?;
@@ -242,7 +308,8 @@ fn policy(command: PolicyCommand, settings: &Settings) -> anyhow::Result<ExitCod
             let set = load(settings, dir.policies.as_deref())?;
             each_line(|line, out| {
                 let decision = set.evaluate(line);
-                let line = serde_json::json!({ "level": decision.level, "rules": decision.rule_ids() });
+                let line =
+                    serde_json::json!({ "level": decision.level, "rules": decision.rule_ids() });
                 writeln!(out, "{line}")?;
                 Ok(())
             })?;
@@ -252,7 +319,11 @@ fn policy(command: PolicyCommand, settings: &Settings) -> anyhow::Result<ExitCod
             let set = load(settings, dir.policies.as_deref())?;
             each_line(|line, out| {
                 let (concept, sentence) = line.split_once('\t').unwrap_or((line, line));
-                writeln!(out, "{}", serde_json::to_string(&set.context_of(concept, sentence))?)?;
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string(&set.context_of(concept, sentence))?
+                )?;
                 Ok(())
             })?;
             Ok(ExitCode::SUCCESS)
@@ -260,7 +331,8 @@ fn policy(command: PolicyCommand, settings: &Settings) -> anyhow::Result<ExitCod
         PolicyCommand::Diff { old, new, file } => {
             let before = load(settings, Some(&old))?;
             let after = load(settings, Some(&new))?;
-            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
             let mut changed = 0;
             for (number, line) in text.lines().enumerate() {
                 let message = line.split_once('\t').map_or(line, |(_, message)| message);
@@ -281,9 +353,14 @@ fn policy(command: PolicyCommand, settings: &Settings) -> anyhow::Result<ExitCod
             println!("{changed} of {} messages change", text.lines().count());
             Ok(ExitCode::SUCCESS)
         }
-        PolicyCommand::Eval { file, dir, show_errors } => {
+        PolicyCommand::Eval {
+            file,
+            dir,
+            show_errors,
+        } => {
             let set = load(settings, dir.policies.as_deref())?;
-            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
             let report = carebridge::policy::eval::evaluate(&set, &text)
                 .with_context(|| format!("reading labels from {}", file.display()))?;
             print!("{}", report.render(show_errors));

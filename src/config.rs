@@ -21,6 +21,7 @@ pub struct Settings {
     pub store: StoreSettings,
     pub policies: PolicySettings,
     pub auth: AuthSettings,
+    pub escalation: crate::escalation::EscalationSettings,
     /// Decides the emergency and crisis numbers patients are told.
     pub region: Region,
     /// Where `prompts/` lives.
@@ -89,6 +90,17 @@ pub struct LlmSettings {
     /// How many recent conversation events are sent to the model, and their character budget.
     pub history_events: usize,
     pub history_chars: usize,
+    /// `external` providers get identifiers replaced by placeholders (`redaction_file` says
+    /// which); `trusted` ones (a self-hosted model inside the network) get the text as is.
+    pub trust: ProviderTrust,
+    pub redaction_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderTrust {
+    External,
+    Trusted,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -135,6 +147,7 @@ impl Default for Settings {
             store: StoreSettings::default(),
             policies: PolicySettings::default(),
             auth: AuthSettings::default(),
+            escalation: crate::escalation::EscalationSettings::default(),
             region: Region::Uk,
             prompts_dir: PathBuf::from("prompts"),
         }
@@ -185,6 +198,8 @@ impl Default for LlmSettings {
             max_tokens: None,
             history_events: 20,
             history_chars: 12_000,
+            trust: ProviderTrust::External,
+            redaction_file: PathBuf::from("policies/redaction.toml"),
         }
     }
 }
@@ -201,13 +216,21 @@ impl Default for StoreSettings {
 
 impl Default for PolicySettings {
     fn default() -> Self {
-        Self { dir: PathBuf::from("policies"), watch_interval_ms: 2_000, window_messages: 6 }
+        Self {
+            dir: PathBuf::from("policies"),
+            watch_interval_ms: 2_000,
+            window_messages: 6,
+        }
     }
 }
 
 impl Default for AuthSettings {
     fn default() -> Self {
-        Self { dev_secret: String::new(), issuer: "carebridge".into(), audience: "carebridge".into() }
+        Self {
+            dev_secret: String::new(),
+            issuer: "carebridge".into(),
+            audience: "carebridge".into(),
+        }
     }
 }
 
@@ -216,7 +239,11 @@ pub enum ConfigError {
     #[error("configuration: {0}")]
     Load(String),
     #[error("configuration: {key} ({value}) {problem}")]
-    Invalid { key: &'static str, value: String, problem: String },
+    Invalid {
+        key: &'static str,
+        value: String,
+        problem: String,
+    },
 }
 
 impl Settings {
@@ -226,11 +253,14 @@ impl Settings {
     /// Unknown keys, wrong types (the message names the key), and values that fail validation.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
-        let file = file.map(Path::to_owned).unwrap_or_else(|| PathBuf::from("carebridge.toml"));
+        let file = file
+            .map(Path::to_owned)
+            .unwrap_or_else(|| PathBuf::from("carebridge.toml"));
         figment = figment.merge(Toml::file(file));
         figment = figment.merge(Env::prefixed("CAREBRIDGE_").split("__"));
-        let settings: Settings =
-            figment.extract().map_err(|error| ConfigError::Load(error.to_string()))?;
+        let settings: Settings = figment
+            .extract()
+            .map_err(|error| ConfigError::Load(error.to_string()))?;
         settings.validate()?;
         Ok(settings)
     }
@@ -241,7 +271,11 @@ impl Settings {
     /// The first problem found, naming the key and its value.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key: &'static str, value: String, problem: &str| {
-            Err(ConfigError::Invalid { key, value, problem: problem.to_owned() })
+            Err(ConfigError::Invalid {
+                key,
+                value,
+                problem: problem.to_owned(),
+            })
         };
         if self.limits.max_message_bytes == 0 {
             return invalid("limits.max_message_bytes", "0".into(), "must be above 0");
@@ -250,7 +284,10 @@ impl Settings {
             return invalid(
                 "limits.max_message_bytes",
                 self.limits.max_message_bytes.to_string(),
-                &format!("exceeds limits.max_frame_bytes ({})", self.limits.max_frame_bytes),
+                &format!(
+                    "exceeds limits.max_frame_bytes ({})",
+                    self.limits.max_frame_bytes
+                ),
             );
         }
         if self.server.client_timeout_ms <= self.server.heartbeat_interval_ms {
@@ -267,17 +304,28 @@ impl Settings {
             return invalid(
                 "llm.first_token_timeout_ms",
                 self.llm.first_token_timeout_ms.to_string(),
-                &format!("exceeds llm.reply_timeout_ms ({})", self.llm.reply_timeout_ms),
+                &format!(
+                    "exceeds llm.reply_timeout_ms ({})",
+                    self.llm.reply_timeout_ms
+                ),
             );
         }
         if self.llm.max_attempts == 0 {
             return invalid("llm.max_attempts", "0".into(), "must be at least 1");
         }
         if self.llm.provider == Provider::Openai && !self.llm.base_url.starts_with("http") {
-            return invalid("llm.base_url", self.llm.base_url.clone(), "must be an http(s) URL");
+            return invalid(
+                "llm.base_url",
+                self.llm.base_url.clone(),
+                "must be an http(s) URL",
+            );
         }
         if self.store.backend == StoreBackend::Redis && !self.store.redis_url.starts_with("redis") {
-            return invalid("store.redis_url", self.store.redis_url.clone(), "must be a redis:// URL");
+            return invalid(
+                "store.redis_url",
+                self.store.redis_url.clone(),
+                "must be a redis:// URL",
+            );
         }
         Ok(())
     }
@@ -298,7 +346,11 @@ mod tests {
         settings.llm.first_token_timeout_ms = 30_000;
         settings.llm.reply_timeout_ms = 20_000;
         let message = settings.validate().expect_err("invalid").to_string();
-        assert!(message.contains("llm.first_token_timeout_ms (30000) exceeds llm.reply_timeout_ms (20000)"));
+        assert!(
+            message.contains(
+                "llm.first_token_timeout_ms (30000) exceeds llm.reply_timeout_ms (20000)"
+            )
+        );
     }
 
     #[test]
@@ -309,7 +361,9 @@ mod tests {
         let settings = Settings::load(Some(&path)).expect("loads");
         assert_eq!(settings.server.port, 9000);
         std::fs::write(&path, "[server]\nprot = 9000\n").expect("write");
-        let error = Settings::load(Some(&path)).expect_err("unknown key").to_string();
+        let error = Settings::load(Some(&path))
+            .expect_err("unknown key")
+            .to_string();
         assert!(error.contains("prot"), "{error}");
     }
 }

@@ -5,6 +5,7 @@
 //! * `policy`: policy files, normalisation, context-aware matching, decisions, tests, hot reload.
 //! * `guard`: output rules applied to a streamed model reply with a small hold-back window.
 //! * `llm`: the `ChatModel` trait, the OpenAI-compatible client and the built-in demo model.
+//! * `escalation`: the nurse queue (raise, claim, take over, reply, hand back, re-alert).
 //! * `session`: the conversation as an ordered log of events, its mode, resume.
 //! * `store`: where sessions live (`MemoryStore` embedded, `RedisStore` in production).
 //! * `api`: HTTP routes and the per-socket loops.
@@ -13,11 +14,13 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod escalation;
 pub mod guard;
 pub mod llm;
 pub mod policy;
 pub mod prompts;
 pub mod protocol;
+pub mod redact;
 pub mod session;
 pub mod startup;
 pub mod store;

@@ -61,8 +61,8 @@ impl Prompts {
     pub fn load(dir: &Path, region: Region) -> Result<Self, PromptError> {
         let regions_path = dir.join("regions.toml");
         let raw = read(&regions_path)?;
-        let mut regions: BTreeMap<String, BTreeMap<String, String>> =
-            toml::from_str(&raw).map_err(|error| PromptError::Toml {
+        let mut regions: BTreeMap<String, BTreeMap<String, String>> = toml::from_str(&raw)
+            .map_err(|error| PromptError::Toml {
                 path: regions_path.clone(),
                 reason: error.to_string(),
             })?;
@@ -77,28 +77,48 @@ impl Prompts {
             let source = read(&path)?;
             environment
                 .add_template_owned(name.clone(), source.trim_end().to_owned())
-                .map_err(|error| PromptError::Template { name, reason: error.to_string() })?;
+                .map_err(|error| PromptError::Template {
+                    name,
+                    reason: error.to_string(),
+                })?;
         }
-        Ok(Self { environment, numbers })
+        Ok(Self {
+            environment,
+            numbers,
+        })
     }
 
     /// Renders guidance `name` in `language` (falling back to English) with a rule's advice.
     ///
     /// # Errors
     /// No such template, or one that uses a name the region does not define.
-    pub fn guidance(&self, name: &str, language: &str, advice: &str) -> Result<String, PromptError> {
+    pub fn guidance(
+        &self,
+        name: &str,
+        language: &str,
+        advice: &str,
+    ) -> Result<String, PromptError> {
         let localized = format!("guidance/{name}.{language}.j2");
         let english = format!("guidance/{name}.en.j2");
         let template = self
             .environment
             .get_template(&localized)
             .or_else(|_| self.environment.get_template(&english))
-            .map_err(|_| PromptError::MissingGuidance { name: name.to_owned() })?;
+            .map_err(|_| PromptError::MissingGuidance {
+                name: name.to_owned(),
+            })?;
         let mut context = self.numbers.clone();
-        context.insert("advice".into(), advice.trim().trim_end_matches('.').to_owned() + if advice.trim().is_empty() { "" } else { "." });
+        context.insert(
+            "advice".into(),
+            advice.trim().trim_end_matches('.').to_owned()
+                + if advice.trim().is_empty() { "" } else { "." },
+        );
         template
             .render(&context)
-            .map_err(|error| PromptError::Template { name: localized, reason: error.to_string() })
+            .map_err(|error| PromptError::Template {
+                name: localized,
+                reason: error.to_string(),
+            })
     }
 
     /// Renders any template under `prompts/` with the region's numbers and extra values.
@@ -110,20 +130,33 @@ impl Prompts {
         name: &str,
         extra: &BTreeMap<String, String>,
     ) -> Result<String, PromptError> {
-        let template = self
-            .environment
-            .get_template(name)
-            .map_err(|error| PromptError::Template { name: name.into(), reason: error.to_string() })?;
+        let template =
+            self.environment
+                .get_template(name)
+                .map_err(|error| PromptError::Template {
+                    name: name.into(),
+                    reason: error.to_string(),
+                })?;
         let mut context = self.numbers.clone();
-        context.extend(extra.iter().map(|(key, value)| (key.clone(), value.clone())));
+        context.extend(
+            extra
+                .iter()
+                .map(|(key, value)| (key.clone(), value.clone())),
+        );
         template
             .render(&context)
-            .map_err(|error| PromptError::Template { name: name.into(), reason: error.to_string() })
+            .map_err(|error| PromptError::Template {
+                name: name.into(),
+                reason: error.to_string(),
+            })
     }
 }
 
 fn read(path: &Path) -> Result<String, PromptError> {
-    std::fs::read_to_string(path).map_err(|source| PromptError::Read { path: path.to_owned(), source })
+    std::fs::read_to_string(path).map_err(|source| PromptError::Read {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn collect_templates(
@@ -131,7 +164,10 @@ fn collect_templates(
     dir: &Path,
     out: &mut Vec<(String, PathBuf)>,
 ) -> Result<(), PromptError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| PromptError::Read { path: dir.to_owned(), source })?;
+    let entries = std::fs::read_dir(dir).map_err(|source| PromptError::Read {
+        path: dir.to_owned(),
+        source,
+    })?;
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
@@ -153,14 +189,21 @@ mod tests {
     use super::*;
 
     fn shipped(region: Region) -> Prompts {
-        Prompts::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts"), region)
-            .expect("shipped prompts load")
+        Prompts::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts"),
+            region,
+        )
+        .expect("shipped prompts load")
     }
 
     #[test]
     fn the_region_decides_the_emergency_number() {
-        let uk = shipped(Region::Uk).guidance("emergency", "en", "").expect("renders");
-        let us = shipped(Region::Us).guidance("emergency", "en", "").expect("renders");
+        let uk = shipped(Region::Uk)
+            .guidance("emergency", "en", "")
+            .expect("renders");
+        let us = shipped(Region::Us)
+            .guidance("emergency", "en", "")
+            .expect("renders");
         assert!(uk.contains("999") && !uk.contains("911"));
         assert!(us.contains("911") && !us.contains("999"));
     }

@@ -18,10 +18,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::{self, AppState};
 use crate::auth::TokenKeys;
-use crate::config::{Provider, Settings, StoreBackend};
+use crate::config::{Provider, ProviderTrust, Settings, StoreBackend};
+use crate::escalation::Escalations;
 use crate::llm::{ChatModel, DemoModel};
 use crate::policy::reload::{PolicyHandle, ReloadError};
 use crate::prompts::{PromptError, Prompts};
+use crate::redact::Redactor;
 use crate::session::conversation::Services;
 use crate::store::{MemoryStore, SessionStore};
 
@@ -41,6 +43,8 @@ pub enum StartupError {
     Model(String),
     #[error("store: {0}")]
     Store(String),
+    #[error("redaction: {0}")]
+    Redaction(#[from] crate::redact::RedactionConfigError),
     #[error("server: {0}")]
     Server(#[from] std::io::Error),
 }
@@ -79,23 +83,53 @@ impl Application {
         let store: Arc<dyn SessionStore> = match settings.store.backend {
             StoreBackend::Memory => Arc::new(MemoryStore::new()),
             StoreBackend::Redis => Arc::new(
-                crate::store::RedisStore::connect(&settings.store.redis_url, settings.store.retention_secs)
-                    .await
-                    .map_err(|error| StartupError::Store(error.to_string()))?,
+                crate::store::RedisStore::connect(
+                    &settings.store.redis_url,
+                    settings.store.retention_secs,
+                )
+                .await
+                .map_err(|error| StartupError::Store(error.to_string()))?,
             ),
         };
         let model: Arc<dyn ChatModel> = match settings.llm.provider {
-            Provider::Demo => Arc::new(DemoModel::new(Duration::from_millis(settings.llm.demo_word_delay_ms))),
+            Provider::Demo => Arc::new(DemoModel::new(Duration::from_millis(
+                settings.llm.demo_word_delay_ms,
+            ))),
             Provider::Openai => Arc::new(
-                crate::llm::OpenAiModel::new(&settings.llm).map_err(|error| StartupError::Model(error.to_string()))?,
+                crate::llm::OpenAiModel::new(&settings.llm)
+                    .map_err(|error| StartupError::Model(error.to_string()))?,
             ),
         };
-        let keys = TokenKeys::hs256(&settings.auth.dev_secret, &settings.auth.issuer, &settings.auth.audience);
+        // Identifiers stay inside: an external provider only ever sees placeholders.
+        let redactor = match (settings.llm.provider, settings.llm.trust) {
+            (Provider::Openai, ProviderTrust::External) => {
+                Some(Arc::new(Redactor::load(&settings.llm.redaction_file)?))
+            }
+            _ => None,
+        };
+        let escalations = Arc::new(Escalations::new(
+            Arc::clone(&store),
+            settings.escalation.clone(),
+        ));
+        let keys = TokenKeys::hs256(
+            &settings.auth.dev_secret,
+            &settings.auth.issuer,
+            &settings.auth.audience,
+        );
         let address = format!("{}:{}", settings.server.host, settings.server.port);
-        let listener = TcpListener::bind(&address).map_err(|source| StartupError::Bind { address, source })?;
+        let listener =
+            TcpListener::bind(&address).map_err(|source| StartupError::Bind { address, source })?;
         let port = listener.local_addr()?.port();
         let state = web::Data::new(AppState {
-            services: Arc::new(Services { settings: Arc::clone(&settings), store, model, policies, prompts }),
+            services: Arc::new(Services {
+                settings: Arc::clone(&settings),
+                store,
+                escalations: Arc::clone(&escalations),
+                model,
+                policies,
+                prompts,
+                redactor,
+            }),
             keys,
             metrics: metrics_handle(),
             shutdown: CancellationToken::new(),
@@ -114,12 +148,20 @@ impl Application {
         .listen(listener)?
         .run();
         let policy_watcher = CancellationToken::new();
+        // Re-alerts and abandoned claims are checked by every replica; compare-and-set in the
+        // store makes each action happen once.
+        tokio::spawn(escalations.run(policy_watcher.clone()));
         if settings.policies.watch_interval_ms > 0 {
             let handle = Arc::clone(&state.services.policies);
             let interval = Duration::from_millis(settings.policies.watch_interval_ms);
             tokio::spawn(handle.watch(interval, policy_watcher.clone()));
         }
-        Ok(Self { port, server, state, policy_watcher })
+        Ok(Self {
+            port,
+            server,
+            state,
+            policy_watcher,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -153,11 +195,14 @@ impl Application {
         shutdown.cancel();
         let grace = Duration::from_millis(self.state.services.settings.server.shutdown_grace_ms);
         self.state.sockets.close();
-        let _ = tokio::time::timeout(grace + Duration::from_secs(3), self.state.sockets.wait()).await;
+        let _ =
+            tokio::time::timeout(grace + Duration::from_secs(3), self.state.sockets.wait()).await;
         handle.stop(true).await;
         match server.await {
             Ok(result) => result.map_err(StartupError::Server),
-            Err(join) => Err(StartupError::Server(std::io::Error::other(join.to_string()))),
+            Err(join) => Err(StartupError::Server(std::io::Error::other(
+                join.to_string(),
+            ))),
         }
     }
 

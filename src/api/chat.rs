@@ -20,7 +20,7 @@ use crate::protocol::{
     parse_client_frame,
 };
 use crate::session::conversation::{Conversation, FrameSender, PendingTurn, Services, run_turn};
-use crate::session::{SessionEvent, SessionId};
+use crate::session::{Mode, SessionEvent, SessionId};
 use crate::store::EventNotices;
 
 /// Frames above this are a protocol error that ends the connection; frames between our limit and
@@ -50,7 +50,9 @@ pub async fn chat(
     // The inbound stream is tied to the worker's thread, so the socket task is local to it.
     let tracker = state.sockets.clone();
     tracker.spawn_local(async move {
-        PatientSocket::new(state, claims).run(session, inbound).await;
+        PatientSocket::new(state, claims)
+            .run(session, inbound)
+            .await;
         metrics::gauge!("carebridge_open_sockets", "role" => "patient").decrement(1.0);
     });
     Ok(response)
@@ -79,7 +81,10 @@ impl Ending {
                 "token expired; authenticate again and resume",
             ),
         };
-        Some(CloseReason { code, description: Some(description.to_owned()) })
+        Some(CloseReason {
+            code,
+            description: Some(description.to_owned()),
+        })
     }
 }
 
@@ -116,16 +121,22 @@ impl PatientSocket {
         &self.state.services
     }
 
-    async fn run(mut self, session: actix_ws::Session, mut inbound: actix_ws::AggregatedMessageStream) {
+    async fn run(
+        mut self,
+        session: actix_ws::Session,
+        mut inbound: actix_ws::AggregatedMessageStream,
+    ) {
         let settings = Arc::clone(&self.services().settings);
         let (frames, outgoing) = mpsc::channel::<ServerFrame>(OUTBOX_FRAMES);
         let writer = tokio::spawn(write_frames(session.clone(), outgoing));
         let mut control = session;
-        let mut heartbeat = tokio::time::interval(Duration::from_millis(settings.server.heartbeat_interval_ms));
+        let mut heartbeat =
+            tokio::time::interval(Duration::from_millis(settings.server.heartbeat_interval_ms));
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let client_timeout = Duration::from_millis(settings.server.client_timeout_ms);
         let mut last_seen = Instant::now();
-        let token_expiry = Duration::from_secs(self.claims.exp.saturating_sub(crate::auth::now_unix()));
+        let token_expiry =
+            Duration::from_secs(self.claims.exp.saturating_sub(crate::auth::now_unix()));
         let expired = tokio::time::sleep(token_expiry);
         tokio::pin!(expired);
         let shutdown = self.state.shutdown.clone();
@@ -172,7 +183,8 @@ impl PatientSocket {
             }
         };
 
-        self.finish(ending, frames, writer, control, &settings).await;
+        self.finish(ending, frames, writer, control, &settings)
+            .await;
     }
 
     /// Ends the socket: lets a streaming reply finish (within the grace on shutdown), flushes the
@@ -213,9 +225,10 @@ impl PatientSocket {
         match frame {
             ClientFrame::Ping {} => send(frames, ServerFrame::Pong).await,
             ClientFrame::Hello { session_id } => self.hello(session_id, frames).await,
-            ClientFrame::Resume { session_id, last_seq } => {
-                self.resume(session_id, last_seq, frames).await
-            }
+            ClientFrame::Resume {
+                session_id,
+                last_seq,
+            } => self.resume(session_id, last_seq, frames).await,
             ClientFrame::Message { client_id, text } => {
                 let text = match PatientText::parse(text, max_message_bytes) {
                     Ok(text) => text,
@@ -224,11 +237,17 @@ impl PatientSocket {
                 let Some(conversation) = self.conversation.as_mut() else {
                     return send(
                         frames,
-                        ServerFrame::error(ErrorCode::NoSession, "send hello or resume before messages"),
+                        ServerFrame::error(
+                            ErrorCode::NoSession,
+                            "send hello or resume before messages",
+                        ),
                     )
                     .await;
                 };
-                let pending = conversation.on_message(client_id, text, frames).await.map_err(|_| Ending::Gone)?;
+                let pending = conversation
+                    .on_message(client_id, text, frames)
+                    .await
+                    .map_err(|_| Ending::Gone)?;
                 if let (Some(pending), Some(turns)) = (pending, &self.turns)
                     && turns.try_send(pending).is_err()
                 {
@@ -259,52 +278,125 @@ impl PatientSocket {
         let max_errors = limits.max_errors;
         metrics::counter!("carebridge_invalid_frames_total", "code" => format!("{:?}", error.code())).increment(1);
         send(frames, ServerFrame::error(error.code(), error.to_string())).await?;
-        if self.errors > max_errors { Err(Ending::Abusive) } else { Ok(()) }
+        if self.errors > max_errors {
+            Err(Ending::Abusive)
+        } else {
+            Ok(())
+        }
     }
 
-    async fn hello(&mut self, session_id: Option<SessionId>, frames: &FrameSender) -> Result<(), Ending> {
+    async fn hello(
+        &mut self,
+        session_id: Option<SessionId>,
+        frames: &FrameSender,
+    ) -> Result<(), Ending> {
         if let Some(session_id) = session_id {
             return self.attach(session_id, None, frames).await;
         }
         let session = SessionId::random();
-        if let Err(error) = self.services().store.create_session(&session, &self.claims.sub).await {
-            return send(frames, ServerFrame::error(ErrorCode::Unavailable, error.to_string())).await;
+        if let Err(error) = self
+            .services()
+            .store
+            .create_session(&session, &self.claims.sub)
+            .await
+        {
+            return send(
+                frames,
+                ServerFrame::error(ErrorCode::Unavailable, error.to_string()),
+            )
+            .await;
         }
         self.attach(session, None, frames).await
     }
 
-    async fn resume(&mut self, session: SessionId, last_seq: u64, frames: &FrameSender) -> Result<(), Ending> {
+    async fn resume(
+        &mut self,
+        session: SessionId,
+        last_seq: u64,
+        frames: &FrameSender,
+    ) -> Result<(), Ending> {
         self.attach(session, Some(last_seq), frames).await
     }
 
     /// Joins a session the caller owns, replays what it missed, and starts live delivery.
-    async fn attach(&mut self, session: SessionId, replay_after: Option<u64>, frames: &FrameSender) -> Result<(), Ending> {
+    async fn attach(
+        &mut self,
+        session: SessionId,
+        replay_after: Option<u64>,
+        frames: &FrameSender,
+    ) -> Result<(), Ending> {
         let store = Arc::clone(&self.services().store);
         let meta = match store.session_meta(&session).await {
             Ok(Some(meta)) => meta,
-            Ok(None) => return send(frames, ServerFrame::error(ErrorCode::SessionNotFound, "no such session")).await,
-            Err(error) => return send(frames, ServerFrame::error(ErrorCode::Unavailable, error.to_string())).await,
+            Ok(None) => {
+                return send(
+                    frames,
+                    ServerFrame::error(ErrorCode::SessionNotFound, "no such session"),
+                )
+                .await;
+            }
+            Err(error) => {
+                return send(
+                    frames,
+                    ServerFrame::error(ErrorCode::Unavailable, error.to_string()),
+                )
+                .await;
+            }
         };
         if meta.owner != self.claims.sub {
             // Same answer as a missing session: do not reveal which ids exist.
-            return send(frames, ServerFrame::error(ErrorCode::SessionNotFound, "no such session")).await;
+            return send(
+                frames,
+                ServerFrame::error(ErrorCode::SessionNotFound, "no such session"),
+            )
+            .await;
         }
         // Subscribe before reading the log, so nothing falls between the two.
         let notices = match store.subscribe(&session).await {
             Ok(notices) => notices,
-            Err(error) => return send(frames, ServerFrame::error(ErrorCode::Unavailable, error.to_string())).await,
+            Err(error) => {
+                return send(
+                    frames,
+                    ServerFrame::error(ErrorCode::Unavailable, error.to_string()),
+                )
+                .await;
+            }
         };
-        let mut conversation = match Conversation::open(Arc::clone(self.services()), session.clone()).await {
-            Ok(conversation) => conversation,
-            Err(error) => return send(frames, ServerFrame::error(ErrorCode::Unavailable, error.to_string())).await,
-        };
+        let mut conversation =
+            match Conversation::open(Arc::clone(self.services()), session.clone()).await {
+                Ok(conversation) => conversation,
+                Err(error) => {
+                    return send(
+                        frames,
+                        ServerFrame::error(ErrorCode::Unavailable, error.to_string()),
+                    )
+                    .await;
+                }
+            };
         let last_seq = match store.events_after(&session, 0).await {
             Ok(events) => events.last().map_or(0, |event| event.seq),
-            Err(error) => return send(frames, ServerFrame::error(ErrorCode::Unavailable, error.to_string())).await,
+            Err(error) => {
+                return send(
+                    frames,
+                    ServerFrame::error(ErrorCode::Unavailable, error.to_string()),
+                )
+                .await;
+            }
         };
-        send(frames, ServerFrame::Welcome { session_id: session.clone(), protocol: PROTOCOL_VERSION, last_seq }).await?;
+        send(
+            frames,
+            ServerFrame::Welcome {
+                session_id: session.clone(),
+                protocol: PROTOCOL_VERSION,
+                last_seq,
+            },
+        )
+        .await?;
         match replay_after {
-            Some(after) => conversation.replay(after, frames).await.map_err(|_| Ending::Gone)?,
+            Some(after) => conversation
+                .replay(after, frames)
+                .await
+                .map_err(|_| Ending::Gone)?,
             None => conversation.delivered = last_seq,
         }
         self.conversation = Some(conversation);
@@ -321,7 +413,14 @@ impl PatientSocket {
         let cancel = self.turn_cancel.clone();
         let worker = tokio::spawn(async move {
             while let Some(turn) = queue.recv().await {
-                run_turn(Arc::clone(&services), session.clone(), turn, frames.clone(), cancel.clone()).await;
+                run_turn(
+                    Arc::clone(&services),
+                    session.clone(),
+                    turn,
+                    frames.clone(),
+                    cancel.clone(),
+                )
+                .await;
             }
         });
         self.turns = Some(turns);
@@ -329,23 +428,57 @@ impl PatientSocket {
     }
 
     /// Sends events written elsewhere (a nurse, another replica) that this socket has not sent.
-    async fn forward_live_events(&mut self, latest: u64, frames: &FrameSender) -> Result<(), Ending> {
-        let Some(conversation) = self.conversation.as_mut() else { return Ok(()) };
+    async fn forward_live_events(
+        &mut self,
+        latest: u64,
+        frames: &FrameSender,
+    ) -> Result<(), Ending> {
+        let Some(conversation) = self.conversation.as_mut() else {
+            return Ok(());
+        };
         if latest <= conversation.delivered {
             return Ok(());
         }
         let store = Arc::clone(&self.state.services.store);
-        let events = match store.events_after(&conversation.session, conversation.delivered).await {
+        let events = match store
+            .events_after(&conversation.session, conversation.delivered)
+            .await
+        {
             Ok(events) => events,
             // The log keeps them; the next notice or a resume delivers them.
             Err(_) => return Ok(()),
         };
+        let session = conversation.session.clone();
+        let mut frames_out = Vec::new();
+        let mut nurse_joined = false;
         for stored in events {
             conversation.delivered = conversation.delivered.max(stored.seq);
+            let seq = stored.seq;
             // Patient messages, alerts and replies of this socket were sent as ack/alert/done.
-            if matches!(stored.event, SessionEvent::NurseMessage { .. } | SessionEvent::ModeChanged { .. }) {
-                send(frames, ServerFrame::Event { seq: stored.seq, event: stored.event }).await?;
-            }
+            let frame = match stored.event {
+                SessionEvent::NurseMessage { text, .. } => ServerFrame::NurseMessage { seq, text },
+                SessionEvent::ModeChanged {
+                    mode: Mode::Nurse, ..
+                } => {
+                    nurse_joined = true;
+                    ServerFrame::NurseJoined { seq }
+                }
+                SessionEvent::ModeChanged {
+                    mode: Mode::Closed,
+                    note,
+                } => ServerFrame::Closed { seq, note },
+                SessionEvent::ModeChanged { note, .. } => ServerFrame::HandedBack { seq, note },
+                _ => continue,
+            };
+            frames_out.push(frame);
+        }
+        if nurse_joined {
+            // The nurse took over: the model's reply stops at once (the upstream request is
+            // dropped), and replies start afresh once the conversation is handed back.
+            self.start_turn_worker(session, frames.clone());
+        }
+        for frame in frames_out {
+            send(frames, frame).await?;
         }
         Ok(())
     }

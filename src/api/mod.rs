@@ -14,6 +14,7 @@ use crate::auth::{self, AuthError, Claims, Role, TokenKeys};
 use crate::session::conversation::Services;
 
 mod chat;
+mod nurse;
 
 /// Shared by every handler of this replica.
 pub struct AppState {
@@ -49,7 +50,8 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code()).json(serde_json::json!({ "error": self.to_string() }))
+        HttpResponse::build(self.status_code())
+            .json(serde_json::json!({ "error": self.to_string() }))
     }
 }
 
@@ -69,10 +71,19 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics))
+        .route("/", web::get().to(patient_page))
+        .route("/nurse", web::get().to(nurse_page))
         .route("/v1/chat", web::get().to(chat::chat))
+        .route("/v1/nurse", web::get().to(nurse::nurse))
+        .route("/v1/nurse/queue", web::get().to(nurse_queue))
+        .route("/v1/admin/rules/outcomes", web::get().to(rule_outcomes))
         .route("/v1/admin/policies", web::get().to(policy_status))
         .route("/v1/admin/policies/reload", web::post().to(policy_reload))
-        .route("/v1/admin/policies/dry-run", web::post().to(policy_dry_run));
+        .route("/v1/admin/policies/dry-run", web::post().to(policy_dry_run))
+        .route(
+            "/v1/admin/sessions/{session}/model-request",
+            web::get().to(model_request_preview),
+        );
 }
 
 async fn healthz() -> HttpResponse {
@@ -105,16 +116,24 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-async fn policy_status(request: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn policy_status(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     authorize(&request, &state, Role::Operator)?;
     Ok(HttpResponse::Ok().json(state.services.policies.status()))
 }
 
-async fn policy_reload(request: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn policy_reload(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let claims = authorize(&request, &state, Role::Operator)?;
     tracing::info!(operator = %claims.sub, "policy reload requested");
     match state.services.policies.reload().await {
-        Ok(version) => Ok(HttpResponse::Ok().json(serde_json::json!({ "reloaded": true, "version": version }))),
+        Ok(version) => Ok(
+            HttpResponse::Ok().json(serde_json::json!({ "reloaded": true, "version": version }))
+        ),
         Err(error) => Ok(HttpResponse::UnprocessableEntity().json(serde_json::json!({
             "reloaded": false,
             "error": error.to_string(),
@@ -137,9 +156,102 @@ async fn policy_dry_run(
 ) -> Result<HttpResponse, ApiError> {
     authorize(&request, &state, Role::Operator)?;
     if body.text.len() > state.services.settings.limits.max_message_bytes {
-        return Err(ApiError::BadRequest("text exceeds limits.max_message_bytes".into()));
+        return Err(ApiError::BadRequest(
+            "text exceeds limits.max_message_bytes".into(),
+        ));
     }
     let earlier: Vec<&str> = body.earlier.iter().map(String::as_str).collect();
-    let explanation = state.services.policies.current().explain(&body.text, &earlier);
+    let explanation = state
+        .services
+        .policies
+        .current()
+        .explain(&body.text, &earlier);
     Ok(HttpResponse::Ok().json(explanation))
+}
+
+/// The patient demo page: try the whole flow on the embedded defaults.
+async fn patient_page() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("Content-Security-Policy", PAGE_POLICY))
+        .body(include_str!("../../static/patient.html"))
+}
+
+/// The nurse console.
+async fn nurse_page() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("Content-Security-Policy", PAGE_POLICY))
+        .body(include_str!("../../static/nurse.html"))
+}
+
+/// The pages load nothing from elsewhere: no CDN, no third-party script.
+const PAGE_POLICY: &str = "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; connect-src 'self' ws: wss:";
+
+async fn nurse_queue(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&request, &state, Role::Nurse)?;
+    let queue = state
+        .services
+        .escalations
+        .queue()
+        .await
+        .map_err(|error| ApiError::NotReady(error.to_string()))?;
+    Ok(HttpResponse::Ok().json(queue))
+}
+
+/// Per rule, how nurses judged its flags: confirmed (emergency or urgent) and false alarms.
+async fn rule_outcomes(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&request, &state, Role::Operator)?;
+    let counts = state
+        .services
+        .store
+        .rule_outcomes()
+        .await
+        .map_err(|error| ApiError::NotReady(error.to_string()))?;
+    let mut rules: std::collections::BTreeMap<String, serde_json::Map<String, serde_json::Value>> =
+        std::collections::BTreeMap::new();
+    for (rule, outcome, count) in counts {
+        rules.entry(rule).or_default().insert(outcome, count.into());
+    }
+    let report: Vec<serde_json::Value> = rules
+        .into_iter()
+        .map(|(rule, outcomes)| {
+            let get = |name: &str| outcomes.get(name).and_then(serde_json::Value::as_u64).unwrap_or(0);
+            let confirmed = get("emergency_confirmed") + get("urgent");
+            let false_alarms = get("not_urgent");
+            let judged = confirmed + false_alarms;
+            serde_json::json!({
+                "rule": rule,
+                "outcomes": outcomes,
+                "confirmed": confirmed,
+                "false_alarms": false_alarms,
+                "precision": if judged == 0 { serde_json::Value::Null } else { (confirmed as f64 / judged as f64).into() },
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(report))
+}
+
+/// What the next model request for a session would carry, after redaction: the operator sees
+/// exactly what would leave for the provider.
+async fn model_request_preview(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let claims = authorize(&request, &state, Role::Operator)?;
+    let session = crate::session::SessionId::parse(&path.into_inner())
+        .map_err(|error| ApiError::BadRequest(error.to_string()))?;
+    tracing::info!(operator = %claims.sub, session = %session, "model request previewed");
+    let preview = crate::session::conversation::preview_request(&state.services, &session).await;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "redacted": state.services.redactor.is_some(),
+        "messages": preview.turns,
+    })))
 }

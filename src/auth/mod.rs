@@ -31,7 +31,9 @@ pub struct Claims {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AuthError {
-    #[error("no token: send `Authorization: Bearer <token>` or a `bearer.<token>` WebSocket protocol")]
+    #[error(
+        "no token: send `Authorization: Bearer <token>` or a `bearer.<token>` WebSocket protocol"
+    )]
     Missing,
     #[error("the token has expired; get a new one and reconnect")]
     Expired,
@@ -101,7 +103,9 @@ impl TokenKeys {
 ///
 /// # Errors
 /// No token in any accepted place.
-pub fn token_from_headers(headers: &actix_web::http::header::HeaderMap) -> Result<String, AuthError> {
+pub fn token_from_headers(
+    headers: &actix_web::http::header::HeaderMap,
+) -> Result<String, AuthError> {
     if let Some(value) = headers.get(actix_web::http::header::AUTHORIZATION)
         && let Ok(text) = value.to_str()
         && let Some(token) = text.strip_prefix("Bearer ")
@@ -128,12 +132,18 @@ pub fn require(claims: &Claims, role: Role) -> Result<(), AuthError> {
     if claims.role == role {
         Ok(())
     } else {
-        Err(AuthError::WrongRole { needed: role, had: claims.role })
+        Err(AuthError::WrongRole {
+            needed: role,
+            had: claims.role,
+        })
     }
 }
 
 pub fn now_unix() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -143,7 +153,9 @@ mod tests {
     #[test]
     fn minted_tokens_verify_and_carry_their_role() {
         let keys = TokenKeys::hs256("secret", "carebridge", "carebridge");
-        let token = keys.mint("p1", Role::Patient, Duration::from_secs(60)).expect("mint");
+        let token = keys
+            .mint("p1", Role::Patient, Duration::from_secs(60))
+            .expect("mint");
         let claims = keys.verify(&token).expect("valid");
         assert_eq!(claims.role, Role::Patient);
         assert!(require(&claims, Role::Nurse).is_err());
@@ -153,7 +165,9 @@ mod tests {
     fn tokens_from_another_secret_are_refused() {
         let ours = TokenKeys::hs256("secret", "carebridge", "carebridge");
         let theirs = TokenKeys::hs256("other", "carebridge", "carebridge");
-        let token = theirs.mint("p1", Role::Patient, Duration::from_secs(60)).expect("mint");
+        let token = theirs
+            .mint("p1", Role::Patient, Duration::from_secs(60))
+            .expect("mint");
         assert!(matches!(ours.verify(&token), Err(AuthError::Invalid(_))));
     }
 }

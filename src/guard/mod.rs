@@ -10,6 +10,9 @@ use crate::policy::Severity;
 use crate::policy::file::OutputAction;
 use crate::policy::output::OutputRules;
 
+/// How much released text the rules see again as context.
+const TAIL_BYTES: usize = 240;
+
 /// What the patient should get after a chunk (or at the end of the reply).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct GuardStep {
@@ -41,6 +44,10 @@ pub struct Guard<'a> {
     flag: Severity,
     /// Text received but not yet released.
     pending: String,
+    /// The end of the released text, as context for the rules.
+    released_tail: String,
+    /// Whether `released_tail` still holds everything released so far.
+    tail_is_whole: bool,
     /// Rules whose `append` text goes at the end.
     appends: Vec<usize>,
     /// Ids of every rule that acted, in order.
@@ -55,6 +62,8 @@ impl<'a> Guard<'a> {
             rules,
             flag,
             pending: String::new(),
+            released_tail: String::new(),
+            tail_is_whole: true,
             appends: Vec::new(),
             acted: Vec::new(),
             action: GuardAction::Pass,
@@ -114,22 +123,45 @@ impl<'a> Guard<'a> {
     }
 
     fn check(&mut self, at_end: bool) -> GuardStep {
-        let normalized = self.rules.normalize(&self.pending);
+        // Rules see a little of what was already released, so a pattern that needs the words
+        // before a phrase (or the start of a sentence) judges it as the patient reads it. A tail
+        // that does not reach the start of the reply begins with a marker, so `^` never matches
+        // in the middle of a reply.
+        let prefix = if self.tail_is_whole {
+            self.released_tail.clone()
+        } else {
+            format!("_ {}", self.released_tail)
+        };
+        let combined = format!("{prefix}{}", self.pending);
+        let normalized = self.rules.normalize(&combined);
         let hits = self.rules.find(&normalized, self.flag);
         let mut redactions: Vec<(usize, usize, String)> = Vec::new();
         for hit in hits {
-            let Some(rule) = self.rules.rules().get(hit.rule) else { continue };
+            let Some(rule) = self.rules.rules().get(hit.rule) else {
+                continue;
+            };
+            // A match that starts in released text was judged when it was released.
+            let (start, end) = normalized.original_span(hit.first, hit.last);
+            if start < prefix.len() {
+                continue;
+            }
+            let (start, end) = (start - prefix.len(), end - prefix.len());
             match rule.action {
                 OutputAction::Replace => {
                     let (id, text) = (rule.id.clone(), rule.text.clone());
                     self.note(&id, GuardAction::Replace);
                     self.stopped = true;
                     self.pending.clear();
-                    return GuardStep { release: String::new(), replaced: Some(Replacement { rule: id, text }) };
+                    return GuardStep {
+                        release: String::new(),
+                        replaced: Some(Replacement { rule: id, text }),
+                    };
                 }
                 OutputAction::Redact => {
-                    let (start, end) = normalized.original_span(hit.first, hit.last);
-                    if redactions.last().is_none_or(|(_, last_end, _)| *last_end <= start) {
+                    if redactions
+                        .last()
+                        .is_none_or(|(_, last_end, _)| *last_end <= start)
+                    {
                         redactions.push((start, end, rule.text.clone()));
                     }
                     let id = rule.id.clone();
@@ -150,9 +182,34 @@ impl<'a> Guard<'a> {
                 self.pending.replace_range(*start..*end, text);
             }
         }
-        let cut = if at_end { self.pending.len() } else { self.safe_cut() };
+        let cut = if at_end {
+            self.pending.len()
+        } else {
+            self.safe_cut()
+        };
         let release: String = self.pending.drain(..cut).collect();
-        GuardStep { release, replaced: None }
+        self.remember_released(&release);
+        GuardStep {
+            release,
+            replaced: None,
+        }
+    }
+
+    /// Keeps the last few hundred bytes of released text, cut at a word start.
+    fn remember_released(&mut self, release: &str) {
+        self.released_tail.push_str(release);
+        if self.released_tail.len() > TAIL_BYTES {
+            let mut cut = self.released_tail.len() - TAIL_BYTES;
+            while !self.released_tail.is_char_boundary(cut) {
+                cut += 1;
+            }
+            let word_start = self.released_tail[cut..]
+                .find(char::is_whitespace)
+                .map_or(self.released_tail.len(), |offset| cut + offset + 1);
+            self.released_tail
+                .drain(..word_start.min(self.released_tail.len()));
+            self.tail_is_whole = false;
+        }
     }
 
     /// How much of `pending` may go out: all but the last `window_words` tokens and the word
@@ -176,7 +233,12 @@ impl<'a> Guard<'a> {
 
 /// Runs a whole reply through the guard in chunks of `chunk_chars` characters, as the server
 /// does, and returns what the patient would have seen.
-pub fn run_chunked(rules: &OutputRules, flag: Severity, reply: &str, chunk_chars: usize) -> GuardedReply {
+pub fn run_chunked(
+    rules: &OutputRules,
+    flag: Severity,
+    reply: &str,
+    chunk_chars: usize,
+) -> GuardedReply {
     let mut guard = Guard::new(rules, flag);
     let mut seen = String::new();
     let mut replaced = None;
@@ -201,7 +263,11 @@ pub fn run_chunked(rules: &OutputRules, flag: Severity, reply: &str, chunk_chars
         }
         seen.push_str(&replacement.text);
     }
-    GuardedReply { action: guard.action(), rules: guard.rules_acted().to_vec(), text: seen }
+    GuardedReply {
+        action: guard.action(),
+        rules: guard.rules_acted().to_vec(),
+        text: seen,
+    }
 }
 
 /// The outcome of guarding a whole reply.

@@ -21,7 +21,11 @@ impl DemoModel {
 
     /// The reply for a message: a fixed, helpful text that names itself as a demo.
     pub fn reply_for(message: &str) -> String {
-        let topic: String = message.split_whitespace().take(8).collect::<Vec<_>>().join(" ");
+        let topic: String = message
+            .split_whitespace()
+            .take(8)
+            .collect::<Vec<_>>()
+            .join(" ");
         format!(
             "[Demo model] Thank you for telling me about \"{topic}\". I am an automated demo \
              assistant, not a clinician. For most everyday symptoms, rest, fluids and simple \
@@ -36,10 +40,7 @@ impl ChatModel for DemoModel {
     fn stream(&self, request: ChatRequest) -> BoxFuture<'_, Result<TokenStream, LlmError>> {
         let reply = Self::reply_for(request.last_user_text().unwrap_or_default());
         let delay = self.word_delay;
-        let words: Vec<String> = reply
-            .split_inclusive(' ')
-            .map(str::to_owned)
-            .collect();
+        let words: Vec<String> = reply.split_inclusive(' ').map(str::to_owned).collect();
         async move {
             let stream = stream::iter(words).then(move |word| async move {
                 if !delay.is_zero() {
@@ -62,7 +63,10 @@ mod tests {
     async fn the_demo_streams_its_labelled_reply_word_by_word() {
         let model = DemoModel::new(Duration::ZERO);
         let request = ChatRequest {
-            turns: vec![ChatTurn { role: Role::User, content: "sore throat".into() }],
+            turns: vec![ChatTurn {
+                role: Role::User,
+                content: "sore throat".into(),
+            }],
         };
         let pieces: Vec<String> = model
             .stream(request)

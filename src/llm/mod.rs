@@ -66,12 +66,14 @@ pub enum LlmError {
 }
 
 impl LlmError {
-    /// Whether trying again (before the patient saw any text) may succeed.
+    /// Whether trying again (before the patient saw any text) may succeed. HTTP 429 and 5xx are
+    /// not: the OpenAI client already retried them with backoff (honouring `Retry-After`), and
+    /// retrying on top would multiply the patient's wait before the fallback.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Status { status, .. } => *status == 429 || *status >= 500,
             Self::Connect(_) | Self::FirstTokenTimeout { .. } | Self::Stream(_) => true,
-            Self::ChunkGapTimeout { .. }
+            Self::Status { .. }
+            | Self::ChunkGapTimeout { .. }
             | Self::ReplyTimeout { .. }
             | Self::BadChunk(_)
             | Self::CircuitOpen { .. } => false,

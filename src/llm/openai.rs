@@ -43,17 +43,24 @@ struct BreakerState {
 
 impl Breaker {
     fn check(&self) -> Result<(), LlmError> {
-        let state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match state.open_until {
             Some(until) if until > Instant::now() => Err(LlmError::CircuitOpen {
-                remaining_ms: u64::try_from((until - Instant::now()).as_millis()).unwrap_or(u64::MAX),
+                remaining_ms: u64::try_from((until - Instant::now()).as_millis())
+                    .unwrap_or(u64::MAX),
             }),
             _ => Ok(()),
         }
     }
 
     fn record(&self, success: bool) {
-        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if success {
             state.failures = 0;
             state.open_until = None;
@@ -87,7 +94,10 @@ impl OpenAiModel {
     pub fn new(settings: &LlmSettings) -> Result<Self, OpenAiSetupError> {
         let key = match &settings.api_key_file {
             Some(path) => std::fs::read_to_string(path)
-                .map_err(|source| OpenAiSetupError::KeyFile { path: path.clone(), source })?
+                .map_err(|source| OpenAiSetupError::KeyFile {
+                    path: path.clone(),
+                    source,
+                })?
                 .trim()
                 .to_owned(),
             None => std::env::var(&settings.api_key_env).unwrap_or_default(),
@@ -143,15 +153,26 @@ fn convert(error: OpenAIError) -> LlmError {
             LlmError::Connect(error.to_string())
         }
         OpenAIError::Reqwest(error) => match error.status() {
-            Some(status) => LlmError::Status { status: status.as_u16(), detail: error.to_string() },
+            Some(status) => LlmError::Status {
+                status: status.as_u16(),
+                detail: error.to_string(),
+            },
             None => LlmError::Stream(error.to_string()),
         },
         OpenAIError::JSONDeserialize(error, _) => LlmError::BadChunk(error.to_string()),
         OpenAIError::StreamError(error) => {
             let text = error.to_string();
             // eventsource reports a non-2xx answer as an invalid status code.
-            match text.split("Invalid status code: ").nth(1).and_then(|rest| rest.get(..3)).and_then(|code| code.parse().ok()) {
-                Some(status) => LlmError::Status { status, detail: text },
+            match text
+                .split("Invalid status code: ")
+                .nth(1)
+                .and_then(|rest| rest.get(..3))
+                .and_then(|code| code.parse().ok())
+            {
+                Some(status) => LlmError::Status {
+                    status,
+                    detail: text,
+                },
                 None => LlmError::Stream(text),
             }
         }
@@ -174,7 +195,11 @@ impl ChatModel for OpenAiModel {
             if let Some(max_tokens) = self.max_tokens {
                 body["max_tokens"] = json!(max_tokens);
             }
-            let opened = self.client.chat().create_stream_byot::<_, Chunk>(body).await;
+            let opened = self
+                .client
+                .chat()
+                .create_stream_byot::<_, Chunk>(body)
+                .await;
             let stream = match opened {
                 Ok(stream) => stream,
                 Err(error) => {

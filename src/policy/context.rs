@@ -45,7 +45,11 @@ pub struct CueHit {
 
 impl CueHit {
     pub fn from_hit(kind: CueKind, hit: &Hit) -> Self {
-        Self { kind, first: hit.first, last: hit.last }
+        Self {
+            kind,
+            first: hit.first,
+            last: hit.last,
+        }
     }
 }
 
@@ -150,10 +154,12 @@ impl<'a> MessageContext<'a> {
         // A forward cue with nothing after it but punctuation is an interjection ("No, it hurts").
         cues.retain(|cue| {
             direction(cue.kind) != Some(Direction::Forward)
-                || text
-                    .tokens
-                    .get(cue.last + 1)
-                    .is_some_and(|next| matches!(next.kind, TokenKind::Word | TokenKind::Number | TokenKind::Emoji))
+                || text.tokens.get(cue.last + 1).is_some_and(|next| {
+                    matches!(
+                        next.kind,
+                        TokenKind::Word | TokenKind::Number | TokenKind::Emoji
+                    )
+                })
         });
         let mark = |kind: CueKind| {
             let mut flags = vec![false; count];
@@ -166,7 +172,15 @@ impl<'a> MessageContext<'a> {
         };
         let terminator = mark(CueKind::Terminator);
         let negation_terminator = mark(CueKind::NegationTerminator);
-        Self { text, cues, sentence, clause, terminator, negation_terminator, scope_words }
+        Self {
+            text,
+            cues,
+            sentence,
+            clause,
+            terminator,
+            negation_terminator,
+            scope_words,
+        }
     }
 
     /// The context of a finding at tokens `first..=last`.
@@ -215,7 +229,10 @@ impl<'a> MessageContext<'a> {
     fn same_clause(&self, a: usize, b: usize) -> bool {
         let (low, high) = (a.min(b), a.max(b));
         self.clause.get(a) == self.clause.get(b)
-            && !self.terminator.get(low..=high).is_some_and(|between| between.iter().any(|&flag| flag))
+            && !self
+                .terminator
+                .get(low..=high)
+                .is_some_and(|between| between.iter().any(|&flag| flag))
     }
 
     fn in_scope(&self, cue: &CueHit, first: usize, last: usize) -> bool {
@@ -233,7 +250,13 @@ impl<'a> MessageContext<'a> {
 
     /// Walks from `from` towards `target`, stopping at sentence ends, terminators and the scope's
     /// word limit.
-    fn reaches(&self, from: usize, target: usize, negation: bool, step: impl Fn(usize) -> usize) -> bool {
+    fn reaches(
+        &self,
+        from: usize,
+        target: usize,
+        negation: bool,
+        step: impl Fn(usize) -> usize,
+    ) -> bool {
         let mut index = from;
         let mut words = 0;
         loop {
@@ -291,7 +314,11 @@ mod tests {
             .iter()
             .filter_map(|(kind, phrase)| {
                 let (first, last) = find(phrase)?;
-                Some(CueHit { kind: *kind, first, last })
+                Some(CueHit {
+                    kind: *kind,
+                    first,
+                    last,
+                })
             })
             .collect();
         let context = MessageContext::new(&normalized, hits, 8);
@@ -333,7 +360,11 @@ mod tests {
     fn pseudo_cues_cancel_the_cue_they_cover() {
         let pseudo = (CueKind::Negation(Direction::Pseudo), "not sure");
         let not = (CueKind::Negation(Direction::Forward), "not");
-        let kept = context_of("not sure if this is chest pain", &[pseudo, not], "chest pain");
+        let kept = context_of(
+            "not sure if this is chest pain",
+            &[pseudo, not],
+            "chest pain",
+        );
         assert!(kept.negated.is_none());
     }
 
@@ -341,7 +372,11 @@ mod tests {
     fn an_acute_cue_in_the_same_clause_overrides_history() {
         let used_to = (CueKind::Historical(Direction::Forward), "used to");
         let again = (CueKind::Acute, "again");
-        let now = context_of("i used to cut and i am cuting again", &[used_to, again], "cuting");
+        let now = context_of(
+            "i used to cut and i am cuting again",
+            &[used_to, again],
+            "cuting",
+        );
         assert_eq!(now.temporality(), Temporality::Recent);
         let then = context_of("i used to cut", &[used_to, again], "cut");
         assert_eq!(then.temporality(), Temporality::Historical);

@@ -47,13 +47,18 @@ pub fn evaluate(set: &PolicySet, labelled: &str) -> Result<EvalReport, LabelErro
             Some((level, text))
         });
         let Some((expected, text)) = parsed else {
-            return Err(LabelError { line: number + 1, found: line.chars().take(60).collect() });
+            return Err(LabelError {
+                line: number + 1,
+                found: line.chars().take(60).collect(),
+            });
         };
         let decision = set.evaluate(text);
         report.matrix[index(expected)][index(decision.level)] += 1;
         if decision.level != expected {
             let rules = decision.rule_ids().into_iter().map(str::to_owned).collect();
-            report.errors.push((expected, decision.level, rules, text.to_owned()));
+            report
+                .errors
+                .push((expected, decision.level, rules, text.to_owned()));
         }
     }
     Ok(report)
@@ -80,12 +85,18 @@ impl EvalReport {
     /// Routine messages flagged urgent or emergency.
     pub fn false_alarm_rate(&self) -> f64 {
         let routine = index(Severity::Routine);
-        ratio(self.matrix[routine][0] + self.matrix[routine][1], self.row_total(routine))
+        ratio(
+            self.matrix[routine][0] + self.matrix[routine][1],
+            self.row_total(routine),
+        )
     }
 
     pub fn render(&self, show_errors: bool) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "expected \\ decided   emergency   urgent  routine   total");
+        let _ = writeln!(
+            out,
+            "expected \\ decided   emergency   urgent  routine   total"
+        );
         for level in LEVELS {
             let row = index(level);
             let _ = writeln!(
@@ -114,11 +125,22 @@ impl EvalReport {
             "emergencies missed (decided routine): {}",
             self.matrix[emergency][index(Severity::Routine)]
         );
-        let _ = writeln!(out, "routine messages flagged: {:.1}%", 100.0 * self.false_alarm_rate());
+        let _ = writeln!(
+            out,
+            "routine messages flagged: {:.1}%",
+            100.0 * self.false_alarm_rate()
+        );
         if show_errors {
             let _ = writeln!(out);
             for (expected, got, rules, text) in &self.errors {
-                let _ = writeln!(out, "{} -> {} {:?}\t{}", expected.as_str(), got.as_str(), rules, text);
+                let _ = writeln!(
+                    out,
+                    "{} -> {} {:?}\t{}",
+                    expected.as_str(),
+                    got.as_str(),
+                    rules,
+                    text
+                );
             }
         }
         out
@@ -126,5 +148,9 @@ impl EvalReport {
 }
 
 fn ratio(part: usize, whole: usize) -> f64 {
-    if whole == 0 { 0.0 } else { part as f64 / whole as f64 }
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
 }

@@ -51,7 +51,8 @@ impl Phrases {
         match self {
             Self::English(list) => Box::new(list.iter().map(|phrase| ("en", phrase.as_str()))),
             Self::ByLanguage(map) => Box::new(map.iter().flat_map(|(language, list)| {
-                list.iter().map(move |phrase| (language.as_str(), phrase.as_str()))
+                list.iter()
+                    .map(move |phrase| (language.as_str(), phrase.as_str()))
             })),
         }
     }

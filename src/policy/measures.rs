@@ -55,14 +55,36 @@ impl Measures {
 }
 
 const TEMPERATURE_WORDS: [&str; 9] = [
-    "temperature", "temp", "fever", "febre", "fiebre", "temperatura", "thermometer", "reading",
+    "temperature",
+    "temp",
+    "fever",
+    "febre",
+    "fiebre",
+    "temperatura",
+    "thermometer",
+    "reading",
     "hot",
 ];
-const GLUCOSE_WORDS: [&str; 9] =
-    ["sugar", "sugars", "glucose", "bm", "bg", "glucosa", "azucar", "reading", "level"];
+const GLUCOSE_WORDS: [&str; 9] = [
+    "sugar", "sugars", "glucose", "bm", "bg", "glucosa", "azucar", "reading", "level",
+];
 const TABLET_WORDS: [&str; 16] = [
-    "tablets", "tablet", "pills", "pill", "capsules", "caps", "paracetamol", "paracetamols",
-    "ibuprofen", "pastillas", "pastilla", "comprimidos", "tabs", "co", "codamol", "sleeping",
+    "tablets",
+    "tablet",
+    "pills",
+    "pill",
+    "capsules",
+    "caps",
+    "paracetamol",
+    "paracetamols",
+    "ibuprofen",
+    "pastillas",
+    "pastilla",
+    "comprimidos",
+    "tabs",
+    "co",
+    "codamol",
+    "sleeping",
 ];
 
 fn number_word(word: &str) -> Option<f64> {
@@ -93,7 +115,12 @@ fn number_word(word: &str) -> Option<f64> {
 /// Reads the measures of a message.
 pub fn extract(text: &NormalizedText) -> Measures {
     let tokens = &text.tokens;
-    let word = |index: usize| tokens.get(index).map(|token| token.plain.as_str()).unwrap_or("");
+    let word = |index: usize| {
+        tokens
+            .get(index)
+            .map(|token| token.plain.as_str())
+            .unwrap_or("")
+    };
     let mut measures = Measures::default();
     for (index, token) in tokens.iter().enumerate() {
         let value = match token.kind {
@@ -131,10 +158,17 @@ pub fn extract(text: &NormalizedText) -> Measures {
                 _ => None,
             };
             if let Some(fahrenheit) = unit {
-                let celsius = if fahrenheit { (value - 32.0) * 5.0 / 9.0 } else { value };
+                let celsius = if fahrenheit {
+                    (value - 32.0) * 5.0 / 9.0
+                } else {
+                    value
+                };
                 if (30.0..=45.0).contains(&celsius) {
-                    measures.temperature_c =
-                        Some(measures.temperature_c.map_or(celsius, |seen| seen.max(celsius)));
+                    measures.temperature_c = Some(
+                        measures
+                            .temperature_c
+                            .map_or(celsius, |seen| seen.max(celsius)),
+                    );
                 }
             }
         }
@@ -164,8 +198,14 @@ pub fn extract(text: &NormalizedText) -> Measures {
         }
 
         // Blood glucose, near a glucose word; mg/dL when so labelled or implausible as mmol/L.
-        if numeric && (near(&GLUCOSE_WORDS) || matches!(next, "mmol" | "mg")) {
-            let mmol = if next == "mg" || value > 40.0 { value / 18.0 } else { value };
+        let glucose_after =
+            GLUCOSE_WORDS.contains(&next) || (next == "de" && GLUCOSE_WORDS.contains(&after_next));
+        if numeric && (near(&GLUCOSE_WORDS) || glucose_after || matches!(next, "mmol" | "mg")) {
+            let mmol = if next == "mg" || value > 40.0 {
+                value / 18.0
+            } else {
+                value
+            };
             if (0.5..=60.0).contains(&mmol) {
                 measures.glucose_mmol = Some(match measures.glucose_mmol {
                     // The reading furthest from normal (about 6 mmol/L) is the telling one.
@@ -194,8 +234,10 @@ pub fn extract(text: &NormalizedText) -> Measures {
             }
             // "the whole packet", "a full bottle": at least a packet of 16.
             "packet" | "pack" | "box" | "bottle" | "tub" | "caja" | "bote" | "blister"
-                if matches!(word(index.wrapping_sub(1)), "whole" | "full" | "entire" | "toda" | "entera")
-                    && measures.tablet_count.is_none() =>
+                if matches!(
+                    word(index.wrapping_sub(1)),
+                    "whole" | "full" | "entire" | "toda" | "entera"
+                ) && measures.tablet_count.is_none() =>
             {
                 measures.tablet_count = Some(16.0);
             }
@@ -237,6 +279,7 @@ mod tests {
     #[test]
     fn glucose_is_read_in_mmol_per_litre() {
         assert_eq!(measures("my sugar is 2.4").glucose_mmol, Some(2.4));
+        assert_eq!(measures("marca 2,9 de glucosa").glucose_mmol, Some(2.9));
         assert_eq!(measures("blood glucose 450 mg/dl").glucose_mmol, Some(25.0));
     }
 

@@ -60,7 +60,11 @@ pub enum PolicyLoadError {
     #[error("{path}: invalid policy file: {reason}")]
     Parse { path: PathBuf, reason: String },
     #[error("{path}: rule `{rule}`: {reason}")]
-    Rule { path: PathBuf, rule: String, reason: String },
+    Rule {
+        path: PathBuf,
+        rule: String,
+        reason: String,
+    },
     #[error("{path}: {source}")]
     Phrase {
         path: PathBuf,
@@ -74,7 +78,10 @@ pub enum PolicyLoadError {
     #[error("policy directory {0} has no policy files")]
     Empty(PathBuf),
     #[error("{failed} policy tests failed; the set was not loaded")]
-    TestsFailed { failed: usize, report: Box<testing::TestReport> },
+    TestsFailed {
+        failed: usize,
+        report: Box<testing::TestReport>,
+    },
     #[error("could not compile the phrase automaton: {0}")]
     Compile(PhraseError),
 }
@@ -210,32 +217,46 @@ impl PolicySet {
         let mut builder = PhraseSetBuilder::default();
         let mut roles: Vec<Role> = Vec::new();
         let add_phrase = |builder: &mut PhraseSetBuilder,
-                              roles: &mut Vec<Role>,
-                              path: &Path,
-                              text: &str,
-                              role: Role|
+                          roles: &mut Vec<Role>,
+                          path: &Path,
+                          text: &str,
+                          role: Role|
          -> Result<(), PolicyLoadError> {
-            let id = builder
-                .phrase(&normalizer, text)
-                .map_err(|source| PolicyLoadError::Phrase { path: path.to_owned(), source })?;
+            let id =
+                builder
+                    .phrase(&normalizer, text)
+                    .map_err(|source| PolicyLoadError::Phrase {
+                        path: path.to_owned(),
+                        source,
+                    })?;
             set_role(roles, id, role);
             Ok(())
         };
 
         for (spec, kind) in cue_lists(&context) {
             for phrase in spec {
-                add_phrase(&mut builder, &mut roles, &context_path, phrase, Role::Cue(kind))?;
+                add_phrase(
+                    &mut builder,
+                    &mut roles,
+                    &context_path,
+                    phrase,
+                    Role::Cue(kind),
+                )?;
             }
         }
 
         let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|source| PolicyLoadError::Read { path: dir.to_owned(), source })?
+            .map_err(|source| PolicyLoadError::Read {
+                path: dir.to_owned(),
+                source,
+            })?
             .filter_map(|entry| entry.ok().map(|entry| entry.path()))
             .filter(|path| {
-                path.extension().is_some_and(|extension| extension == "toml")
+                path.extension()
+                    .is_some_and(|extension| extension == "toml")
                     && !matches!(
                         path.file_name().and_then(|name| name.to_str()),
-                        Some("lexicon.toml" | "context.toml")
+                        Some("lexicon.toml" | "context.toml" | "redaction.toml")
                     )
             })
             .collect();
@@ -249,14 +270,21 @@ impl PolicySet {
         let mut output_specs = Vec::new();
         let mut tests = Vec::new();
         for path in &paths {
-            let raw = std::fs::read_to_string(path)
-                .map_err(|source| PolicyLoadError::Read { path: path.clone(), source })?;
-            hasher.update(path.file_name().map(|name| name.as_encoded_bytes()).unwrap_or_default());
-            hasher.update(raw.as_bytes());
-            let file: PolicyFile = toml::from_str(&raw).map_err(|error| PolicyLoadError::Parse {
+            let raw = std::fs::read_to_string(path).map_err(|source| PolicyLoadError::Read {
                 path: path.clone(),
-                reason: error.to_string(),
+                source,
             })?;
+            hasher.update(
+                path.file_name()
+                    .map(|name| name.as_encoded_bytes())
+                    .unwrap_or_default(),
+            );
+            hasher.update(raw.as_bytes());
+            let file: PolicyFile =
+                toml::from_str(&raw).map_err(|error| PolicyLoadError::Parse {
+                    path: path.clone(),
+                    reason: error.to_string(),
+                })?;
             for spec in &file.rule {
                 if seen_ids.insert(spec.id.clone(), ()).is_some() {
                     return Err(PolicyLoadError::DuplicateRule(spec.id.clone()));
@@ -271,14 +299,28 @@ impl PolicySet {
                 }
                 let index = rules.len();
                 for (language, phrase) in spec.triggers.iter() {
-                    let role = Role::Trigger { rule: index, language: language.to_owned() };
+                    let role = Role::Trigger {
+                        rule: index,
+                        language: language.to_owned(),
+                    };
                     add_phrase(&mut builder, &mut roles, path, phrase, role)?;
                 }
                 for pattern in &spec.patterns {
-                    let id = builder
-                        .pattern(pattern)
-                        .map_err(|source| PolicyLoadError::Phrase { path: path.clone(), source })?;
-                    set_role(&mut roles, id, Role::Trigger { rule: index, language: "en".into() });
+                    let id =
+                        builder
+                            .pattern(pattern)
+                            .map_err(|source| PolicyLoadError::Phrase {
+                                path: path.clone(),
+                                source,
+                            })?;
+                    set_role(
+                        &mut roles,
+                        id,
+                        Role::Trigger {
+                            rule: index,
+                            language: "en".into(),
+                        },
+                    );
                 }
                 for (group, phrases) in spec.requires.iter().enumerate() {
                     if phrases.is_empty() {
@@ -290,7 +332,13 @@ impl PolicySet {
                     }
                 }
                 for phrase in &spec.unless {
-                    add_phrase(&mut builder, &mut roles, path, phrase, Role::Unless { rule: index })?;
+                    add_phrase(
+                        &mut builder,
+                        &mut roles,
+                        path,
+                        phrase,
+                        Role::Unless { rule: index },
+                    )?;
                 }
                 let mut measures = Vec::new();
                 for (name, bounds) in &spec.measures {
@@ -301,7 +349,8 @@ impl PolicySet {
                     })?;
                     measures.push((measure, *bounds));
                 }
-                let mut languages: Vec<&str> = spec.triggers.iter().map(|(language, _)| language).collect();
+                let mut languages: Vec<&str> =
+                    spec.triggers.iter().map(|(language, _)| language).collect();
                 languages.push("en");
                 languages.sort_unstable();
                 languages.dedup();
@@ -446,7 +495,10 @@ impl PolicySet {
 
     fn decide(&self, message: &str, scan: &Scan, history: &[Scan]) -> Decision {
         let measures = measures::extract(&scan.normalized);
-        let mut decision = Decision { measures: measures.clone(), ..Decision::default() };
+        let mut decision = Decision {
+            measures: measures.clone(),
+            ..Decision::default()
+        };
         let mut best_trigger: HashMap<usize, (&Hit, &Assessment, &str)> = HashMap::new();
         let mut blocked: Vec<bool> = vec![false; self.rules.len()];
         let mut met: HashMap<(usize, usize), bool> = HashMap::new();
@@ -454,7 +506,9 @@ impl PolicySet {
         for (hit, assessment) in &scan.hits {
             match self.roles.get(hit.phrase) {
                 Some(Role::Trigger { rule, language }) => {
-                    let Some(spec) = self.rules.get(*rule) else { continue };
+                    let Some(spec) = self.rules.get(*rule) else {
+                        continue;
+                    };
                     if let Some(reason) = suppression(assessment, spec.context) {
                         decision.set_aside.push(SetAside {
                             rule: spec.id.clone(),
@@ -463,10 +517,16 @@ impl PolicySet {
                         });
                         continue;
                     }
-                    best_trigger.entry(*rule).or_insert((hit, assessment, language.as_str()));
+                    best_trigger
+                        .entry(*rule)
+                        .or_insert((hit, assessment, language.as_str()));
                 }
                 Some(Role::Require { rule, group }) => {
-                    let context = self.rules.get(*rule).map(|spec| spec.context).unwrap_or_default();
+                    let context = self
+                        .rules
+                        .get(*rule)
+                        .map(|spec| spec.context)
+                        .unwrap_or_default();
                     if suppression(assessment, context).is_none() {
                         met.insert((*rule, *group), true);
                     }
@@ -492,15 +552,18 @@ impl PolicySet {
             }
         }
 
-        let mut triggered: Vec<(&usize, &(&Hit, &Assessment, &str))> = best_trigger.iter().collect();
+        let mut triggered: Vec<(&usize, &(&Hit, &Assessment, &str))> =
+            best_trigger.iter().collect();
         triggered.sort_by_key(|(rule, _)| **rule);
         for (&rule_index, &(hit, assessment, language)) in triggered {
             let rule = &self.rules[rule_index];
             let matched = span_text(message, &scan.normalized, hit);
-            let unmet_group = (0..rule.require_groups).find(|group| !met.contains_key(&(rule_index, *group)));
+            let unmet_group =
+                (0..rule.require_groups).find(|group| !met.contains_key(&(rule_index, *group)));
             let failed_measure = rule.measures.iter().find(|(measure, bounds)| {
                 measures.get(*measure).is_none_or(|value| {
-                    bounds.min.is_some_and(|min| value < min) || bounds.max.is_some_and(|max| value > max)
+                    bounds.min.is_some_and(|min| value < min)
+                        || bounds.max.is_some_and(|max| value > max)
                 })
             });
             let reason = if blocked[rule_index] {
@@ -508,10 +571,15 @@ impl PolicySet {
             } else if let Some(group) = unmet_group {
                 Some(format!("requires group {group} not met"))
             } else {
-                failed_measure.map(|(measure, _)| format!("measure {measure:?} missing or out of bounds"))
+                failed_measure
+                    .map(|(measure, _)| format!("measure {measure:?} missing or out of bounds"))
             };
             if let Some(reason) = reason {
-                decision.set_aside.push(SetAside { rule: rule.id.clone(), matched, reason });
+                decision.set_aside.push(SetAside {
+                    rule: rule.id.clone(),
+                    matched,
+                    reason,
+                });
                 continue;
             }
             let (start, end) = scan.normalized.original_span(hit.first, hit.last);
@@ -527,13 +595,23 @@ impl PolicySet {
                 context: describe(assessment),
             });
         }
+        // Most severe first; then the rule's priority; then what the patient said first.
+        let priority = |id: &str| {
+            self.rules
+                .iter()
+                .find(|rule| rule.id == id)
+                .map_or(0, |rule| rule.priority)
+        };
         decision.fired.sort_by(|a, b| {
-            b.severity.cmp(&a.severity).then_with(|| {
-                let priority = |id: &str| self.rules.iter().find(|rule| rule.id == id).map_or(0, |rule| rule.priority);
-                priority(&b.rule).cmp(&priority(&a.rule))
-            })
+            b.severity
+                .cmp(&a.severity)
+                .then_with(|| priority(&b.rule).cmp(&priority(&a.rule)))
+                .then_with(|| a.span.0.cmp(&b.span.0))
         });
-        decision.level = decision.fired.first().map_or(Severity::Routine, |fired| fired.severity);
+        decision.level = decision
+            .fired
+            .first()
+            .map_or(Severity::Routine, |fired| fired.severity);
         decision
     }
 
@@ -616,7 +694,9 @@ fn suppression(assessment: &Assessment, mode: ContextMode) -> Option<&'static st
     if assessment.hypothetical.is_some() {
         return Some("hypothetical or educational");
     }
-    if assessment.temporality() == context::Temporality::Historical && mode != ContextMode::IgnoreHistory {
+    if assessment.temporality() == context::Temporality::Historical
+        && mode != ContextMode::IgnoreHistory
+    {
         return Some("historical");
     }
     if assessment.family_history.is_some() && mode != ContextMode::IgnoreHistory {
@@ -655,7 +735,11 @@ fn set_role(roles: &mut Vec<Role>, id: usize, role: Role) {
 }
 
 /// Finds a concept's tokens in a sentence: the whole phrase if present, else its first word.
-fn locate(normalizer: &Normalizer, sentence: &NormalizedText, concept: &str) -> Option<(usize, usize)> {
+fn locate(
+    normalizer: &Normalizer,
+    sentence: &NormalizedText,
+    concept: &str,
+) -> Option<(usize, usize)> {
     let words: Vec<String> = normalizer
         .normalize(concept)
         .tokens
@@ -665,22 +749,28 @@ fn locate(normalizer: &Normalizer, sentence: &NormalizedText, concept: &str) -> 
     let first_word = words.first()?;
     let tokens = &sentence.tokens;
     let whole = (0..tokens.len()).find(|&start| {
-        words
-            .iter()
-            .enumerate()
-            .all(|(offset, word)| tokens.get(start + offset).is_some_and(|token| &token.squeezed == word))
+        words.iter().enumerate().all(|(offset, word)| {
+            tokens
+                .get(start + offset)
+                .is_some_and(|token| &token.squeezed == word)
+        })
     });
     if let Some(start) = whole {
         return Some((start, start + words.len() - 1));
     }
-    let start = tokens.iter().position(|token| &token.squeezed == first_word)?;
+    let start = tokens
+        .iter()
+        .position(|token| &token.squeezed == first_word)?;
     Some((start, start))
 }
 
 fn cue_lists(context: &ContextFile) -> Vec<(&Vec<String>, CueKind)> {
     let mut lists: Vec<(&Vec<String>, CueKind)> = Vec::new();
     for (spec, make) in [
-        (&context.negation, CueKind::Negation as fn(Direction) -> CueKind),
+        (
+            &context.negation,
+            CueKind::Negation as fn(Direction) -> CueKind,
+        ),
         (&context.historical, CueKind::Historical),
         (&context.hypothetical, CueKind::Hypothetical),
         (&context.experiencer, CueKind::Experiencer),
@@ -710,6 +800,9 @@ fn read_optional<T: for<'de> Deserialize<'de> + Default>(
             })
         }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
-        Err(source) => Err(PolicyLoadError::Read { path: path.to_owned(), source }),
+        Err(source) => Err(PolicyLoadError::Read {
+            path: path.to_owned(),
+            source,
+        }),
     }
 }

@@ -62,7 +62,9 @@ impl NormalizedText {
         }
         // The first token that ends after `start`, and the last one that starts before `end`.
         let first = ends.partition_point(|&offset| offset <= start);
-        let last = starts.partition_point(|&offset| offset < end).checked_sub(1)?;
+        let last = starts
+            .partition_point(|&offset| offset < end)
+            .checked_sub(1)?;
         (first <= last && last < self.tokens.len()).then_some((first, last))
     }
 
@@ -153,7 +155,12 @@ impl Normalizer {
                 && let Some(replacement) = self.lexicon.lookup(&token.plain)
             {
                 for word in replacement {
-                    tokens.push(make_token(TokenKind::Word, word.clone(), token.start, token.end));
+                    tokens.push(make_token(
+                        TokenKind::Word,
+                        word.clone(),
+                        token.start,
+                        token.end,
+                    ));
                 }
                 continue;
             }
@@ -164,8 +171,18 @@ impl Normalizer {
 }
 
 fn make_token(kind: TokenKind, plain: String, start: usize, end: usize) -> Token {
-    let squeezed = if kind == TokenKind::Word { squeeze(&plain) } else { plain.clone() };
-    Token { kind, plain, squeezed, start, end }
+    let squeezed = if kind == TokenKind::Word {
+        squeeze(&plain)
+    } else {
+        plain.clone()
+    };
+    Token {
+        kind,
+        plain,
+        squeezed,
+        start,
+        end,
+    }
 }
 
 fn join(tokens: Vec<Token>) -> NormalizedText {
@@ -274,7 +291,11 @@ fn fold_chars(text: &str) -> Vec<Folded> {
             continue;
         }
         if original == '\n' || original == '\r' {
-            out.push(Folded { ch: '\n', start, end });
+            out.push(Folded {
+                ch: '\n',
+                start,
+                end,
+            });
             continue;
         }
         let compat = original.encode_utf8(&mut buffer).nfkc().collect::<String>();
@@ -285,7 +306,11 @@ fn fold_chars(text: &str) -> Vec<Folded> {
                     if is_combining_mark(base) || is_invisible(base) {
                         continue;
                     }
-                    out.push(Folded { ch: base, start, end });
+                    out.push(Folded {
+                        ch: base,
+                        start,
+                        end,
+                    });
                 }
             }
         }
@@ -329,7 +354,12 @@ fn tokenize(chars: &[Folded]) -> Vec<Token> {
         } else if ch.is_ascii_digit() || ch.is_numeric() {
             index = read_number(chars, index, &mut tokens);
         } else if is_emoji(ch) {
-            tokens.push(make_token(TokenKind::Emoji, ch.to_string(), current.start, current.end));
+            tokens.push(make_token(
+                TokenKind::Emoji,
+                ch.to_string(),
+                current.start,
+                current.end,
+            ));
             index += 1;
         } else if ch.is_whitespace() && ch != '\n' {
             index += 1;
@@ -347,7 +377,9 @@ fn read_word(chars: &[Folded], start_index: usize, tokens: &mut Vec<Token>) -> u
     let mut index = start_index;
     while index < chars.len() {
         let ch = chars[index].ch;
-        let next_is_letter = chars.get(index + 1).is_some_and(|next| is_word_char(next.ch));
+        let next_is_letter = chars
+            .get(index + 1)
+            .is_some_and(|next| is_word_char(next.ch));
         let previous_is_letter = word.chars().last().is_some_and(char::is_alphabetic);
         if is_word_char(ch) {
             word.push(ch);
@@ -359,7 +391,9 @@ fn read_word(chars: &[Folded], start_index: usize, tokens: &mut Vec<Token>) -> u
         } else if let Some(letter) = leet_letter(ch) {
             // `k1ll`, `su!c!de`: a digit or symbol between letters, or closing a word of letters.
             let closes_word = previous_is_letter
-                && chars.get(index + 1).is_none_or(|next| !next.ch.is_alphanumeric());
+                && chars
+                    .get(index + 1)
+                    .is_none_or(|next| !next.ch.is_alphanumeric());
             if !(next_is_letter || (closes_word && ch.is_ascii_digit() && word.len() >= 2)) {
                 break;
             }
@@ -388,7 +422,9 @@ fn read_number(chars: &[Folded], start_index: usize, tokens: &mut Vec<Token>) ->
             number.push(char::from_digit(digit, 10).unwrap_or('0'));
         } else if (ch == '.' || ch == ',')
             && !seen_separator
-            && chars.get(index + 1).is_some_and(|next| next.ch.is_ascii_digit())
+            && chars
+                .get(index + 1)
+                .is_some_and(|next| next.ch.is_ascii_digit())
         {
             // `38,5` is a decimal in most of Europe; read it as `38.5`.
             seen_separator = true;
@@ -411,24 +447,45 @@ fn read_punct(chars: &[Folded], index: usize, tokens: &mut Vec<Token>) -> usize 
     let ch = current.ch;
     // A hyphen or slash between words joins nothing and ends nothing: `self-harm` = `self harm`.
     if matches!(ch, '-' | '_' | '/' | '~')
-        && tokens.last().is_some_and(|token| token.end == current.start)
-        && chars.get(index + 1).is_some_and(|next| next.ch.is_alphanumeric())
+        && tokens
+            .last()
+            .is_some_and(|token| token.end == current.start)
+        && chars
+            .get(index + 1)
+            .is_some_and(|next| next.ch.is_alphanumeric())
     {
         return index + 1;
     }
     let ends_sentence = matches!(ch, '.' | '!' | '?' | ';' | '\n' | '。' | '¡' | '¿' | '…');
     if ends_sentence {
         // A run of `?!...` is one break.
-        if tokens.last().is_some_and(|token| token.kind == TokenKind::SentenceEnd) {
+        if tokens
+            .last()
+            .is_some_and(|token| token.kind == TokenKind::SentenceEnd)
+        {
             if let Some(last) = tokens.last_mut() {
                 last.end = current.end;
             }
             return index + 1;
         }
-        tokens.push(make_token(TokenKind::SentenceEnd, ".".into(), current.start, current.end));
+        tokens.push(make_token(
+            TokenKind::SentenceEnd,
+            ".".into(),
+            current.start,
+            current.end,
+        ));
     } else if !ch.is_control() {
-        let shown = if ch.is_ascii_punctuation() || ch == '°' { ch.to_string() } else { ",".to_owned() };
-        tokens.push(make_token(TokenKind::Punct, shown, current.start, current.end));
+        let shown = if ch.is_ascii_punctuation() || ch == '°' {
+            ch.to_string()
+        } else {
+            ",".to_owned()
+        };
+        tokens.push(make_token(
+            TokenKind::Punct,
+            shown,
+            current.start,
+            current.end,
+        ));
     }
     index + 1
 }

@@ -60,7 +60,10 @@ impl OutputRules {
                     return Err(PolicyLoadError::DuplicateRule(spec.id));
                 }
                 let index = rules.len();
-                let phrase_error = |source| PolicyLoadError::Phrase { path: path.clone(), source };
+                let phrase_error = |source| PolicyLoadError::Phrase {
+                    path: path.clone(),
+                    source,
+                };
                 for (_, phrase) in spec.triggers.iter() {
                     let id = builder.phrase(normalizer, phrase).map_err(phrase_error)?;
                     assign(&mut owners, id, index);
@@ -122,10 +125,11 @@ impl OutputRules {
             .into_iter()
             .filter_map(|hit| {
                 let rule = *self.owners.get(hit.phrase)?;
-                self.rules
-                    .get(rule)?
-                    .applies(flag)
-                    .then_some(OutputHit { rule, first: hit.first, last: hit.last })
+                self.rules.get(rule)?.applies(flag).then_some(OutputHit {
+                    rule,
+                    first: hit.first,
+                    last: hit.last,
+                })
             })
             .collect();
         hits.sort_by_key(|hit| (hit.first, hit.last));

@@ -44,7 +44,9 @@ pub struct PhraseSetBuilder {
 enum PhrasePart {
     Words(Vec<String>),
     /// `*`: one word; `**`: up to three.
-    Gap { most: usize },
+    Gap {
+        most: usize,
+    },
     Number,
     Year,
 }
@@ -85,7 +87,10 @@ impl PhraseSetBuilder {
         }
         let id = self.next_id;
         self.next_id += 1;
-        if parts.iter().all(|part| matches!(part, PhrasePart::Words(_))) {
+        if parts
+            .iter()
+            .all(|part| matches!(part, PhrasePart::Words(_)))
+        {
             let joined: Vec<&str> = parts
                 .iter()
                 .flat_map(|part| match part {
@@ -150,12 +155,13 @@ impl PhraseSetBuilder {
             .build(&self.literals)
             .map_err(|error| PhraseError::Automaton(error.to_string()))?;
         let compile = |list: &[(String, PhraseId)]| -> Result<CompiledRegexes, PhraseError> {
-            let set = RegexSet::new(list.iter().map(|(source, _)| source.as_str())).map_err(
-                |error| PhraseError::BadPattern {
-                    pattern: "(set)".into(),
-                    reason: error.to_string(),
-                },
-            )?;
+            let set =
+                RegexSet::new(list.iter().map(|(source, _)| source.as_str())).map_err(|error| {
+                    PhraseError::BadPattern {
+                        pattern: "(set)".into(),
+                        reason: error.to_string(),
+                    }
+                })?;
             let each = list
                 .iter()
                 .map(|(source, id)| {
@@ -186,7 +192,11 @@ struct CompiledRegexes {
 
 impl CompiledRegexes {
     fn scan(&self, text: &NormalizedText, squeezed: bool, hits: &mut Vec<Hit>) {
-        let haystack = if squeezed { &text.squeezed } else { &text.plain };
+        let haystack = if squeezed {
+            &text.squeezed
+        } else {
+            &text.plain
+        };
         for index in self.set.matches(haystack).iter() {
             let (regex, phrase) = &self.each[index];
             for found in regex.find_iter(haystack) {
@@ -197,7 +207,11 @@ impl CompiledRegexes {
                     (found.start(), found.end())
                 };
                 if let Some((first, last)) = text.token_range(start, end, squeezed) {
-                    hits.push(Hit { phrase: *phrase, first, last });
+                    hits.push(Hit {
+                        phrase: *phrase,
+                        first,
+                        last,
+                    });
                 }
             }
         }
@@ -222,13 +236,16 @@ impl PhraseSet {
     pub fn scan(&self, text: &NormalizedText) -> Vec<Hit> {
         let mut hits = Vec::new();
         for found in self.automaton.find_overlapping_iter(&text.squeezed) {
-            let Some((first, last)) =
-                text.token_range(found.start() + 1, found.end() - 1, true)
+            let Some((first, last)) = text.token_range(found.start() + 1, found.end() - 1, true)
             else {
                 continue;
             };
             for &phrase in &self.literal_owners[found.pattern().as_usize()] {
-                hits.push(Hit { phrase, first, last });
+                hits.push(Hit {
+                    phrase,
+                    first,
+                    last,
+                });
             }
         }
         self.gapped.scan(text, true, &mut hits);
@@ -272,13 +289,19 @@ mod tests {
 
     #[test]
     fn gaps_span_a_few_words_but_not_sentences() {
-        assert_eq!(found(&["pain ** chest"], "pain in my chest"), vec![(0, 0, 3)]);
+        assert_eq!(
+            found(&["pain ** chest"], "pain in my chest"),
+            vec![(0, 0, 3)]
+        );
         assert_eq!(found(&["pain ** chest"], "pain. chest"), vec![]);
         assert_eq!(found(&["pain ** chest"], "pain a b c d chest"), vec![]);
     }
 
     #[test]
     fn numbers_stand_in_for_any_number() {
-        assert_eq!(found(&["took <number> pills"], "I took 30 pills"), vec![(0, 1, 3)]);
+        assert_eq!(
+            found(&["took <number> pills"], "I took 30 pills"),
+            vec![(0, 1, 3)]
+        );
     }
 }

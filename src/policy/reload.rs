@@ -46,7 +46,9 @@ pub enum ReloadError {
 }
 
 fn unix(time: SystemTime) -> u64 {
-    time.duration_since(SystemTime::UNIX_EPOCH).map(|elapsed| elapsed.as_secs()).unwrap_or(0)
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or(0)
 }
 
 impl PolicyHandle {
@@ -54,7 +56,11 @@ impl PolicyHandle {
     ///
     /// # Errors
     /// The set does not load or its tests fail: the server must not start on it.
-    pub fn load(policies_dir: &Path, prompts_dir: &Path, region: Region) -> Result<Self, ReloadError> {
+    pub fn load(
+        policies_dir: &Path,
+        prompts_dir: &Path,
+        region: Region,
+    ) -> Result<Self, ReloadError> {
         let prompts = Prompts::load(prompts_dir, region)?;
         let set = PolicySet::load_tested(policies_dir, &prompts)
             .map_err(|error| ReloadError::Policy(error, "none".into()))?;
@@ -81,7 +87,10 @@ impl PolicyHandle {
     }
 
     pub fn status(&self) -> ReloadStatus {
-        self.status.lock().map(|status| status.clone()).unwrap_or_default()
+        self.status
+            .lock()
+            .map(|status| status.clone())
+            .unwrap_or_default()
     }
 
     /// Compiles and tests the directory again; swaps it in only if everything passes.
@@ -90,8 +99,11 @@ impl PolicyHandle {
     /// The new set is broken; the old one keeps serving and the error is recorded.
     pub async fn reload(&self) -> Result<String, ReloadError> {
         let _one_at_a_time = self.reloading.lock().await;
-        let (policies, prompts_dir, region) =
-            (self.policies_dir.clone(), self.prompts_dir.clone(), self.region);
+        let (policies, prompts_dir, region) = (
+            self.policies_dir.clone(),
+            self.prompts_dir.clone(),
+            self.region,
+        );
         // Compiling is CPU work; keep it off the async workers.
         let loaded = tokio::task::spawn_blocking(move || {
             let prompts = Prompts::load(&prompts_dir, region)?;
@@ -108,7 +120,10 @@ impl PolicyHandle {
         if let Ok(mut seen) = self.fingerprint.lock() {
             *seen = fingerprint(&self.policies_dir, &self.prompts_dir);
         }
-        let mut status = self.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut status = self
+            .status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match loaded {
             Ok(set) => {
                 let version = set.version().to_owned();
@@ -118,7 +133,8 @@ impl PolicyHandle {
                 status.reloads += 1;
                 status.last_error = None;
                 self.current.store(Arc::new(set));
-                metrics::counter!("carebridge_policy_reloads_total", "outcome" => "ok").increment(1);
+                metrics::counter!("carebridge_policy_reloads_total", "outcome" => "ok")
+                    .increment(1);
                 tracing::info!(policy_version = %version, "policy set reloaded");
                 Ok(version)
             }
@@ -131,7 +147,8 @@ impl PolicyHandle {
                 status.failed_reloads += 1;
                 status.last_error = Some(error.to_string());
                 status.last_error_at_unix = Some(unix(SystemTime::now()));
-                metrics::counter!("carebridge_policy_reloads_total", "outcome" => "failed").increment(1);
+                metrics::counter!("carebridge_policy_reloads_total", "outcome" => "failed")
+                    .increment(1);
                 tracing::error!(error = %error, "policy reload refused");
                 Err(error)
             }
@@ -142,12 +159,24 @@ impl PolicyHandle {
     /// Kubernetes uses for ConfigMap volumes, which file-event watchers can miss).
     pub async fn reload_if_changed(&self) -> Option<Result<String, ReloadError>> {
         let now = fingerprint(&self.policies_dir, &self.prompts_dir);
-        let changed = self.fingerprint.lock().map(|seen| *seen != now).unwrap_or(false);
-        if changed { Some(self.reload().await) } else { None }
+        let changed = self
+            .fingerprint
+            .lock()
+            .map(|seen| *seen != now)
+            .unwrap_or(false);
+        if changed {
+            Some(self.reload().await)
+        } else {
+            None
+        }
     }
 
     /// Polls for changes every `interval` until `stop` is cancelled.
-    pub async fn watch(self: Arc<Self>, interval: Duration, stop: tokio_util::sync::CancellationToken) {
+    pub async fn watch(
+        self: Arc<Self>,
+        interval: Duration,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -166,11 +195,15 @@ fn fingerprint(policies: &Path, prompts: &Path) -> String {
         let mut stack = vec![dir.to_owned()];
         let mut entries = Vec::new();
         while let Some(current) = stack.pop() {
-            let Ok(read) = std::fs::read_dir(&current) else { continue };
+            let Ok(read) = std::fs::read_dir(&current) else {
+                continue;
+            };
             for entry in read.flatten() {
                 let path = entry.path();
                 // Follow symlinks: ConfigMap volumes swap a `..data` link.
-                let Ok(meta) = std::fs::metadata(&path) else { continue };
+                let Ok(meta) = std::fs::metadata(&path) else {
+                    continue;
+                };
                 if meta.is_dir() {
                     if path.file_name().is_some_and(|name| name != "eval") {
                         stack.push(path);
@@ -183,7 +216,11 @@ fn fingerprint(policies: &Path, prompts: &Path) -> String {
                         .and_then(|time| time.duration_since(SystemTime::UNIX_EPOCH).ok())
                         .map(|elapsed| elapsed.subsec_nanos())
                         .unwrap_or(0);
-                    entries.push(format!("{}:{}:{modified}.{nanos}", path.display(), meta.len()));
+                    entries.push(format!(
+                        "{}:{}:{modified}.{nanos}",
+                        path.display(),
+                        meta.len()
+                    ));
                 }
             }
         }

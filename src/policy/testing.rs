@@ -92,7 +92,10 @@ pub fn run(set: &PolicySet) -> TestReport {
                     expected: format!(
                         "{}{}",
                         case.expect.as_str(),
-                        case.rule.as_ref().map(|rule| format!(" by {rule}")).unwrap_or_default()
+                        case.rule
+                            .as_ref()
+                            .map(|rule| format!(" by {rule}"))
+                            .unwrap_or_default()
                     ),
                     got: format!("{} by {:?}", decision.level.as_str(), fired),
                     explanation: format!(

@@ -24,7 +24,10 @@ pub enum ClientFrame {
         session_id: Option<SessionId>,
     },
     /// Reconnect: replay every event after `last_seq`, then continue live.
-    Resume { session_id: SessionId, last_seq: u64 },
+    Resume {
+        session_id: SessionId,
+        last_seq: u64,
+    },
     /// A patient message, identified by the client so that a retry is not stored twice.
     Message { client_id: ClientId, text: String },
     /// Application-level keep-alive.
@@ -40,8 +43,7 @@ impl ClientId {
     /// # Errors
     /// Empty ids, ids longer than 64 bytes and ids with control characters are refused.
     pub fn parse(raw: &str) -> Result<Self, FrameError> {
-        if raw.is_empty() || raw.len() > MAX_CLIENT_ID_BYTES || raw.chars().any(char::is_control)
-        {
+        if raw.is_empty() || raw.len() > MAX_CLIENT_ID_BYTES || raw.chars().any(char::is_control) {
             return Err(FrameError::BadClientId);
         }
         Ok(Self(raw.to_owned()))
@@ -201,6 +203,25 @@ pub enum ServerFrame {
         text: String,
         rule: String,
     },
+    /// A nurse has taken over the conversation; the model is silent until it is handed back.
+    NurseJoined {
+        seq: u64,
+    },
+    /// A message from the nurse.
+    NurseMessage {
+        seq: u64,
+        text: String,
+    },
+    /// The nurse handed the conversation back to the assistant (or to the queue), with a note.
+    HandedBack {
+        seq: u64,
+        note: Option<String>,
+    },
+    /// The conversation was closed by the nurse.
+    Closed {
+        seq: u64,
+        note: Option<String>,
+    },
     /// A stored event, sent on resume (and for events from other replicas, such as a nurse).
     Event {
         seq: u64,
@@ -278,7 +299,10 @@ mod tests {
 
     #[test]
     fn oversized_frames_are_refused_before_parsing() {
-        let big = format!(r#"{{"type":"message","client_id":"c","text":"{}"}}"#, "a".repeat(100));
+        let big = format!(
+            r#"{{"type":"message","client_id":"c","text":"{}"}}"#,
+            "a".repeat(100)
+        );
         assert!(matches!(
             parse_client_frame(&big, 50),
             Err(FrameError::FrameTooLarge { .. })
@@ -291,5 +315,100 @@ mod tests {
         assert!(ClientId::parse(&"x".repeat(65)).is_err());
         assert!(ClientId::parse("a\nb").is_err());
         assert!(ClientId::parse("msg-1").is_ok());
+    }
+}
+
+/// Frames of the nurse console's WebSocket, `/v1/nurse` (see `docs/protocol.md`).
+pub mod nurse {
+    use serde::{Deserialize, Serialize};
+
+    use crate::escalation::{Escalation, Outcome};
+    use crate::session::{SessionId, StoredEvent};
+
+    /// What a nurse's console may send.
+    #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+    #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+    pub enum NurseFrame {
+        /// Ask for the queue again (it is also pushed on every change).
+        Queue {},
+        /// The whole conversation with each flag's reason; live events follow.
+        Transcript {
+            session_id: SessionId,
+        },
+        Claim {
+            session_id: SessionId,
+        },
+        TakeOver {
+            session_id: SessionId,
+        },
+        Reply {
+            session_id: SessionId,
+            text: String,
+        },
+        /// Back to the assistant with a note for the patient.
+        HandBack {
+            session_id: SessionId,
+            outcome: Outcome,
+            #[serde(default)]
+            note: Option<String>,
+        },
+        /// Back to the queue, at its original place.
+        Release {
+            session_id: SessionId,
+        },
+        /// End the conversation.
+        Close {
+            session_id: SessionId,
+            outcome: Outcome,
+            #[serde(default)]
+            note: Option<String>,
+        },
+        Ping {},
+    }
+
+    /// What the server sends a nurse.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "type", rename_all = "snake_case")]
+    pub enum NurseServerFrame {
+        /// The open escalations, in queue order, with how long each has waited.
+        Queue {
+            items: Vec<QueueItem>,
+        },
+        Transcript {
+            session_id: SessionId,
+            events: Vec<StoredEvent>,
+        },
+        /// A new event in a conversation this console follows.
+        SessionEvent {
+            session_id: SessionId,
+            event: StoredEvent,
+        },
+        /// An action succeeded.
+        Done {
+            action: String,
+            session_id: SessionId,
+        },
+        Error {
+            code: String,
+            message: String,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            session_id: Option<SessionId>,
+        },
+        Pong,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct QueueItem {
+        #[serde(flatten)]
+        pub escalation: Escalation,
+        pub waiting_ms: u64,
+    }
+
+    impl NurseServerFrame {
+        pub fn to_json(&self) -> String {
+            serde_json::to_string(self).unwrap_or_else(|_| {
+                r#"{"type":"error","code":"internal","message":"frame encoding failed"}"#.to_owned()
+            })
+        }
     }
 }

@@ -19,15 +19,20 @@ use crate::policy::Severity;
 use crate::policy::reload::PolicyHandle;
 use crate::prompts::Prompts;
 use crate::protocol::{ClientId, ErrorCode, PatientText, ServerFrame};
+use crate::redact::Placeholders;
 use crate::store::{SessionStore, StoreError};
 
 /// Everything a conversation needs, shared by all sockets of a replica.
 pub struct Services {
     pub settings: Arc<Settings>,
     pub store: Arc<dyn SessionStore>,
+    pub escalations: Arc<crate::escalation::Escalations>,
     pub model: Arc<dyn ChatModel>,
     pub policies: Arc<PolicyHandle>,
     pub prompts: Arc<Prompts>,
+    /// Replaces identifiers before text leaves for an external provider; `None` for a trusted
+    /// provider or the built-in demo model.
+    pub redactor: Option<Arc<crate::redact::Redactor>>,
 }
 
 /// Frames for one socket. Bounded: a slow phone slows its own conversation, not our memory.
@@ -74,7 +79,13 @@ impl Conversation {
                 _ => {}
             }
         }
-        Ok(Self { services, session, flag, recent, delivered: 0 })
+        Ok(Self {
+            services,
+            session,
+            flag,
+            recent,
+            delivered: 0,
+        })
     }
 
     pub fn flag(&self) -> Severity {
@@ -101,11 +112,22 @@ impl Conversation {
             Err(error) => {
                 tracing::warn!(session = %self.session, error = %error, "patient message not stored");
                 metrics::counter!("carebridge_store_errors_total").increment(1);
-                send(frames, ServerFrame::error(ErrorCode::Unavailable, error.to_string())).await?;
+                send(
+                    frames,
+                    ServerFrame::error(ErrorCode::Unavailable, error.to_string()),
+                )
+                .await?;
                 return Ok(None);
             }
         };
-        send(frames, ServerFrame::Ack { client_id, seq: appended.seq }).await?;
+        send(
+            frames,
+            ServerFrame::Ack {
+                client_id,
+                seq: appended.seq,
+            },
+        )
+        .await?;
         self.delivered = self.delivered.max(appended.seq);
         if appended.duplicate {
             return Ok(None);
@@ -141,6 +163,21 @@ impl Conversation {
                 policy_version = policies.version(),
                 "message flagged"
             );
+            // The escalation is stored before the patient is told a nurse is being found; if the
+            // store fails, the guidance still goes out (the patient comes first) and the failure
+            // is loud in logs and metrics.
+            if decision.escalates() {
+                let flag = crate::escalation::Flag {
+                    severity: lead.severity,
+                    rule: &lead.rule,
+                    reason: &lead.summary,
+                    span: &lead.matched,
+                };
+                if let Err(error) = self.services.escalations.raise(&self.session, flag).await {
+                    metrics::counter!("carebridge_escalation_failures_total").increment(1);
+                    tracing::error!(session = %self.session, error = %error, "escalation not stored");
+                }
+            }
             // The guidance goes out even if the store cannot record it: the patient comes first.
             let seq = match store.append_event(&self.session, &event).await {
                 Ok(seq) => seq,
@@ -160,7 +197,8 @@ impl Conversation {
                 },
             )
             .await?;
-            metrics::counter!("carebridge_alerts_total", "severity" => lead.severity.as_str()).increment(1);
+            metrics::counter!("carebridge_alerts_total", "severity" => lead.severity.as_str())
+                .increment(1);
             self.flag = self.flag.max(lead.severity);
             if lead.severity >= Severity::Urgent {
                 flag_note = Some(format!(
@@ -171,9 +209,13 @@ impl Conversation {
             }
         }
 
+        // While a nurse holds the conversation the model is silent; the nurse reads the message.
         match store.session_meta(&self.session).await {
             Ok(Some(meta)) if matches!(meta.mode, Mode::Nurse | Mode::Closed) => Ok(None),
-            _ => Ok(Some(PendingTurn { flag: self.flag, flag_note })),
+            _ => Ok(Some(PendingTurn {
+                flag: self.flag,
+                flag_note,
+            })),
         }
     }
 
@@ -182,7 +224,12 @@ impl Conversation {
     /// # Errors
     /// The store is unavailable (reported to the client), or the socket is gone.
     pub async fn replay(&mut self, last_seq: u64, frames: &FrameSender) -> Result<(), Gone> {
-        match self.services.store.events_after(&self.session, last_seq).await {
+        match self
+            .services
+            .store
+            .events_after(&self.session, last_seq)
+            .await
+        {
             Ok(events) => {
                 for StoredEvent { seq, event } in events {
                     send(frames, ServerFrame::Event { seq, event }).await?;
@@ -191,7 +238,11 @@ impl Conversation {
                 Ok(())
             }
             Err(error) => {
-                send(frames, ServerFrame::error(ErrorCode::Unavailable, error.to_string())).await
+                send(
+                    frames,
+                    ServerFrame::error(ErrorCode::Unavailable, error.to_string()),
+                )
+                .await
             }
         }
     }
@@ -211,9 +262,38 @@ async fn send(frames: &FrameSender, frame: ServerFrame) -> Result<(), Gone> {
 struct Outbox {
     frames: FrameSender,
     detached: bool,
+    restorer: Restorer,
 }
 
 impl Outbox {
+    /// Sends released reply text with the patient's identifiers put back, and records what the
+    /// patient saw.
+    async fn delta(&mut self, message_id: &str, released: &str, shown: &mut String) {
+        let text = self.restorer.push(released);
+        if text.is_empty() {
+            return;
+        }
+        shown.push_str(&text);
+        self.send(ServerFrame::Delta {
+            message_id: message_id.to_owned(),
+            text,
+        })
+        .await;
+    }
+
+    /// Sends whatever the restorer still holds (the reply ended).
+    async fn flush(&mut self, message_id: &str, shown: &mut String) {
+        let text = self.restorer.finish();
+        if !text.is_empty() {
+            shown.push_str(&text);
+            self.send(ServerFrame::Delta {
+                message_id: message_id.to_owned(),
+                text,
+            })
+            .await;
+        }
+    }
+
     async fn send(&mut self, frame: ServerFrame) {
         if !self.detached && self.frames.send(frame).await.is_err() {
             self.detached = true;
@@ -231,10 +311,18 @@ pub async fn run_turn(
     frames: FrameSender,
     cancel: CancellationToken,
 ) -> Option<u64> {
-    let mut outbox = Outbox { frames, detached: false };
+    let (request, placeholders) =
+        build_request(&services, &session, turn.flag_note.as_deref()).await;
+    let mut outbox = Outbox {
+        frames,
+        detached: false,
+        restorer: Restorer {
+            placeholders,
+            carry: String::new(),
+        },
+    };
     let frames = &mut outbox;
     let llm = &services.settings.llm;
-    let request = build_request(&services, &session, turn.flag_note.as_deref()).await;
     let policies = services.policies.current();
     let rules = policies.output_rules();
     let message_id = uuid::Uuid::new_v4().simple().to_string();
@@ -264,9 +352,39 @@ pub async fn run_turn(
                 }
             },
         };
-        match pump(&services, stream, &mut guard, &mut shown, &message_id, frames, &cancel, deadline, started).await {
+        match pump(
+            &services,
+            stream,
+            &mut guard,
+            &mut shown,
+            &message_id,
+            frames,
+            &cancel,
+            deadline,
+            started,
+        )
+        .await
+        {
             Pumped::Finished => break 'attempts Ok(()),
-            Pumped::Cancelled => return None,
+            Pumped::Cancelled => {
+                // A nurse took over mid-reply: keep what the patient already saw, so the
+                // transcript and a resumed client show it too.
+                if shown.is_empty() {
+                    return None;
+                }
+                let event = SessionEvent::AssistantMessage {
+                    message_id: message_id.clone(),
+                    text: shown,
+                    replaced_by: Some("interrupted".into()),
+                };
+                let seq = services
+                    .store
+                    .append_event(&session, &event)
+                    .await
+                    .unwrap_or(0);
+                frames.send(ServerFrame::Done { message_id, seq }).await;
+                return Some(seq);
+            }
             Pumped::Replaced(replacement) => {
                 let text = join_shown(&shown, &replacement.text);
                 let event = SessionEvent::AssistantMessage {
@@ -274,8 +392,19 @@ pub async fn run_turn(
                     text,
                     replaced_by: Some(replacement.rule.clone()),
                 };
-                let seq = services.store.append_event(&session, &event).await.unwrap_or(0);
-                frames.send(ServerFrame::Replaced { message_id, seq, text: replacement.text, rule: replacement.rule }).await;
+                let seq = services
+                    .store
+                    .append_event(&session, &event)
+                    .await
+                    .unwrap_or(0);
+                frames
+                    .send(ServerFrame::Replaced {
+                        message_id,
+                        seq,
+                        text: replacement.text,
+                        rule: replacement.rule,
+                    })
+                    .await;
                 return Some(seq);
             }
             Pumped::Failed(error) => {
@@ -297,21 +426,39 @@ pub async fn run_turn(
                     text: join_shown(&shown, &replacement.text),
                     replaced_by: Some(replacement.rule.clone()),
                 };
-                let seq = services.store.append_event(&session, &event).await.unwrap_or(0);
-                frames.send(ServerFrame::Replaced { message_id, seq, text: replacement.text, rule: replacement.rule }).await;
+                let seq = services
+                    .store
+                    .append_event(&session, &event)
+                    .await
+                    .unwrap_or(0);
+                frames
+                    .send(ServerFrame::Replaced {
+                        message_id,
+                        seq,
+                        text: replacement.text,
+                        rule: replacement.rule,
+                    })
+                    .await;
                 return Some(seq);
             }
-            if !step.release.is_empty() {
-                shown.push_str(&step.release);
-                frames.send(ServerFrame::Delta { message_id: message_id.clone(), text: step.release }).await;
-            }
-            let event = SessionEvent::AssistantMessage { message_id: message_id.clone(), text: shown, replaced_by: None };
-            let seq = services.store.append_event(&session, &event).await.unwrap_or(0);
+            frames.delta(&message_id, &step.release, &mut shown).await;
+            frames.flush(&message_id, &mut shown).await;
+            let event = SessionEvent::AssistantMessage {
+                message_id: message_id.clone(),
+                text: shown,
+                replaced_by: None,
+            };
+            let seq = services
+                .store
+                .append_event(&session, &event)
+                .await
+                .unwrap_or(0);
             frames.send(ServerFrame::Done { message_id, seq }).await;
             Some(seq)
         }
         Err(error) => {
-            metrics::counter!("carebridge_provider_errors_total", "kind" => error.kind()).increment(1);
+            metrics::counter!("carebridge_provider_errors_total", "kind" => error.kind())
+                .increment(1);
             tracing::warn!(session = %session, error = %error, "model reply failed; sending the fallback text");
             let fallback = services
                 .prompts
@@ -322,8 +469,19 @@ pub async fn run_turn(
                 text: join_shown(&shown, &fallback),
                 replaced_by: Some("fallback".into()),
             };
-            let seq = services.store.append_event(&session, &event).await.unwrap_or(0);
-            frames.send(ServerFrame::Replaced { message_id, seq, text: fallback, rule: "fallback".into() }).await;
+            let seq = services
+                .store
+                .append_event(&session, &event)
+                .await
+                .unwrap_or(0);
+            frames
+                .send(ServerFrame::Replaced {
+                    message_id,
+                    seq,
+                    text: fallback,
+                    rule: "fallback".into(),
+                })
+                .await;
             Some(seq)
         }
     }
@@ -362,7 +520,11 @@ async fn pump(
     let llm = &services.settings.llm;
     let mut first = shown.is_empty();
     loop {
-        let gap = if first { llm.first_token_timeout_ms } else { llm.chunk_gap_timeout_ms };
+        let gap = if first {
+            llm.first_token_timeout_ms
+        } else {
+            llm.chunk_gap_timeout_ms
+        };
         let next = tokio::select! {
             _ = cancel.cancelled() => return Pumped::Cancelled,
             _ = tokio::time::sleep_until(deadline) => {
@@ -371,38 +533,49 @@ async fn pump(
             next = tokio::time::timeout(Duration::from_millis(gap), stream.next()) => next,
         };
         let chunk = match next {
-            Err(_) if first => return Pumped::Failed(LlmError::FirstTokenTimeout { limit_ms: gap }),
+            Err(_) if first => {
+                return Pumped::Failed(LlmError::FirstTokenTimeout { limit_ms: gap });
+            }
             Err(_) => return Pumped::Failed(LlmError::ChunkGapTimeout { limit_ms: gap }),
             Ok(None) => return Pumped::Finished,
             Ok(Some(Err(error))) => return Pumped::Failed(error),
             Ok(Some(Ok(chunk))) => chunk,
         };
         if first {
-            metrics::histogram!("carebridge_model_first_token_seconds").record(started.elapsed().as_secs_f64());
+            metrics::histogram!("carebridge_model_first_token_seconds")
+                .record(started.elapsed().as_secs_f64());
             first = false;
         }
         let guard_started = Instant::now();
         let step = guard.push(&chunk);
-        metrics::histogram!("carebridge_guard_chunk_seconds").record(guard_started.elapsed().as_secs_f64());
+        metrics::histogram!("carebridge_guard_chunk_seconds")
+            .record(guard_started.elapsed().as_secs_f64());
         if let Some(replacement) = step.replaced {
             // Dropping the stream cancels the upstream request.
             drop(stream);
             return Pumped::Replaced(replacement);
         }
-        if !step.release.is_empty() {
-            shown.push_str(&step.release);
-            frames.send(ServerFrame::Delta { message_id: message_id.to_owned(), text: step.release }).await;
-        }
+        frames.delta(message_id, &step.release, shown).await;
     }
 }
 
+/// Exactly what the next model request for this session would carry (for the operator's dry run).
+pub async fn preview_request(services: &Services, session: &SessionId) -> ChatRequest {
+    build_request(services, session, None).await.0
+}
+
 /// The system prompt and the recent conversation, within the configured budget.
-async fn build_request(services: &Services, session: &SessionId, flag_note: Option<&str>) -> ChatRequest {
+async fn build_request(
+    services: &Services,
+    session: &SessionId,
+    flag_note: Option<&str>,
+) -> (ChatRequest, Placeholders) {
     let llm = &services.settings.llm;
     let mut values = BTreeMap::new();
     if let Some(note) = flag_note {
         values.insert("flag_note".to_owned(), note.to_owned());
     }
+    values.entry("flag_note".to_owned()).or_default();
     let system = services
         .prompts
         .render("system.j2", &values)
@@ -410,14 +583,20 @@ async fn build_request(services: &Services, session: &SessionId, flag_note: Opti
             tracing::error!(error = %error, "system prompt did not render");
             "You are a careful health information assistant. You are not a clinician.".into()
         });
-    let events = services.store.events_after(session, 0).await.unwrap_or_default();
+    let events = services
+        .store
+        .events_after(session, 0)
+        .await
+        .unwrap_or_default();
     let mut turns: Vec<ChatTurn> = Vec::new();
     let mut budget = llm.history_chars;
     for stored in events.iter().rev() {
         let (role, content) = match &stored.event {
             SessionEvent::PatientMessage { text, .. } => (Role::User, text.clone()),
             SessionEvent::AssistantMessage { text, .. } => (Role::Assistant, text.clone()),
-            SessionEvent::NurseMessage { text, .. } => (Role::Assistant, format!("(A nurse wrote:) {text}")),
+            SessionEvent::NurseMessage { text, .. } => {
+                (Role::Assistant, format!("(A nurse wrote:) {text}"))
+            }
             SessionEvent::Alert { guidance, .. } => (Role::Assistant, guidance.clone()),
             SessionEvent::ModeChanged { .. } => continue,
         };
@@ -427,7 +606,51 @@ async fn build_request(services: &Services, session: &SessionId, flag_note: Opti
         budget -= content.len();
         turns.push(ChatTurn { role, content });
     }
-    turns.push(ChatTurn { role: Role::System, content: system });
+    turns.push(ChatTurn {
+        role: Role::System,
+        content: system,
+    });
     turns.reverse();
-    ChatRequest { turns }
+    // Placeholders are numbered from the oldest line on, so the same identifier gets the same
+    // placeholder in every request of the conversation.
+    let mut placeholders = Placeholders::new();
+    if let Some(redactor) = &services.redactor {
+        let mut kinds = std::collections::BTreeSet::new();
+        for turn in turns.iter_mut().filter(|turn| turn.role != Role::System) {
+            let redacted = redactor.redact(&turn.content, &mut placeholders);
+            kinds.extend(redacted.kinds.iter().map(|kind| kind.as_str()));
+            turn.content = redacted.text;
+        }
+        if !kinds.is_empty() {
+            // Which kinds, never the values.
+            tracing::info!(session = %session, kinds = ?kinds, "identifiers replaced before the provider");
+            metrics::counter!("carebridge_redactions_total").increment(kinds.len() as u64);
+        }
+    }
+    (ChatRequest { turns }, placeholders)
+}
+
+/// Puts the patient's identifiers back into released reply text, holding back the end of a chunk
+/// that may be the start of a placeholder split across chunks.
+struct Restorer {
+    placeholders: Placeholders,
+    carry: String,
+}
+
+impl Restorer {
+    fn push(&mut self, text: &str) -> String {
+        if self.placeholders.is_empty() {
+            return text.to_owned();
+        }
+        self.carry.push_str(text);
+        let hold = Placeholders::unfinished_placeholder_len(&self.carry);
+        let cut = self.carry.len() - hold.min(self.carry.len());
+        let ready: String = self.carry.drain(..cut).collect();
+        self.placeholders.restore(&ready)
+    }
+
+    fn finish(&mut self) -> String {
+        let rest = std::mem::take(&mut self.carry);
+        self.placeholders.restore(&rest)
+    }
 }

@@ -7,16 +7,32 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use tokio::sync::broadcast;
 
-use super::{Appended, EventNotices, SessionMeta, SessionStore, StoreError};
+use super::{
+    Appended, EventNotices, SessionMeta, SessionStore, StoreError, next_version, outcome_field,
+};
+use crate::escalation::{Escalation, EscalationState};
 use crate::session::{Mode, SessionEvent, SessionId, StoredEvent};
 
 /// How many unread notices a slow subscriber may fall behind before it reloads from the log.
 const NOTICE_CAPACITY: usize = 64;
 
-#[derive(Default)]
 pub struct MemoryStore {
     // A std Mutex: every critical section is a few map operations and never awaits.
     sessions: Mutex<HashMap<SessionId, MemorySession>>,
+    escalations: Mutex<HashMap<SessionId, Escalation>>,
+    outcomes: Mutex<HashMap<String, u64>>,
+    queue_notices: broadcast::Sender<()>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self {
+            sessions: Mutex::default(),
+            escalations: Mutex::default(),
+            outcomes: Mutex::default(),
+            queue_notices: broadcast::channel(NOTICE_CAPACITY).0,
+        }
+    }
 }
 
 struct MemorySession {
@@ -68,15 +84,17 @@ impl SessionStore for MemoryStore {
             .lock()
             .map_err(|_| StoreError::Unavailable("memory store lock poisoned".into()))
             .map(|mut sessions| {
-                sessions.entry(session.clone()).or_insert_with(|| MemorySession {
-                    meta: SessionMeta {
-                        owner: owner.to_owned(),
-                        mode: Mode::Ai,
-                    },
-                    events: Vec::new(),
-                    client_ids: HashMap::new(),
-                    notices: broadcast::channel(NOTICE_CAPACITY).0,
-                });
+                sessions
+                    .entry(session.clone())
+                    .or_insert_with(|| MemorySession {
+                        meta: SessionMeta {
+                            owner: owner.to_owned(),
+                            mode: Mode::Ai,
+                        },
+                        events: Vec::new(),
+                        client_ids: HashMap::new(),
+                        notices: broadcast::channel(NOTICE_CAPACITY).0,
+                    });
             });
         async move { result }.boxed()
     }
@@ -101,14 +119,20 @@ impl SessionStore for MemoryStore {
     ) -> BoxFuture<'a, Result<Appended, StoreError>> {
         let result = self.with_session(session, |entry| {
             if let Some(&seq) = entry.client_ids.get(client_id) {
-                return Appended { seq, duplicate: true };
+                return Appended {
+                    seq,
+                    duplicate: true,
+                };
             }
             let seq = entry.push(SessionEvent::PatientMessage {
                 client_id: client_id.to_owned(),
                 text: text.to_owned(),
             });
             entry.client_ids.insert(client_id.to_owned(), seq);
-            Appended { seq, duplicate: false }
+            Appended {
+                seq,
+                duplicate: false,
+            }
         });
         async move { result }.boxed()
     }
@@ -128,7 +152,9 @@ impl SessionStore for MemoryStore {
         after: u64,
     ) -> BoxFuture<'a, Result<Vec<StoredEvent>, StoreError>> {
         let result = self.with_session(session, |entry| {
-            let start = usize::try_from(after).unwrap_or(usize::MAX).min(entry.events.len());
+            let start = usize::try_from(after)
+                .unwrap_or(usize::MAX)
+                .min(entry.events.len());
             entry.events[start..].to_vec()
         });
         async move { result }.boxed()
@@ -153,6 +179,79 @@ impl SessionStore for MemoryStore {
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         async { Ok(()) }.boxed()
+    }
+
+    fn get_escalation<'a>(
+        &'a self,
+        session: &'a SessionId,
+    ) -> BoxFuture<'a, Result<Option<Escalation>, StoreError>> {
+        let result = self
+            .escalations
+            .lock()
+            .map(|map| map.get(session).cloned())
+            .map_err(|_| StoreError::Unavailable("escalation lock poisoned".into()));
+        async move { result }.boxed()
+    }
+
+    fn put_escalation<'a>(
+        &'a self,
+        escalation: &'a Escalation,
+        expected: Option<u64>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let result = self
+            .escalations
+            .lock()
+            .map_err(|_| StoreError::Unavailable("escalation lock poisoned".into()))
+            .map(|mut map| {
+                let current = map.get(&escalation.session).map(|stored| stored.version);
+                if current != expected {
+                    return false;
+                }
+                if escalation.state == EscalationState::Closed {
+                    map.remove(&escalation.session);
+                    if let (Some(field), Ok(mut outcomes)) =
+                        (outcome_field(escalation), self.outcomes.lock())
+                    {
+                        *outcomes.entry(field).or_insert(0) += 1;
+                    }
+                } else {
+                    let mut stored = escalation.clone();
+                    stored.version = next_version(expected);
+                    map.insert(escalation.session.clone(), stored);
+                }
+                let _ = self.queue_notices.send(());
+                true
+            });
+        async move { result }.boxed()
+    }
+
+    fn list_escalations(&self) -> BoxFuture<'_, Result<Vec<Escalation>, StoreError>> {
+        let result = self
+            .escalations
+            .lock()
+            .map(|map| map.values().cloned().collect())
+            .map_err(|_| StoreError::Unavailable("escalation lock poisoned".into()));
+        async move { result }.boxed()
+    }
+
+    fn queue_notices(&self) -> broadcast::Receiver<()> {
+        self.queue_notices.subscribe()
+    }
+
+    fn rule_outcomes(&self) -> BoxFuture<'_, Result<Vec<(String, String, u64)>, StoreError>> {
+        let result = self
+            .outcomes
+            .lock()
+            .map(|map| {
+                map.iter()
+                    .filter_map(|(field, count)| {
+                        let (rule, outcome) = field.split_once('|')?;
+                        Some((rule.to_owned(), outcome.to_owned(), *count))
+                    })
+                    .collect()
+            })
+            .map_err(|_| StoreError::Unavailable("outcome lock poisoned".into()));
+        async move { result }.boxed()
     }
 }
 

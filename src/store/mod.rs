@@ -6,6 +6,7 @@
 use futures_util::future::BoxFuture;
 use tokio::sync::broadcast;
 
+use crate::escalation::{Escalation, EscalationState};
 use crate::session::{Mode, SessionEvent, SessionId, StoredEvent};
 
 mod memory;
@@ -97,6 +98,46 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Whether the store answers now (for `/readyz`).
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// The session's open escalation, if any.
+    fn get_escalation<'a>(
+        &'a self,
+        session: &'a SessionId,
+    ) -> BoxFuture<'a, Result<Option<Escalation>, StoreError>>;
+
+    /// Writes an escalation if its stored version is still `expected` (`None`: only if there is
+    /// none). The stored copy gets version `expected + 1`. A `Closed` escalation is removed and its
+    /// outcome counted for its rule. Returns whether the write happened; every write notifies
+    /// queue subscribers on all replicas.
+    fn put_escalation<'a>(
+        &'a self,
+        escalation: &'a Escalation,
+        expected: Option<u64>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Every open escalation (waiting or claimed), in no particular order.
+    fn list_escalations(&self) -> BoxFuture<'_, Result<Vec<Escalation>, StoreError>>;
+
+    /// A notice whenever the queue changes, on any replica.
+    fn queue_notices(&self) -> broadcast::Receiver<()>;
+
+    /// Nurses' outcomes per rule: `(rule, outcome, count)`.
+    fn rule_outcomes(&self) -> BoxFuture<'_, Result<Vec<(String, String, u64)>, StoreError>>;
+}
+
+/// The version an escalation gets when written over `expected`.
+pub(crate) fn next_version(expected: Option<u64>) -> u64 {
+    expected.map_or(1, |version| version + 1)
+}
+
+/// The outcome field an escalation's close adds to, `rule|outcome`.
+pub(crate) fn outcome_field(escalation: &Escalation) -> Option<String> {
+    match (escalation.state, escalation.outcome) {
+        (EscalationState::Closed, Some(outcome)) => {
+            Some(format!("{}|{}", escalation.rule, outcome.as_str()))
+        }
+        _ => None,
+    }
 }
 
 /// The suite every `SessionStore` must pass; the memory store runs it in unit tests and the Redis
@@ -108,7 +149,10 @@ pub mod conformance {
 
     pub async fn appends_are_ordered_and_idempotent(store: &dyn SessionStore) {
         let session = SessionId::random();
-        store.create_session(&session, "patient-1").await.expect("create");
+        store
+            .create_session(&session, "patient-1")
+            .await
+            .expect("create");
         let first = store
             .append_patient_message(&session, "c1", "hello")
             .await
@@ -117,14 +161,39 @@ pub mod conformance {
             .append_patient_message(&session, "c1", "hello")
             .await
             .expect("append");
-        assert_eq!(first, Appended { seq: 1, duplicate: false });
-        assert_eq!(retry, Appended { seq: 1, duplicate: true });
-        let event = SessionEvent::ModeChanged { mode: Mode::Nurse, note: None };
-        assert_eq!(store.append_event(&session, &event).await.expect("event"), 2);
+        assert_eq!(
+            first,
+            Appended {
+                seq: 1,
+                duplicate: false
+            }
+        );
+        assert_eq!(
+            retry,
+            Appended {
+                seq: 1,
+                duplicate: true
+            }
+        );
+        let event = SessionEvent::ModeChanged {
+            mode: Mode::Nurse,
+            note: None,
+        };
+        assert_eq!(
+            store.append_event(&session, &event).await.expect("event"),
+            2
+        );
         let events = store.events_after(&session, 0).await.expect("read");
         assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
-        assert_eq!(store.events_after(&session, 1).await.expect("read").len(), 1);
-        let meta = store.session_meta(&session).await.expect("meta").expect("exists");
+        assert_eq!(
+            store.events_after(&session, 1).await.expect("read").len(),
+            1
+        );
+        let meta = store
+            .session_meta(&session)
+            .await
+            .expect("meta")
+            .expect("exists");
         assert_eq!(meta.owner, "patient-1");
     }
 

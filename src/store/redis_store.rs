@@ -17,7 +17,10 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use tokio::sync::broadcast;
 
-use super::{Appended, EventNotices, SessionMeta, SessionStore, StoreError};
+use super::{
+    Appended, EventNotices, SessionMeta, SessionStore, StoreError, next_version, outcome_field,
+};
+use crate::escalation::{Escalation, EscalationState};
 use crate::session::{Mode, SessionEvent, SessionId, StoredEvent};
 
 const NOTICE_CAPACITY: usize = 64;
@@ -51,6 +54,44 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 1
 ";
 
+/// KEYS: record, open zset, all set, outcomes hash. ARGV: expected version ('' = must not exist),
+/// record JSON, state, score, session, channel, outcome field ('' = none).
+const PUT_ESCALATION: &str = r"
+local current = redis.call('GET', KEYS[1])
+if ARGV[1] == '' then
+  if current then return 0 end
+else
+  if not current then return 0 end
+  if tostring(cjson.decode(current)['version']) ~= ARGV[1] then return 0 end
+end
+if ARGV[3] == 'closed' then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], ARGV[5])
+  redis.call('SREM', KEYS[3], ARGV[5])
+  if ARGV[7] ~= '' then redis.call('HINCRBY', KEYS[4], ARGV[7], 1) end
+else
+  redis.call('SET', KEYS[1], ARGV[2])
+  redis.call('SADD', KEYS[3], ARGV[5])
+  if ARGV[3] == 'waiting' then
+    redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
+  else
+    redis.call('ZREM', KEYS[2], ARGV[5])
+  end
+end
+redis.call('PUBLISH', ARGV[6], ARGV[5])
+return 1
+";
+
+/// The queue's keys share the `{queue}` hash tag, so its scripts run in one Cluster slot.
+const QUEUE_OPEN: &str = "cb:{queue}:open";
+const QUEUE_ALL: &str = "cb:{queue}:all";
+const QUEUE_OUTCOMES: &str = "cb:{queue}:outcomes";
+const QUEUE_CHANNEL: &str = "cb:{queue}:changes";
+
+fn escalation_key(session: &SessionId) -> String {
+    format!("cb:{{queue}}:esc:{session}")
+}
+
 /// The hash-tagged key prefix of a session.
 fn key(session: &SessionId, part: &str) -> String {
     format!("cb:{{{session}}}:{part}")
@@ -63,6 +104,8 @@ pub struct RedisStore {
     append_patient: Script,
     append_event: Script,
     create: Script,
+    put_escalation: Script,
+    queue_notices: broadcast::Sender<()>,
     listener: tokio::task::JoinHandle<()>,
 }
 
@@ -94,7 +137,12 @@ impl RedisStore {
             .await
             .map_err(unavailable)?;
         let subscribers: Arc<Mutex<HashMap<String, broadcast::Sender<u64>>>> = Arc::default();
-        let listener = tokio::spawn(listen(client, Arc::clone(&subscribers)));
+        let queue_notices = broadcast::channel(NOTICE_CAPACITY).0;
+        let listener = tokio::spawn(listen(
+            client,
+            Arc::clone(&subscribers),
+            queue_notices.clone(),
+        ));
         Ok(Self {
             connection,
             retention_secs: retention_secs.max(1),
@@ -102,6 +150,8 @@ impl RedisStore {
             append_patient: Script::new(APPEND_PATIENT),
             append_event: Script::new(APPEND_EVENT),
             create: Script::new(CREATE),
+            put_escalation: Script::new(PUT_ESCALATION),
+            queue_notices,
             listener,
         })
     }
@@ -116,23 +166,36 @@ impl RedisStore {
 
 /// Receives every replica's notices and hands them to this replica's subscribers. After a lost
 /// connection it tells every subscriber to re-read the log, so a gap is filled, never lost.
-async fn listen(client: redis::Client, subscribers: Arc<Mutex<HashMap<String, broadcast::Sender<u64>>>>) {
+async fn listen(
+    client: redis::Client,
+    subscribers: Arc<Mutex<HashMap<String, broadcast::Sender<u64>>>>,
+    queue_notices: broadcast::Sender<()>,
+) {
     loop {
         match client.get_async_pubsub().await {
             Ok(mut pubsub) => {
-                if pubsub.psubscribe("cb:{*}:live").await.is_ok() {
-                    // Anything published while we were away is in the log: tell everyone to look.
+                if pubsub.psubscribe("cb:{*}:live").await.is_ok()
+                    && pubsub.subscribe(QUEUE_CHANNEL).await.is_ok()
+                {
+                    // Anything published while we were away is in the store: tell everyone to look.
                     notify_all(&subscribers, u64::MAX);
+                    let _ = queue_notices.send(());
                     let mut messages = pubsub.on_message();
                     while let Some(message) = messages.next().await {
                         let channel = message.get_channel_name();
+                        if channel == QUEUE_CHANNEL {
+                            let _ = queue_notices.send(());
+                            continue;
+                        }
                         let Some(session) = channel
                             .strip_prefix("cb:{")
                             .and_then(|rest| rest.strip_suffix("}:live"))
                         else {
                             continue;
                         };
-                        let Ok(seq) = message.get_payload::<u64>() else { continue };
+                        let Ok(seq) = message.get_payload::<u64>() else {
+                            continue;
+                        };
                         if let Ok(map) = subscribers.lock()
                             && let Some(sender) = map.get(session)
                         {
@@ -141,7 +204,9 @@ async fn listen(client: redis::Client, subscribers: Arc<Mutex<HashMap<String, br
                     }
                 }
             }
-            Err(error) => tracing::warn!(error = %error, "redis notice listener cannot connect; retrying"),
+            Err(error) => {
+                tracing::warn!(error = %error, "redis notice listener cannot connect; retrying")
+            }
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -181,14 +246,21 @@ impl SessionStore for RedisStore {
     ) -> BoxFuture<'a, Result<Option<SessionMeta>, StoreError>> {
         async move {
             let mut connection = self.connection.clone();
-            let fields: HashMap<String, String> =
-                connection.hgetall(key(session, "meta")).await.map_err(unavailable)?;
-            let Some(owner) = fields.get("owner") else { return Ok(None) };
+            let fields: HashMap<String, String> = connection
+                .hgetall(key(session, "meta"))
+                .await
+                .map_err(unavailable)?;
+            let Some(owner) = fields.get("owner") else {
+                return Ok(None);
+            };
             let mode = fields
                 .get("mode")
                 .and_then(|raw| serde_json::from_value(serde_json::Value::String(raw.clone())).ok())
                 .unwrap_or_default();
-            Ok(Some(SessionMeta { owner: owner.clone(), mode }))
+            Ok(Some(SessionMeta {
+                owner: owner.clone(),
+                mode,
+            }))
         }
         .boxed()
     }
@@ -200,7 +272,10 @@ impl SessionStore for RedisStore {
         text: &'a str,
     ) -> BoxFuture<'a, Result<Appended, StoreError>> {
         async move {
-            let event = SessionEvent::PatientMessage { client_id: client_id.to_owned(), text: text.to_owned() };
+            let event = SessionEvent::PatientMessage {
+                client_id: client_id.to_owned(),
+                text: text.to_owned(),
+            };
             let encoded = Self::encode(session, &event)?;
             let mut connection = self.connection.clone();
             let (seq, duplicate): (i64, i64) = self
@@ -218,7 +293,10 @@ impl SessionStore for RedisStore {
             if seq < 0 {
                 return Err(StoreError::NoSuchSession(session.clone()));
             }
-            Ok(Appended { seq: seq.unsigned_abs(), duplicate: duplicate == 1 })
+            Ok(Appended {
+                seq: seq.unsigned_abs(),
+                duplicate: duplicate == 1,
+            })
         }
         .boxed()
     }
@@ -266,8 +344,14 @@ impl SessionStore for RedisStore {
                 .enumerate()
                 .map(|(offset, json)| {
                     serde_json::from_str(&json)
-                        .map(|event| StoredEvent { seq: after + offset as u64 + 1, event })
-                        .map_err(|error| StoreError::Corrupt { session: session.clone(), detail: error.to_string() })
+                        .map(|event| StoredEvent {
+                            seq: after + offset as u64 + 1,
+                            event,
+                        })
+                        .map_err(|error| StoreError::Corrupt {
+                            session: session.clone(),
+                            detail: error.to_string(),
+                        })
                 })
                 .collect()
         }
@@ -285,7 +369,10 @@ impl SessionStore for RedisStore {
                 .ok()
                 .and_then(|value| value.as_str().map(str::to_owned))
                 .unwrap_or_else(|| "ai".into());
-            let _: () = connection.hset(key(session, "meta"), "mode", raw).await.map_err(unavailable)?;
+            let _: () = connection
+                .hset(key(session, "meta"), "mode", raw)
+                .await
+                .map_err(unavailable)?;
             Ok(())
         }
         .boxed()
@@ -311,8 +398,123 @@ impl SessionStore for RedisStore {
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         async move {
             let mut connection = self.connection.clone();
-            let _: String = redis::cmd("PING").query_async(&mut connection).await.map_err(unavailable)?;
+            let _: String = redis::cmd("PING")
+                .query_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
             Ok(())
+        }
+        .boxed()
+    }
+
+    fn get_escalation<'a>(
+        &'a self,
+        session: &'a SessionId,
+    ) -> BoxFuture<'a, Result<Option<Escalation>, StoreError>> {
+        async move {
+            let mut connection = self.connection.clone();
+            let raw: Option<String> = connection
+                .get(escalation_key(session))
+                .await
+                .map_err(unavailable)?;
+            raw.map(|json| {
+                serde_json::from_str(&json).map_err(|error| StoreError::Corrupt {
+                    session: session.clone(),
+                    detail: error.to_string(),
+                })
+            })
+            .transpose()
+        }
+        .boxed()
+    }
+
+    fn put_escalation<'a>(
+        &'a self,
+        escalation: &'a Escalation,
+        expected: Option<u64>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        async move {
+            let mut stored = escalation.clone();
+            stored.version = next_version(expected);
+            let json = serde_json::to_string(&stored).map_err(|error| StoreError::Corrupt {
+                session: escalation.session.clone(),
+                detail: error.to_string(),
+            })?;
+            let state = match escalation.state {
+                EscalationState::Waiting => "waiting",
+                EscalationState::Claimed => "claimed",
+                EscalationState::Closed => "closed",
+            };
+            let mut connection = self.connection.clone();
+            let written: i64 = self
+                .put_escalation
+                .key(escalation_key(&escalation.session))
+                .key(QUEUE_OPEN)
+                .key(QUEUE_ALL)
+                .key(QUEUE_OUTCOMES)
+                .arg(
+                    expected
+                        .map(|version| version.to_string())
+                        .unwrap_or_default(),
+                )
+                .arg(json)
+                .arg(state)
+                .arg(escalation.score())
+                .arg(escalation.session.as_str())
+                .arg(QUEUE_CHANNEL)
+                .arg(outcome_field(escalation).unwrap_or_default())
+                .invoke_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+            Ok(written == 1)
+        }
+        .boxed()
+    }
+
+    fn list_escalations(&self) -> BoxFuture<'_, Result<Vec<Escalation>, StoreError>> {
+        async move {
+            let mut connection = self.connection.clone();
+            let sessions: Vec<String> =
+                connection.smembers(QUEUE_ALL).await.map_err(unavailable)?;
+            if sessions.is_empty() {
+                return Ok(Vec::new());
+            }
+            let keys: Vec<String> = sessions
+                .iter()
+                .map(|session| format!("cb:{{queue}}:esc:{session}"))
+                .collect();
+            let records: Vec<Option<String>> = redis::cmd("MGET")
+                .arg(&keys)
+                .query_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+            Ok(records
+                .into_iter()
+                .flatten()
+                .filter_map(|json| serde_json::from_str(&json).ok())
+                .collect())
+        }
+        .boxed()
+    }
+
+    fn queue_notices(&self) -> broadcast::Receiver<()> {
+        self.queue_notices.subscribe()
+    }
+
+    fn rule_outcomes(&self) -> BoxFuture<'_, Result<Vec<(String, String, u64)>, StoreError>> {
+        async move {
+            let mut connection = self.connection.clone();
+            let counts: HashMap<String, u64> = connection
+                .hgetall(QUEUE_OUTCOMES)
+                .await
+                .map_err(unavailable)?;
+            Ok(counts
+                .into_iter()
+                .filter_map(|(field, count)| {
+                    let (rule, outcome) = field.split_once('|')?;
+                    Some((rule.to_owned(), outcome.to_owned(), count))
+                })
+                .collect())
         }
         .boxed()
     }

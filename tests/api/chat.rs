@@ -17,10 +17,16 @@ async fn a_patient_gets_an_ack_then_a_streamed_reply() {
     assert_eq!(frames[0]["type"], "ack");
     assert_eq!(frames[0]["client_id"], "m1");
     assert_eq!(frames[0]["seq"], 1);
-    let deltas = frames.iter().filter(|frame| frame["type"] == "delta").count();
+    let deltas = frames
+        .iter()
+        .filter(|frame| frame["type"] == "delta")
+        .count();
     assert!(deltas > 3, "the reply streams in pieces: {frames:?}");
     assert!(reply_text(&frames).starts_with("[Demo model]"));
-    assert_eq!(frames.last().map(|frame| frame["type"].clone()), Some(json!("done")));
+    assert_eq!(
+        frames.last().map(|frame| frame["type"].clone()),
+        Some(json!("done"))
+    );
 }
 
 #[tokio::test]
@@ -40,15 +46,29 @@ async fn bad_frames_get_error_codes_and_the_socket_stays_usable() {
     let cases = [
         ("{not json".to_owned(), "malformed"),
         (json!({"type": "shout"}).to_string(), "unknown_type"),
-        (json!({"type": "message", "client_id": "", "text": "hi"}).to_string(), "invalid_frame"),
-        (json!({"type": "message", "client_id": "m1", "text": "   "}).to_string(), "invalid_frame"),
-        (json!({"type": "message", "client_id": "m1", "text": "a".repeat(9_000)}).to_string(), "too_large"),
+        (
+            json!({"type": "message", "client_id": "", "text": "hi"}).to_string(),
+            "invalid_frame",
+        ),
+        (
+            json!({"type": "message", "client_id": "m1", "text": "   "}).to_string(),
+            "invalid_frame",
+        ),
+        (
+            json!({"type": "message", "client_id": "m1", "text": "a".repeat(9_000)}).to_string(),
+            "too_large",
+        ),
         ("x".repeat(20_000), "too_large"),
     ];
     for (raw, code) in cases {
         client.send_raw(&raw).await;
         let error = client.expect("error").await;
-        assert_eq!(error["code"], code, "for frame {}", &raw[..raw.len().min(40)]);
+        assert_eq!(
+            error["code"],
+            code,
+            "for frame {}",
+            &raw[..raw.len().min(40)]
+        );
         assert_eq!(error["retryable"], false);
     }
     client.send_binary(vec![1, 2, 3]).await;
@@ -63,7 +83,9 @@ async fn bad_frames_get_error_codes_and_the_socket_stays_usable() {
 async fn a_message_before_hello_is_refused_with_no_session() {
     let app = spawn_app(test_settings()).await;
     let mut client = app.patient("p1").await;
-    client.send(json!({"type": "message", "client_id": "m1", "text": "hello"})).await;
+    client
+        .send(json!({"type": "message", "client_id": "m1", "text": "hello"}))
+        .await;
     assert_eq!(client.expect("error").await["code"], "no_session");
 }
 
@@ -111,7 +133,9 @@ async fn resume_replays_every_event_after_last_seq_exactly_once() {
     client.close().await;
 
     let mut again = app.patient("p1").await;
-    again.send(json!({"type": "resume", "session_id": session, "last_seq": 1})).await;
+    again
+        .send(json!({"type": "resume", "session_id": session, "last_seq": 1}))
+        .await;
     let welcome = again.expect("welcome").await;
     assert_eq!(welcome["last_seq"], 4);
     let mut seqs = Vec::new();
@@ -121,7 +145,11 @@ async fn resume_replays_every_event_after_last_seq_exactly_once() {
     }
     assert_eq!(seqs, vec![2, 3, 4]);
     again.send(json!({"type": "ping"})).await;
-    assert_eq!(again.next().await["type"], "pong", "nothing is replayed twice");
+    assert_eq!(
+        again.next().await["type"],
+        "pong",
+        "nothing is replayed twice"
+    );
 }
 
 #[tokio::test]
@@ -129,11 +157,17 @@ async fn a_retried_message_is_acked_with_the_same_seq_and_stored_once() {
     let app = spawn_app(test_settings()).await;
     let (mut client, _) = app.patient_in_session("p1").await;
     let first = client.say("m1", "I have a cold").await;
-    client.send(json!({"type": "message", "client_id": "m1", "text": "I have a cold"})).await;
+    client
+        .send(json!({"type": "message", "client_id": "m1", "text": "I have a cold"}))
+        .await;
     let retry = client.expect("ack").await;
     assert_eq!(first[0]["seq"], retry["seq"]);
     client.send(json!({"type": "ping"})).await;
-    assert_eq!(client.next().await["type"], "pong", "a retry is not answered twice");
+    assert_eq!(
+        client.next().await["type"],
+        "pong",
+        "a retry is not answered twice"
+    );
 }
 
 #[tokio::test]
@@ -141,7 +175,9 @@ async fn another_patient_cannot_resume_a_session() {
     let app = spawn_app(test_settings()).await;
     let (_, session) = app.patient_in_session("p1").await;
     let mut intruder = app.patient("p2").await;
-    intruder.send(json!({"type": "resume", "session_id": session, "last_seq": 0})).await;
+    intruder
+        .send(json!({"type": "resume", "session_id": session, "last_seq": 0}))
+        .await;
     assert_eq!(intruder.expect("error").await["code"], "session_not_found");
 }
 
@@ -149,12 +185,24 @@ async fn another_patient_cannot_resume_a_session() {
 async fn an_emergency_gets_guidance_before_any_model_text() {
     let app = spawn_app(test_settings()).await;
     let (mut client, _) = app.patient_in_session("p1").await;
-    let frames = client.say("m1", "crushing pain in my chest and my left arm is numb").await;
+    let frames = client
+        .say("m1", "crushing pain in my chest and my left arm is numb")
+        .await;
     assert_eq!(frames[0]["type"], "ack");
     assert_eq!(frames[1]["type"], "alert", "{frames:?}");
     assert_eq!(frames[1]["severity"], "emergency");
-    assert!(frames[1]["guidance"].as_str().unwrap_or_default().contains("999"));
-    assert!(frames[1]["rule"].as_str().unwrap_or_default().starts_with("cardiac."));
+    assert!(
+        frames[1]["guidance"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("999")
+    );
+    assert!(
+        frames[1]["rule"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("cardiac.")
+    );
 }
 
 #[tokio::test]

@@ -50,14 +50,28 @@ pub struct TestApp {
 
 /// Builds and starts the application with `settings`.
 pub async fn spawn_app(settings: Settings) -> TestApp {
-    let keys = TokenKeys::hs256(&settings.auth.dev_secret, &settings.auth.issuer, &settings.auth.audience);
-    let application = Application::build(settings).await.expect("application builds");
+    let keys = TokenKeys::hs256(
+        &settings.auth.dev_secret,
+        &settings.auth.issuer,
+        &settings.auth.audience,
+    );
+    let application = Application::build(settings)
+        .await
+        .expect("application builds");
     let port = application.port();
     let shutdown = application.shutdown_token();
     let server = tokio::spawn(async move {
-        application.run_until(std::future::pending()).await.expect("server runs");
+        application
+            .run_until(std::future::pending())
+            .await
+            .expect("server runs");
     });
-    TestApp { port, keys, shutdown, server }
+    TestApp {
+        port,
+        keys,
+        shutdown,
+        server,
+    }
 }
 
 impl TestApp {
@@ -66,14 +80,20 @@ impl TestApp {
     }
 
     pub fn token(&self, subject: &str, role: Role) -> String {
-        self.keys.mint(subject, role, Duration::from_secs(600)).expect("token")
+        self.keys
+            .mint(subject, role, Duration::from_secs(600))
+            .expect("token")
     }
 
     /// A patient socket for `subject`.
     pub async fn patient(&self, subject: &str) -> Client {
-        Client::connect(self.port, "/v1/chat", Some(&self.token(subject, Role::Patient)))
-            .await
-            .expect("patient connects")
+        Client::connect(
+            self.port,
+            "/v1/chat",
+            Some(&self.token(subject, Role::Patient)),
+        )
+        .await
+        .expect("patient connects")
     }
 
     /// A patient socket that has said hello; returns it with its session id.
@@ -81,7 +101,10 @@ impl TestApp {
         let mut client = self.patient(subject).await;
         client.send(json!({"type": "hello"})).await;
         let welcome = client.expect("welcome").await;
-        let session = welcome["session_id"].as_str().expect("session id").to_owned();
+        let session = welcome["session_id"]
+            .as_str()
+            .expect("session id")
+            .to_owned();
         (client, session)
     }
 }
@@ -92,7 +115,11 @@ pub struct Client {
 
 impl Client {
     /// Connects with the token in the `Authorization` header (or none).
-    pub async fn connect(port: u16, path: &str, token: Option<&str>) -> Result<Self, tungstenite::Error> {
+    pub async fn connect(
+        port: u16,
+        path: &str,
+        token: Option<&str>,
+    ) -> Result<Self, tungstenite::Error> {
         let mut request = format!("ws://127.0.0.1:{port}{path}").into_client_request()?;
         if let Some(token) = token {
             request.headers_mut().insert(
@@ -113,7 +140,10 @@ impl Client {
     }
 
     pub async fn send_binary(&mut self, bytes: Vec<u8>) {
-        self.socket.send(Message::binary(bytes)).await.expect("send");
+        self.socket
+            .send(Message::binary(bytes))
+            .await
+            .expect("send");
     }
 
     /// The next JSON frame within 10 s (control frames are answered and skipped).
@@ -131,7 +161,9 @@ impl Client {
                 .expect("a frame within 10 s");
             match message {
                 Some(Ok(Message::Text(text))) => {
-                    return Incoming::Frame(serde_json::from_str(&text).expect("server frames are JSON"));
+                    return Incoming::Frame(
+                        serde_json::from_str(&text).expect("server frames are JSON"),
+                    );
                 }
                 Some(Ok(Message::Close(close))) => return Incoming::Closed(close),
                 Some(Ok(_)) => continue,
@@ -152,7 +184,8 @@ impl Client {
 
     /// Sends a patient message and reads up to the end of the reply (`done` or `replaced`).
     pub async fn say(&mut self, client_id: &str, text: &str) -> Vec<Value> {
-        self.send(json!({"type": "message", "client_id": client_id, "text": text})).await;
+        self.send(json!({"type": "message", "client_id": client_id, "text": text}))
+            .await;
         let mut frames = Vec::new();
         loop {
             let frame = self.next().await;
@@ -204,7 +237,11 @@ impl TestRedis {
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
-        let mut redis = Self { port, dir, child: None };
+        let mut redis = Self {
+            port,
+            dir,
+            child: None,
+        };
         redis.launch();
         redis
     }
@@ -215,7 +252,14 @@ impl TestRedis {
 
     fn launch(&mut self) {
         let child = Command::new(redis_server())
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
             .args(["--appendonly", "yes", "--appendfsync", "everysec"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -245,7 +289,6 @@ impl TestRedis {
         self.kill();
         self.launch();
     }
-
 }
 
 impl Drop for TestRedis {
@@ -276,12 +319,19 @@ pub fn settings_with_redis(redis: &TestRedis) -> Settings {
 #[derive(Clone, Debug)]
 pub enum Script {
     /// Stream `text` in chunks of `chunk` characters, `delay_ms` apart.
-    Reply { text: String, chunk: usize, delay_ms: u64 },
+    Reply {
+        text: String,
+        chunk: usize,
+        delay_ms: u64,
+    },
     Status(u16),
     /// Wait this long before sending anything.
     StallFirst(u64),
     /// Send `text`, then stall for this long.
-    StallAfter { text: String, stall_ms: u64 },
+    StallAfter {
+        text: String,
+        stall_ms: u64,
+    },
     /// Send `text`, then break the connection.
     DropAfter(String),
     /// Send a chunk that is not JSON.
@@ -297,10 +347,17 @@ pub struct FakeModel {
 impl FakeModel {
     /// Starts a server that answers each model name with its script.
     pub async fn start(scripts: Vec<(&str, Script)>) -> Self {
-        let scripts: Arc<Vec<(String, Script)>> =
-            Arc::new(scripts.into_iter().map(|(name, script)| (name.to_owned(), script)).collect());
+        let scripts: Arc<Vec<(String, Script)>> = Arc::new(
+            scripts
+                .into_iter()
+                .map(|(name, script)| (name.to_owned(), script))
+                .collect(),
+        );
         let requests: Arc<Mutex<Vec<Value>>> = Arc::default();
-        let (scripts_data, requests_data) = (web::Data::from(scripts), web::Data::from(Arc::clone(&requests)));
+        let (scripts_data, requests_data) = (
+            web::Data::from(scripts),
+            web::Data::from(Arc::clone(&requests)),
+        );
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("address").port();
         let server = HttpServer::new(move || {
@@ -336,7 +393,10 @@ impl FakeModel {
     }
 
     pub fn request_count(&self) -> usize {
-        self.requests.lock().map(|requests| requests.len()).unwrap_or(0)
+        self.requests
+            .lock()
+            .map(|requests| requests.len())
+            .unwrap_or(0)
     }
 }
 
@@ -366,15 +426,24 @@ async fn completions(
     let (sender, receiver) = tokio::sync::mpsc::channel::<Piece>(16);
     match script {
         Script::Status(status) => {
-            let code = actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
+            let code = actix_web::http::StatusCode::from_u16(status)
+                .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
             return HttpResponse::build(code).json(json!({"error": {"message": "scripted failure", "type": "server_error", "param": null, "code": null}}));
         }
-        Script::Reply { text, chunk, delay_ms } => {
+        Script::Reply {
+            text,
+            chunk,
+            delay_ms,
+        } => {
             tokio::spawn(async move {
                 let chars: Vec<char> = text.chars().collect();
                 for piece in chars.chunks(chunk.max(1)) {
                     let piece: String = piece.iter().collect();
-                    if sender.send(Ok(web::Bytes::from(sse_chunk(&piece)))).await.is_err() {
+                    if sender
+                        .send(Ok(web::Bytes::from(sse_chunk(&piece))))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                     if delay_ms > 0 {
@@ -402,12 +471,16 @@ async fn completions(
             tokio::spawn(async move {
                 let _ = sender.send(Ok(web::Bytes::from(sse_chunk(&text)))).await;
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                let _ = sender.send(Err(std::io::Error::other("connection dropped"))).await;
+                let _ = sender
+                    .send(Err(std::io::Error::other("connection dropped")))
+                    .await;
             });
         }
         Script::Malformed => {
             tokio::spawn(async move {
-                let _ = sender.send(Ok(web::Bytes::from("data: {this is not json\n\n"))).await;
+                let _ = sender
+                    .send(Ok(web::Bytes::from("data: {this is not json\n\n")))
+                    .await;
                 let _ = sender.send(Ok(web::Bytes::from("data: [DONE]\n\n"))).await;
             });
         }
@@ -415,7 +488,9 @@ async fn completions(
     let body = futures_util::stream::unfold(receiver, |mut receiver| async move {
         receiver.recv().await.map(|piece| (piece, receiver))
     });
-    HttpResponse::Ok().content_type("text/event-stream").streaming(body)
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .streaming(body)
 }
 
 /// The real `carebridge` binary as a separate process, configured through `CAREBRIDGE_*`
@@ -428,7 +503,7 @@ pub struct ProcessApp {
 impl ProcessApp {
     pub fn start(redis: &TestRedis) -> Self {
         let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_carebridge"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_carebridge"))
             .env("CAREBRIDGE_SERVER__PORT", port.to_string())
             .env("CAREBRIDGE_STORE__BACKEND", "redis")
             .env("CAREBRIDGE_STORE__REDIS_URL", redis.url())
@@ -441,12 +516,15 @@ impl ProcessApp {
             .stderr(Stdio::null())
             .spawn()
             .expect("the carebridge binary starts");
-        for _ in 0..200 {
+        // A debug build compiles and tests the policy set before it listens.
+        for _ in 0..1200 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return Self { port, child };
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("carebridge did not listen on {port}");
     }
 
@@ -457,8 +535,12 @@ impl ProcessApp {
 
     pub async fn patient(&self, subject: &str) -> Client {
         let keys = TokenKeys::hs256(SECRET, "carebridge", "carebridge");
-        let token = keys.mint(subject, Role::Patient, Duration::from_secs(600)).expect("token");
-        Client::connect(self.port, "/v1/chat", Some(&token)).await.expect("connects")
+        let token = keys
+            .mint(subject, Role::Patient, Duration::from_secs(600))
+            .expect("token");
+        Client::connect(self.port, "/v1/chat", Some(&token))
+            .await
+            .expect("connects")
     }
 }
 

