@@ -29,3 +29,6 @@ if [ -x scripts/check_helm.py ]; then python3 scripts/check_helm.py; fi
 
 echo "== cargo test"
 cargo test --locked -- --test-threads 4
+
+echo "== end-to-end browser test (Chromium): patient page, nurse console"
+bash scripts/e2e.sh

@@ -8,7 +8,8 @@ use futures_util::future::BoxFuture;
 use tokio::sync::broadcast;
 
 use super::{
-    Appended, EventNotices, SessionMeta, SessionStore, StoreError, next_version, outcome_field,
+    Appended, EventNotices, RuleOutcome, SessionMeta, SessionStore, StoreError, next_version,
+    outcome_field,
 };
 use crate::escalation::{Escalation, EscalationState};
 use crate::session::{Mode, SessionEvent, SessionId, StoredEvent};
@@ -238,7 +239,7 @@ impl SessionStore for MemoryStore {
         self.queue_notices.subscribe()
     }
 
-    fn rule_outcomes(&self) -> BoxFuture<'_, Result<Vec<(String, String, u64)>, StoreError>> {
+    fn rule_outcomes(&self) -> BoxFuture<'_, Result<Vec<RuleOutcome>, StoreError>> {
         let result = self
             .outcomes
             .lock()

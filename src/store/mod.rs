@@ -122,8 +122,11 @@ pub trait SessionStore: Send + Sync + 'static {
     fn queue_notices(&self) -> broadcast::Receiver<()>;
 
     /// Nurses' outcomes per rule: `(rule, outcome, count)`.
-    fn rule_outcomes(&self) -> BoxFuture<'_, Result<Vec<(String, String, u64)>, StoreError>>;
+    fn rule_outcomes(&self) -> BoxFuture<'_, Result<Vec<RuleOutcome>, StoreError>>;
 }
+
+/// How many flags of `rule` nurses closed with `outcome`: `(rule, outcome, count)`.
+pub type RuleOutcome = (String, String, u64);
 
 /// The version an escalation gets when written over `expected`.
 pub(crate) fn next_version(expected: Option<u64>) -> u64 {

@@ -18,7 +18,8 @@ use redis::{AsyncCommands, Script};
 use tokio::sync::broadcast;
 
 use super::{
-    Appended, EventNotices, SessionMeta, SessionStore, StoreError, next_version, outcome_field,
+    Appended, EventNotices, RuleOutcome, SessionMeta, SessionStore, StoreError, next_version,
+    outcome_field,
 };
 use crate::escalation::{Escalation, EscalationState};
 use crate::session::{Mode, SessionEvent, SessionId, StoredEvent};
@@ -501,7 +502,7 @@ impl SessionStore for RedisStore {
         self.queue_notices.subscribe()
     }
 
-    fn rule_outcomes(&self) -> BoxFuture<'_, Result<Vec<(String, String, u64)>, StoreError>> {
+    fn rule_outcomes(&self) -> BoxFuture<'_, Result<Vec<RuleOutcome>, StoreError>> {
         async move {
             let mut connection = self.connection.clone();
             let counts: HashMap<String, u64> = connection
