@@ -155,8 +155,10 @@ impl Client {
     }
 
     pub async fn next_message(&mut self) -> Incoming {
+        // One deadline for the next data frame: pings must not keep a stuck test alive.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            let message = tokio::time::timeout(Duration::from_secs(10), self.socket.next())
+            let message = tokio::time::timeout_at(deadline, self.socket.next())
                 .await
                 .expect("a frame within 10 s");
             match message {
