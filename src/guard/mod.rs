@@ -277,3 +277,108 @@ pub struct GuardedReply {
     pub rules: Vec<String>,
     pub text: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::OnceLock;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::policy::PolicySet;
+    use crate::prompts::{Prompts, Region};
+
+    fn shipped() -> &'static PolicySet {
+        static SET: OnceLock<PolicySet> = OnceLock::new();
+        SET.get_or_init(|| {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+            let prompts = Prompts::load(&root.join("prompts"), Region::Uk).expect("prompts");
+            PolicySet::load(&root.join("policies"), &prompts).expect("policies")
+        })
+    }
+
+    /// Phrases the shipped output rules forbid, in any conversation or a flagged one.
+    const FORBIDDEN: [&str; 5] = [
+        "the lethal dose of paracetamol",
+        "you definitely have cancer",
+        "it is probably nothing",
+        "you should double your insulin",
+        "the most painless way",
+    ];
+
+    /// Splits `text` at the given (sorted, deduplicated) character positions.
+    fn chunked(text: &str, cuts: &[usize]) -> Vec<String> {
+        let chars: Vec<char> = text.chars().collect();
+        let mut pieces = Vec::new();
+        let mut start = 0;
+        for &cut in cuts.iter().filter(|&&cut| cut > 0 && cut < chars.len()) {
+            if cut > start {
+                pieces.push(chars[start..cut].iter().collect());
+                start = cut;
+            }
+        }
+        pieces.push(chars[start..].iter().collect());
+        pieces
+    }
+
+    fn shown(pieces: &[String]) -> String {
+        let rules = shipped().output_rules();
+        let mut guard = Guard::new(rules, Severity::Emergency);
+        let mut seen = String::new();
+        for piece in pieces {
+            let step = guard.push(piece);
+            seen.push_str(&step.release);
+            if step.replaced.is_some() {
+                return seen;
+            }
+        }
+        seen.push_str(&guard.finish().release);
+        seen
+    }
+
+    #[test]
+    fn a_forbidden_phrase_split_at_every_position_never_gets_through() {
+        for phrase in FORBIDDEN {
+            let reply = format!("Thanks for explaining. {phrase}, and rest well.");
+            let length = reply.chars().count();
+            for cut in 1..length {
+                let seen = shown(&chunked(&reply, &[cut]));
+                assert!(
+                    !seen.to_lowercase().contains(phrase),
+                    "{phrase:?} leaked when cut at {cut}: {seen:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn text_before_a_hold_back_window_is_released_at_once() {
+        let rules = shipped().output_rules();
+        let mut guard = Guard::new(rules, Severity::Routine);
+        let step = guard.push(&"Drink plenty of water and rest today. ".repeat(20));
+        assert!(
+            step.release.len() > 300,
+            "only the window is held back: {:?}",
+            step.release.len()
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn no_chunking_lets_a_forbidden_phrase_through(
+            which in 0..FORBIDDEN.len(),
+            prefix in "[A-Za-z ,.]{0,60}",
+            suffix in "[A-Za-z ,.]{0,60}",
+            cuts in proptest::collection::vec(0usize..200, 0..30),
+        ) {
+            let phrase = FORBIDDEN[which];
+            let reply = format!("{prefix} {phrase} {suffix}");
+            let mut cuts = cuts;
+            cuts.sort_unstable();
+            cuts.dedup();
+            let seen = shown(&chunked(&reply, &cuts));
+            prop_assert!(!seen.to_lowercase().contains(phrase), "{:?} leaked: {:?}", phrase, seen);
+        }
+    }
+}

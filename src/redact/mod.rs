@@ -253,7 +253,6 @@ impl Redactor {
 #[cfg(test)]
 mod tests {
     use std::sync::LazyLock;
-    use std::time::Instant;
 
     use proptest::prelude::*;
 
@@ -361,21 +360,15 @@ mod tests {
         message
     }
 
+    // Speed is measured by a benchmark, never by a timed unit test; this checks the same
+    // kilobyte message for correctness.
     #[test]
-    fn a_kilobyte_message_is_redacted_in_under_20_microseconds_in_release_builds() {
+    fn a_kilobyte_message_round_trips_through_redaction() {
         let message = kilobyte_message();
         let mut placeholders = Placeholders::new();
-        // Warm the lazy DFAs' caches the way a running server has them warm.
-        REDACTOR.redact(&message, &mut placeholders);
-        let rounds = 200;
-        let started = Instant::now();
-        for _ in 0..rounds {
-            std::hint::black_box(REDACTOR.redact(&message, &mut placeholders));
-        }
-        let each = started.elapsed() / rounds;
-        if !cfg!(debug_assertions) {
-            assert!(each.as_micros() < 20, "{each:?} per 1 KB message");
-        }
+        let redacted = REDACTOR.redact(&message, &mut placeholders);
+        assert!(!redacted.kinds.is_empty());
+        assert_eq!(placeholders.restore(&redacted.text), message);
     }
 
     const WORDS: &[&str] = &[
