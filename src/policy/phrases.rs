@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
-use regex::{Regex, RegexSet};
+use regex::{Regex, RegexSet, RegexSetBuilder};
 
 use super::normalize::{NormalizedText, Normalizer, TokenKind};
 
@@ -155,12 +155,15 @@ impl PhraseSetBuilder {
             .build(&self.literals)
             .map_err(|error| PhraseError::Automaton(error.to_string()))?;
         let compile = |list: &[(String, PhraseId)]| -> Result<CompiledRegexes, PhraseError> {
-            let set =
-                RegexSet::new(list.iter().map(|(source, _)| source.as_str())).map_err(|error| {
-                    PhraseError::BadPattern {
-                        pattern: "(set)".into(),
-                        reason: error.to_string(),
-                    }
+            // A large lazy-DFA cache: with hundreds of patterns a small one thrashes and the
+            // search falls back to the much slower NFA.
+            let set = RegexSetBuilder::new(list.iter().map(|(source, _)| source.as_str()))
+                .size_limit(64 * 1024 * 1024)
+                .dfa_size_limit(64 * 1024 * 1024)
+                .build()
+                .map_err(|error| PhraseError::BadPattern {
+                    pattern: "(set)".into(),
+                    reason: error.to_string(),
                 })?;
             let each = list
                 .iter()
