@@ -45,6 +45,24 @@ enum Command {
     /// Check identifier redaction.
     #[command(subcommand)]
     Redact(RedactCommand),
+    /// Verify or export the audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of the configured trail (or of an exported file); exit 1 if broken.
+    Verify {
+        /// A JSONL export or audit file instead of the configured backend.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Write the configured trail as JSON lines (to stdout, or `--out`).
+    Export {
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -191,6 +209,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Audit(command) => audit(command, &settings),
         Command::Token(args) => {
             anyhow::ensure!(
                 !settings.auth.dev_secret.is_empty(),
@@ -208,6 +227,62 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn audit(command: AuditCommand, settings: &Settings) -> anyhow::Result<ExitCode> {
+    use carebridge::audit::{self, AuditBackend, FileAudit};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let backend: std::sync::Arc<dyn AuditBackend> = match &command {
+            AuditCommand::Verify { file: Some(path) } => {
+                anyhow::ensure!(path.exists(), "{} does not exist", path.display());
+                std::sync::Arc::new(FileAudit::open(path)?)
+            }
+            _ => {
+                if settings.audit.backend == audit::AuditBackendKind::Memory
+                    || (settings.audit.backend == audit::AuditBackendKind::Auto
+                        && settings.store.backend == carebridge::config::StoreBackend::Memory)
+                {
+                    return Err(audit::AuditStoreError::InProcessOnly.into());
+                }
+                audit::open_backend(settings).await?
+            }
+        };
+        match command {
+            AuditCommand::Verify { .. } => {
+                let report = audit::verify(backend.as_ref()).await?;
+                println!("{}", serde_json::to_string(&report)?);
+                Ok(match report.broken {
+                    None => ExitCode::SUCCESS,
+                    Some(broken) => {
+                        eprintln!("the audit trail is broken: {broken}");
+                        ExitCode::FAILURE
+                    }
+                })
+            }
+            AuditCommand::Export { out } => {
+                let count = match out {
+                    Some(path) => {
+                        let mut file = std::io::BufWriter::new(
+                            std::fs::File::create(&path)
+                                .with_context(|| format!("creating {}", path.display()))?,
+                        );
+                        let count = audit::export(backend.as_ref(), &mut file).await?;
+                        file.flush()?;
+                        count
+                    }
+                    None => {
+                        let mut stdout = std::io::stdout();
+                        audit::export(backend.as_ref(), &mut stdout).await?
+                    }
+                };
+                eprintln!("{count} audit entries exported");
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    })
 }
 
 fn serve(mut settings: Settings) -> anyhow::Result<ExitCode> {

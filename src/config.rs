@@ -22,6 +22,7 @@ pub struct Settings {
     pub policies: PolicySettings,
     pub auth: AuthSettings,
     pub escalation: crate::escalation::EscalationSettings,
+    pub audit: crate::audit::AuditSettings,
     /// Decides the emergency and crisis numbers patients are told.
     pub region: Region,
     /// Where `prompts/` lives.
@@ -148,6 +149,7 @@ impl Default for Settings {
             policies: PolicySettings::default(),
             auth: AuthSettings::default(),
             escalation: crate::escalation::EscalationSettings::default(),
+            audit: crate::audit::AuditSettings::default(),
             region: Region::Uk,
             prompts_dir: PathBuf::from("prompts"),
         }

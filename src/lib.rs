@@ -9,9 +9,11 @@
 //! * `session`: the conversation as an ordered log of events, its mode, resume.
 //! * `store`: where sessions live (`MemoryStore` embedded, `RedisStore` in production).
 //! * `api`: HTTP routes and the per-socket loops.
+//! * `audit`: the hash-chained audit trail of decisions, escalation steps and admin actions.
 //! * `startup`: builds the application from settings and runs it until stopped.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod escalation;

@@ -43,6 +43,8 @@ pub enum StartupError {
     Model(String),
     #[error("store: {0}")]
     Store(String),
+    #[error("audit trail: {0}")]
+    Audit(String),
     #[error("redaction: {0}")]
     Redaction(#[from] crate::redact::RedactionConfigError),
     #[error("server: {0}")]
@@ -107,9 +109,16 @@ impl Application {
             }
             _ => None,
         };
+        let audit = crate::audit::Auditor::start(
+            crate::audit::open_backend(&settings)
+                .await
+                .map_err(|error| StartupError::Audit(error.to_string()))?,
+            settings.audit.queue_capacity,
+        );
         let escalations = Arc::new(Escalations::new(
             Arc::clone(&store),
             settings.escalation.clone(),
+            Arc::clone(&audit),
         ));
         let keys = TokenKeys::hs256(
             &settings.auth.dev_secret,
@@ -129,6 +138,7 @@ impl Application {
                 policies,
                 prompts,
                 redactor,
+                audit,
             }),
             keys,
             metrics: metrics_handle(),
@@ -151,6 +161,11 @@ impl Application {
         // Re-alerts and abandoned claims are checked by every replica; compare-and-set in the
         // store makes each action happen once.
         tokio::spawn(escalations.run(policy_watcher.clone()));
+        tokio::spawn(audit_reloads(
+            state.services.policies.subscribe(),
+            Arc::clone(&state.services.audit),
+            policy_watcher.clone(),
+        ));
         if settings.policies.watch_interval_ms > 0 {
             let handle = Arc::clone(&state.services.policies);
             let interval = Duration::from_millis(settings.policies.watch_interval_ms);
@@ -198,6 +213,9 @@ impl Application {
         let _ =
             tokio::time::timeout(grace + Duration::from_secs(3), self.state.sockets.wait()).await;
         handle.stop(true).await;
+        if !self.state.services.audit.flush(grace).await {
+            tracing::error!("audit entries could not all be stored before shutdown");
+        }
         match server.await {
             Ok(result) => result.map_err(StartupError::Server),
             Err(join) => Err(StartupError::Server(std::io::Error::other(
@@ -225,6 +243,38 @@ impl Application {
         let result = self.run_until(termination()).await;
         hangups.abort();
         result
+    }
+}
+
+/// Records every policy reload, whoever triggered it (file change, SIGHUP, operator).
+async fn audit_reloads(
+    mut outcomes: tokio::sync::broadcast::Receiver<crate::policy::reload::ReloadOutcome>,
+    audit: Arc<crate::audit::Auditor>,
+    stop: CancellationToken,
+) {
+    use crate::audit::{Action, Actor};
+    use crate::policy::reload::ReloadOutcome;
+    loop {
+        let outcome = tokio::select! {
+            _ = stop.cancelled() => return,
+            outcome = outcomes.recv() => outcome,
+        };
+        let (action, detail) = match outcome {
+            Ok(ReloadOutcome::Loaded { version, previous }) => (
+                Action::PolicyReload,
+                serde_json::json!({"version": version, "previous": previous}),
+            ),
+            Ok(ReloadOutcome::Refused { error, serving }) => (
+                Action::PolicyReloadRejected,
+                serde_json::json!({"error": error, "serving": serving}),
+            ),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => (
+                Action::PolicyReload,
+                serde_json::json!({"missed_records": missed}),
+            ),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        audit.record(action, &Actor::system(), None, detail).await;
     }
 }
 

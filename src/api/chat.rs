@@ -362,17 +362,22 @@ impl PatientSocket {
                 .await;
             }
         };
-        let mut conversation =
-            match Conversation::open(Arc::clone(self.services()), session.clone()).await {
-                Ok(conversation) => conversation,
-                Err(error) => {
-                    return send(
-                        frames,
-                        ServerFrame::error(ErrorCode::Unavailable, error.to_string()),
-                    )
-                    .await;
-                }
-            };
+        let mut conversation = match Conversation::open(
+            Arc::clone(self.services()),
+            session.clone(),
+            crate::audit::Actor::from(&self.claims),
+        )
+        .await
+        {
+            Ok(conversation) => conversation,
+            Err(error) => {
+                return send(
+                    frames,
+                    ServerFrame::error(ErrorCode::Unavailable, error.to_string()),
+                )
+                .await;
+            }
+        };
         let last_seq = match store.events_after(&session, 0).await {
             Ok(events) => events.last().map_or(0, |event| event.seq),
             Err(error) => {

@@ -66,6 +66,31 @@ pub fn authorize(request: &HttpRequest, state: &AppState, role: Role) -> Result<
     Ok(claims)
 }
 
+/// An operator's call to an admin route: checked, then recorded in the audit trail (refusals are
+/// in the access logs and metrics, not the trail).
+///
+/// # Errors
+/// Not an operator.
+async fn admin(
+    request: &HttpRequest,
+    state: &AppState,
+    what: &str,
+    session: Option<&str>,
+) -> Result<Claims, ApiError> {
+    let claims = authorize(request, state, Role::Operator)?;
+    state
+        .services
+        .audit
+        .record(
+            crate::audit::Action::AdminAction,
+            &crate::audit::Actor::from(&claims),
+            session,
+            serde_json::json!({ "action": what }),
+        )
+        .await;
+    Ok(claims)
+}
+
 pub fn configure(config: &mut web::ServiceConfig) {
     config
         .route("/healthz", web::get().to(healthz))
@@ -80,6 +105,8 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/v1/admin/policies", web::get().to(policy_status))
         .route("/v1/admin/policies/reload", web::post().to(policy_reload))
         .route("/v1/admin/policies/dry-run", web::post().to(policy_dry_run))
+        .route("/v1/admin/audit", web::get().to(audit_export))
+        .route("/v1/admin/audit/verify", web::get().to(audit_verify))
         .route(
             "/v1/admin/sessions/{session}/model-request",
             web::get().to(model_request_preview),
@@ -120,7 +147,7 @@ async fn policy_status(
     request: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&request, &state, Role::Operator)?;
+    admin(&request, &state, "policy_status", None).await?;
     Ok(HttpResponse::Ok().json(state.services.policies.status()))
 }
 
@@ -128,7 +155,7 @@ async fn policy_reload(
     request: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let claims = authorize(&request, &state, Role::Operator)?;
+    let claims = admin(&request, &state, "policy_reload", None).await?;
     tracing::info!(operator = %claims.sub, "policy reload requested");
     match state.services.policies.reload().await {
         Ok(version) => Ok(
@@ -154,7 +181,7 @@ async fn policy_dry_run(
     state: web::Data<AppState>,
     body: web::Json<DryRun>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&request, &state, Role::Operator)?;
+    admin(&request, &state, "policy_dry_run", None).await?;
     if body.text.len() > state.services.settings.limits.max_message_bytes {
         return Err(ApiError::BadRequest(
             "text exceeds limits.max_message_bytes".into(),
@@ -207,7 +234,7 @@ async fn rule_outcomes(
     request: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&request, &state, Role::Operator)?;
+    admin(&request, &state, "rule_outcomes", None).await?;
     let counts = state
         .services
         .store
@@ -245,13 +272,51 @@ async fn model_request_preview(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let claims = authorize(&request, &state, Role::Operator)?;
     let session = crate::session::SessionId::parse(&path.into_inner())
         .map_err(|error| ApiError::BadRequest(error.to_string()))?;
+    let claims = admin(
+        &request,
+        &state,
+        "model_request_preview",
+        Some(session.as_str()),
+    )
+    .await?;
     tracing::info!(operator = %claims.sub, session = %session, "model request previewed");
     let preview = crate::session::conversation::preview_request(&state.services, &session).await;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "redacted": state.services.redactor.is_some(),
         "messages": preview.turns,
     })))
+}
+
+/// The whole audit trail as JSON lines (what `carebridge audit export` writes).
+async fn audit_export(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    admin(&request, &state, "audit_export", None).await?;
+    let audit = &state.services.audit;
+    // The export should include the entry that records it.
+    audit.flush(std::time::Duration::from_secs(5)).await;
+    let mut out = Vec::new();
+    crate::audit::export(audit.backend().as_ref(), &mut out)
+        .await
+        .map_err(|error| ApiError::NotReady(error.to_string()))?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/x-ndjson")
+        .body(out))
+}
+
+/// Checks the trail's hash chain (what `carebridge audit verify` does).
+async fn audit_verify(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    admin(&request, &state, "audit_verify", None).await?;
+    let audit = &state.services.audit;
+    audit.flush(std::time::Duration::from_secs(5)).await;
+    let report = crate::audit::verify(audit.backend().as_ref())
+        .await
+        .map_err(|error| ApiError::NotReady(error.to_string()))?;
+    Ok(HttpResponse::Ok().json(report))
 }

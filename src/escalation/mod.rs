@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::{Action, Actor, ActorRole, Auditor};
 use crate::policy::Severity;
 use crate::session::{Mode, SessionEvent, SessionId};
 use crate::store::{SessionStore, StoreError};
@@ -158,6 +159,7 @@ const CAS_ATTEMPTS: usize = 8;
 pub struct Escalations {
     store: Arc<dyn SessionStore>,
     settings: EscalationSettings,
+    audit: Arc<Auditor>,
 }
 
 /// What a flag asks of the queue.
@@ -169,8 +171,34 @@ pub struct Flag<'a> {
 }
 
 impl Escalations {
-    pub fn new(store: Arc<dyn SessionStore>, settings: EscalationSettings) -> Self {
-        Self { store, settings }
+    pub fn new(
+        store: Arc<dyn SessionStore>,
+        settings: EscalationSettings,
+        audit: Arc<Auditor>,
+    ) -> Self {
+        Self {
+            store,
+            settings,
+            audit,
+        }
+    }
+
+    /// Records a step of an escalation in the audit trail.
+    async fn audit(&self, action: Action, actor: &Actor, escalation: &Escalation) {
+        self.audit
+            .record(
+                action,
+                actor,
+                Some(escalation.session.as_str()),
+                serde_json::json!({
+                    "severity": escalation.severity.as_str(),
+                    "rule": escalation.rule,
+                    "state": escalation.state,
+                    "realerts": escalation.realerts,
+                    "outcome": escalation.outcome,
+                }),
+            )
+            .await;
     }
 
     pub fn settings(&self) -> &EscalationSettings {
@@ -209,6 +237,8 @@ impl Escalations {
                     if self.store.put_escalation(&escalation, None).await? {
                         metrics::counter!("carebridge_escalations_total", "severity" => flag.severity.as_str()).increment(1);
                         let _ = self.store.set_mode(session, Mode::WaitingForNurse).await;
+                        self.audit(Action::EscalationRaised, &Actor::system(), &escalation)
+                            .await;
                         return Ok(escalation);
                     }
                 }
@@ -223,6 +253,8 @@ impl Escalations {
                         .put_escalation(&raised, Some(current.version))
                         .await?
                     {
+                        self.audit(Action::EscalationRaised, &Actor::system(), &raised)
+                            .await;
                         return Ok(raised);
                     }
                 }
@@ -303,6 +335,12 @@ impl Escalations {
             let waited = claimed_at.saturating_sub(claimed.created_at_ms) as f64 / 1000.0;
             metrics::histogram!("carebridge_time_to_claim_seconds", "severity" => claimed.severity.as_str()).record(waited);
         }
+        self.audit(
+            Action::EscalationClaimed,
+            &Actor::new(nurse, ActorRole::Nurse),
+            &claimed,
+        )
+        .await;
         Ok(claimed)
     }
 
@@ -341,7 +379,14 @@ impl Escalations {
             mode: Mode::Nurse,
             note: Some(nurse.to_owned()),
         };
-        Ok(self.store.append_event(session, &event).await?)
+        let seq = self.store.append_event(session, &event).await?;
+        self.audit(
+            Action::NurseTookOver,
+            &Actor::new(nurse, ActorRole::Nurse),
+            &current,
+        )
+        .await;
+        Ok(seq)
     }
 
     /// A nurse's message to the patient (taking over first if needed).
@@ -383,6 +428,12 @@ impl Escalations {
             Some("released to the queue".into()),
         )
         .await?;
+        self.audit(
+            Action::EscalationReleased,
+            &Actor::new(nurse, ActorRole::Nurse),
+            &released,
+        )
+        .await;
         Ok(released)
     }
 
@@ -415,6 +466,12 @@ impl Escalations {
             Mode::Ai
         };
         self.leave_nurse_mode(session, mode, note).await?;
+        self.audit(
+            Action::EscalationClosed,
+            &Actor::new(nurse, ActorRole::Nurse),
+            &closed,
+        )
+        .await;
         Ok(closed)
     }
 
@@ -482,6 +539,8 @@ impl Escalations {
                     {
                         metrics::counter!("carebridge_escalation_realerts_total", "severity" => next.severity.as_str()).increment(1);
                         tracing::warn!(session = %next.session, severity = next.severity.as_str(), realerts = next.realerts, "escalation not claimed in time; re-alerting");
+                        self.audit(Action::EscalationRealerted, &Actor::system(), &next)
+                            .await;
                         realerted.push(next);
                     }
                 }
@@ -504,6 +563,8 @@ impl Escalations {
                             Some("your nurse was disconnected; finding another nurse".into()),
                         )
                         .await?;
+                        self.audit(Action::EscalationReleased, &Actor::system(), &next)
+                            .await;
                     }
                 }
                 EscalationState::Closed => {}
@@ -562,7 +623,11 @@ mod tests {
 
     async fn queue_with(sessions: &[(Severity, u64)]) -> (Escalations, Vec<SessionId>) {
         let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
-        let escalations = Escalations::new(Arc::clone(&store), EscalationSettings::default());
+        let escalations = Escalations::new(
+            Arc::clone(&store),
+            EscalationSettings::default(),
+            crate::audit::Auditor::start(Arc::new(crate::audit::MemoryAudit::default()), 64),
+        );
         let mut ids = Vec::new();
         for (severity, pause) in sessions {
             let session = SessionId::random();

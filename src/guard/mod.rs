@@ -98,6 +98,11 @@ impl<'a> Guard<'a> {
         step
     }
 
+    /// The session's flag the rules were judged against.
+    pub fn flag(&self) -> Severity {
+        self.flag
+    }
+
     pub fn action(&self) -> GuardAction {
         self.action
     }

@@ -35,6 +35,14 @@ pub struct PolicyHandle {
     fingerprint: Mutex<String>,
     // Reloads are serialised so two triggers at once cannot race each other's swap.
     reloading: tokio::sync::Mutex<()>,
+    outcomes: tokio::sync::broadcast::Sender<ReloadOutcome>,
+}
+
+/// What a reload did, for whoever keeps the record (the audit trail).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    Loaded { version: String, previous: String },
+    Refused { error: String, serving: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,12 +86,18 @@ impl PolicyHandle {
             region,
             fingerprint: Mutex::new(fingerprint(policies_dir, prompts_dir)),
             reloading: tokio::sync::Mutex::new(()),
+            outcomes: tokio::sync::broadcast::channel(64).0,
         })
     }
 
     /// The set to use for one message. Cheap; hold it for the whole message.
     pub fn current(&self) -> Arc<PolicySet> {
         self.current.load_full()
+    }
+
+    /// Every reload's outcome from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ReloadOutcome> {
+        self.outcomes.subscribe()
     }
 
     pub fn status(&self) -> ReloadStatus {
@@ -127,7 +141,7 @@ impl PolicyHandle {
         match loaded {
             Ok(set) => {
                 let version = set.version().to_owned();
-                status.version = version.clone();
+                let previous = std::mem::replace(&mut status.version, version.clone());
                 status.loaded_at_unix = unix(set.loaded_at());
                 status.rules = set.rules().len();
                 status.reloads += 1;
@@ -136,12 +150,16 @@ impl PolicyHandle {
                 metrics::counter!("carebridge_policy_reloads_total", "outcome" => "ok")
                     .increment(1);
                 tracing::info!(policy_version = %version, "policy set reloaded");
+                let _ = self.outcomes.send(ReloadOutcome::Loaded {
+                    version: version.clone(),
+                    previous,
+                });
                 Ok(version)
             }
             Err(error) => {
                 let serving = status.version.clone();
                 let error = match error {
-                    ReloadError::Policy(inner, _) => ReloadError::Policy(inner, serving),
+                    ReloadError::Policy(inner, _) => ReloadError::Policy(inner, serving.clone()),
                     other => other,
                 };
                 status.failed_reloads += 1;
@@ -150,6 +168,10 @@ impl PolicyHandle {
                 metrics::counter!("carebridge_policy_reloads_total", "outcome" => "failed")
                     .increment(1);
                 tracing::error!(error = %error, "policy reload refused");
+                let _ = self.outcomes.send(ReloadOutcome::Refused {
+                    error: error.to_string(),
+                    serving,
+                });
                 Err(error)
             }
         }

@@ -33,6 +33,7 @@ pub struct Services {
     /// Replaces identifiers before text leaves for an external provider; `None` for a trusted
     /// provider or the built-in demo model.
     pub redactor: Option<Arc<crate::redact::Redactor>>,
+    pub audit: Arc<crate::audit::Auditor>,
 }
 
 /// Frames for one socket. Bounded: a slow phone slows its own conversation, not our memory.
@@ -48,6 +49,8 @@ pub struct Conversation {
     recent: VecDeque<String>,
     /// Sequence numbers this socket has delivered, so live notices do not repeat them.
     pub delivered: u64,
+    /// The patient, as the audit trail names them.
+    patient: crate::audit::Actor,
 }
 
 /// A reply to produce after a message was accepted.
@@ -62,7 +65,11 @@ impl Conversation {
     ///
     /// # Errors
     /// The store is unavailable.
-    pub async fn open(services: Arc<Services>, session: SessionId) -> Result<Self, StoreError> {
+    pub async fn open(
+        services: Arc<Services>,
+        session: SessionId,
+        patient: crate::audit::Actor,
+    ) -> Result<Self, StoreError> {
         let events = services.store.events_after(&session, 0).await?;
         let window = services.settings.policies.window_messages;
         let mut recent = VecDeque::with_capacity(window + 1);
@@ -85,6 +92,7 @@ impl Conversation {
             flag,
             recent,
             delivered: 0,
+            patient,
         })
     }
 
@@ -143,6 +151,7 @@ impl Conversation {
         }
         metrics::counter!("carebridge_decisions_total", "level" => decision.level.as_str())
             .increment(1);
+        let audited = decision_record(&decision, policies.version(), appended.seq);
 
         let mut flag_note = None;
         if let Some(lead) = decision.lead() {
@@ -209,6 +218,17 @@ impl Conversation {
             }
         }
 
+        // Recorded after the patient has the guidance: the trail must not delay it.
+        self.services
+            .audit
+            .record(
+                crate::audit::Action::PolicyDecision,
+                &self.patient,
+                Some(self.session.as_str()),
+                audited,
+            )
+            .await;
+
         // While a nurse holds the conversation the model is silent; the nurse reads the message.
         match store.session_meta(&self.session).await {
             Ok(Some(meta)) if matches!(meta.mode, Mode::Nurse | Mode::Closed) => Ok(None),
@@ -246,6 +266,40 @@ impl Conversation {
             }
         }
     }
+}
+
+/// A decision as the audit trail keeps it: rules, severities, context and spans' positions, never
+/// the message text.
+fn decision_record(
+    decision: &crate::policy::Decision,
+    policy_version: &str,
+    seq: u64,
+) -> serde_json::Value {
+    let fired: Vec<serde_json::Value> = decision
+        .fired
+        .iter()
+        .map(|fired| {
+            serde_json::json!({
+                "rule": fired.rule,
+                "severity": fired.severity.as_str(),
+                "escalate": fired.escalate,
+                "span": [fired.span.0, fired.span.1],
+                "context": fired.context,
+            })
+        })
+        .collect();
+    let set_aside: Vec<serde_json::Value> = decision
+        .set_aside
+        .iter()
+        .map(|aside| serde_json::json!({"rule": aside.rule, "reason": aside.reason}))
+        .collect();
+    serde_json::json!({
+        "message_seq": seq,
+        "level": decision.level.as_str(),
+        "policy_version": policy_version,
+        "fired": fired,
+        "set_aside": set_aside,
+    })
 }
 
 /// The socket's frame channel closed: the client is gone.
@@ -311,8 +365,20 @@ pub async fn run_turn(
     frames: FrameSender,
     cancel: CancellationToken,
 ) -> Option<u64> {
-    let (request, placeholders) =
+    let (request, placeholders, redacted) =
         build_request(&services, &session, turn.flag_note.as_deref()).await;
+    if !redacted.is_empty() {
+        // Which kinds and how many, never the values.
+        services
+            .audit
+            .record(
+                crate::audit::Action::Redaction,
+                &crate::audit::Actor::system(),
+                Some(session.as_str()),
+                serde_json::json!({ "kinds": redacted }),
+            )
+            .await;
+    }
     let mut outbox = Outbox {
         frames,
         detached: false,
@@ -386,26 +452,11 @@ pub async fn run_turn(
                 return Some(seq);
             }
             Pumped::Replaced(replacement) => {
-                let text = join_shown(&shown, &replacement.text);
-                let event = SessionEvent::AssistantMessage {
-                    message_id: message_id.clone(),
-                    text,
-                    replaced_by: Some(replacement.rule.clone()),
-                };
-                let seq = services
-                    .store
-                    .append_event(&session, &event)
-                    .await
-                    .unwrap_or(0);
-                frames
-                    .send(ServerFrame::Replaced {
-                        message_id,
-                        seq,
-                        text: replacement.text,
-                        rule: replacement.rule,
-                    })
-                    .await;
-                return Some(seq);
+                audit_guard(&services, &session, &guard, &message_id).await;
+                return Some(
+                    replace_reply(&services, &session, message_id, &shown, replacement, frames)
+                        .await,
+                );
             }
             Pumped::Failed(error) => {
                 // Retry only while the patient has seen nothing of this reply.
@@ -420,26 +471,12 @@ pub async fn run_turn(
     match outcome {
         Ok(()) => {
             let step = guard.finish();
+            audit_guard(&services, &session, &guard, &message_id).await;
             if let Some(replacement) = step.replaced {
-                let event = SessionEvent::AssistantMessage {
-                    message_id: message_id.clone(),
-                    text: join_shown(&shown, &replacement.text),
-                    replaced_by: Some(replacement.rule.clone()),
-                };
-                let seq = services
-                    .store
-                    .append_event(&session, &event)
-                    .await
-                    .unwrap_or(0);
-                frames
-                    .send(ServerFrame::Replaced {
-                        message_id,
-                        seq,
-                        text: replacement.text,
-                        rule: replacement.rule,
-                    })
-                    .await;
-                return Some(seq);
+                return Some(
+                    replace_reply(&services, &session, message_id, &shown, replacement, frames)
+                        .await,
+                );
             }
             frames.delta(&message_id, &step.release, &mut shown).await;
             frames.flush(&message_id, &mut shown).await;
@@ -495,6 +532,67 @@ fn join_shown(shown: &str, tail: &str) -> String {
     } else {
         format!("{shown} {tail}")
     }
+}
+
+/// Stores a reply the guard stopped (what the patient saw, then the safe text) and tells the
+/// patient. Returns the stored sequence number (0 when the store failed: the patient still gets
+/// the safe text).
+async fn replace_reply(
+    services: &Services,
+    session: &SessionId,
+    message_id: String,
+    shown: &str,
+    replacement: crate::guard::Replacement,
+    frames: &mut Outbox,
+) -> u64 {
+    let event = SessionEvent::AssistantMessage {
+        message_id: message_id.clone(),
+        text: join_shown(shown, &replacement.text),
+        replaced_by: Some(replacement.rule.clone()),
+    };
+    let seq = match services.store.append_event(session, &event).await {
+        Ok(seq) => seq,
+        Err(error) => {
+            tracing::error!(session = %session, error = %error, "replaced reply not stored");
+            0
+        }
+    };
+    frames
+        .send(ServerFrame::Replaced {
+            message_id,
+            seq,
+            text: replacement.text,
+            rule: replacement.rule,
+        })
+        .await;
+    seq
+}
+
+/// Records what the output guard did to a reply, when it did anything.
+async fn audit_guard(
+    services: &Services,
+    session: &SessionId,
+    guard: &Guard<'_>,
+    message_id: &str,
+) {
+    if guard.action() == crate::guard::GuardAction::Pass {
+        return;
+    }
+    services
+        .audit
+        .record(
+            crate::audit::Action::OutputGuard,
+            &crate::audit::Actor::system(),
+            Some(session.as_str()),
+            serde_json::json!({
+                "message_id": message_id,
+                "action": guard.action(),
+                "rules": guard.rules_acted(),
+                "flag": guard.flag().as_str(),
+                "policy_version": services.policies.current().version(),
+            }),
+        )
+        .await;
 }
 
 enum Pumped {
@@ -564,12 +662,15 @@ pub async fn preview_request(services: &Services, session: &SessionId) -> ChatRe
     build_request(services, session, None).await.0
 }
 
+/// How many identifiers of each kind a request had replaced.
+type RedactedKinds = BTreeMap<&'static str, usize>;
+
 /// The system prompt and the recent conversation, within the configured budget.
 async fn build_request(
     services: &Services,
     session: &SessionId,
     flag_note: Option<&str>,
-) -> (ChatRequest, Placeholders) {
+) -> (ChatRequest, Placeholders, RedactedKinds) {
     let llm = &services.settings.llm;
     let mut values = BTreeMap::new();
     if let Some(note) = flag_note {
@@ -614,11 +715,13 @@ async fn build_request(
     // Placeholders are numbered from the oldest line on, so the same identifier gets the same
     // placeholder in every request of the conversation.
     let mut placeholders = Placeholders::new();
+    let mut kinds = RedactedKinds::new();
     if let Some(redactor) = &services.redactor {
-        let mut kinds = std::collections::BTreeSet::new();
         for turn in turns.iter_mut().filter(|turn| turn.role != Role::System) {
             let redacted = redactor.redact(&turn.content, &mut placeholders);
-            kinds.extend(redacted.kinds.iter().map(|kind| kind.as_str()));
+            for kind in &redacted.kinds {
+                *kinds.entry(kind.as_str()).or_default() += 1;
+            }
             turn.content = redacted.text;
         }
         if !kinds.is_empty() {
@@ -627,7 +730,7 @@ async fn build_request(
             metrics::counter!("carebridge_redactions_total").increment(kinds.len() as u64);
         }
     }
-    (ChatRequest { turns }, placeholders)
+    (ChatRequest { turns }, placeholders, kinds)
 }
 
 /// Puts the patient's identifiers back into released reply text, holding back the end of a chunk

@@ -504,18 +504,28 @@ pub struct ProcessApp {
 
 impl ProcessApp {
     pub fn start(redis: &TestRedis) -> Self {
+        Self::start_with(Some(redis), "warn", Stdio::null())
+    }
+
+    /// A replica (on Redis, or on the memory store without one) whose logs at `level` go to
+    /// `stderr`.
+    pub fn start_with(redis: Option<&TestRedis>, level: &str, stderr: Stdio) -> Self {
         let port = free_port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_carebridge"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_carebridge"));
+        if let Some(redis) = redis {
+            command
+                .env("CAREBRIDGE_STORE__BACKEND", "redis")
+                .env("CAREBRIDGE_STORE__REDIS_URL", redis.url());
+        }
+        let mut child = command
             .env("CAREBRIDGE_SERVER__PORT", port.to_string())
-            .env("CAREBRIDGE_STORE__BACKEND", "redis")
-            .env("CAREBRIDGE_STORE__REDIS_URL", redis.url())
             .env("CAREBRIDGE_AUTH__DEV_SECRET", SECRET)
             .env("CAREBRIDGE_POLICIES__DIR", repo().join("policies"))
             .env("CAREBRIDGE_PROMPTS_DIR", repo().join("prompts"))
             .env("CAREBRIDGE_LLM__DEMO_WORD_DELAY_MS", "1")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", level)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("the carebridge binary starts");
         // A debug build compiles and tests the policy set before it listens.
@@ -535,11 +545,14 @@ impl ProcessApp {
         let _ = self.child.wait();
     }
 
+    pub fn token(&self, subject: &str, role: Role) -> String {
+        TokenKeys::hs256(SECRET, "carebridge", "carebridge")
+            .mint(subject, role, Duration::from_secs(600))
+            .expect("token")
+    }
+
     pub async fn patient(&self, subject: &str) -> Client {
-        let keys = TokenKeys::hs256(SECRET, "carebridge", "carebridge");
-        let token = keys
-            .mint(subject, Role::Patient, Duration::from_secs(600))
-            .expect("token");
+        let token = self.token(subject, Role::Patient);
         Client::connect(self.port, "/v1/chat", Some(&token))
             .await
             .expect("connects")

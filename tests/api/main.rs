@@ -1,6 +1,7 @@
 //! Integration tests: the real server on port 0, real WebSocket clients, real `redis-server`
 //! processes and a fake OpenAI-compatible provider that streams real SSE.
 
+mod audit;
 mod chat;
 mod helpers;
 mod nurse;
