@@ -1,0 +1,527 @@
+//! `mixed`: patients send routine and red-flag messages through Carebridge while nurses watch the
+//! queue; before that, the same number of streams are read straight from the fake provider, so
+//! the report can say what Carebridge adds to the time to first token.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::{Value, json};
+use tokio::sync::Barrier;
+use tokio_util::sync::CancellationToken;
+
+use crate::provider::{self, DirectTiming, FakeProvider, ProviderArgs};
+use crate::server::{Model, Placement, ServerArgs, ServerUnderTest};
+use crate::stats::{Samples, Table, signed_millis};
+use crate::texts::{self, Checked};
+use crate::traffic::{NurseRecord, PatientSession, Record, Traffic, TrafficArgs, run_nurse};
+
+#[derive(Args, Debug, Clone)]
+pub struct MixedArgs {
+    /// Concurrent patient sockets.
+    #[arg(long, default_value_t = 100)]
+    pub patients: usize,
+    /// Messages each patient sends (one at a time: the next after the previous reply ended).
+    #[arg(long, default_value_t = 10)]
+    pub messages: usize,
+    /// Untimed routine messages per patient (and direct streams per reader) before timing starts,
+    /// so connection pools and caches are warm.
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// Hard limit: no new message after this many seconds of timed load.
+    #[arg(long, default_value_t = 120)]
+    pub time_limit_secs: u64,
+    /// Errors tolerated before the exit status says failure.
+    #[arg(long, default_value_t = 0)]
+    pub max_errors: u64,
+    /// Skip the direct (provider-only) comparison.
+    #[arg(long)]
+    pub no_direct: bool,
+    #[command(flatten)]
+    pub traffic: TrafficArgs,
+    #[command(flatten)]
+    pub provider: ProviderArgs,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Streams read straight from the provider with the same concurrency and pacing as the patients.
+async fn direct_phase(
+    args: &MixedArgs,
+    fake: &FakeProvider,
+) -> anyhow::Result<(Vec<DirectTiming>, u64, Duration)> {
+    let client = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .build()
+        .context("building the direct HTTP client")?;
+    let url = format!("{}/chat/completions", fake.base_url());
+    let barrier = Arc::new(Barrier::new(args.patients + 1));
+    let mut readers = Vec::new();
+    for reader in 0..args.patients {
+        let (client, url, barrier) = (client.clone(), url.clone(), Arc::clone(&barrier));
+        let (warmup, streams, think, seed, ratio) = (
+            args.warmup,
+            args.messages,
+            Duration::from_millis(args.traffic.think_ms),
+            args.traffic.seed,
+            args.traffic.red_ratio,
+        );
+        readers.push(tokio::spawn(async move {
+            let mut errors = 0u64;
+            for _ in 0..warmup {
+                let body = provider::direct_request_body(texts::ROUTINE[0]);
+                if provider::read_direct(&client, &url, body).await.is_err() {
+                    errors += 1;
+                }
+            }
+            barrier.wait().await;
+            let mut timings = Vec::new();
+            for index in 0..streams {
+                let planned = texts::planned(seed, reader, index, ratio);
+                let body = provider::direct_request_body(planned.text);
+                match provider::read_direct(&client, &url, body).await {
+                    Ok(timing) if timing.completed => timings.push(timing),
+                    _ => errors += 1,
+                }
+                if !think.is_zero() {
+                    tokio::time::sleep(think).await;
+                }
+            }
+            (timings, errors)
+        }));
+    }
+    barrier.wait().await;
+    let started = Instant::now();
+    let mut timings = Vec::new();
+    let mut errors = 0;
+    for reader in readers {
+        let (mut reader_timings, reader_errors) =
+            reader.await.context("a direct reader panicked")?;
+        timings.append(&mut reader_timings);
+        errors += reader_errors;
+    }
+    Ok((timings, errors, started.elapsed()))
+}
+
+struct CarebridgeOutcome {
+    record: Record,
+    nurses: Vec<NurseRecord>,
+    timed_from: Instant,
+    planned_messages: u64,
+    stopped_by_time_limit: bool,
+    hard_limit_hit: bool,
+}
+
+async fn carebridge_phase(
+    args: &MixedArgs,
+    traffic: Arc<Traffic>,
+) -> anyhow::Result<CarebridgeOutcome> {
+    let stop_nurses = CancellationToken::new();
+    let mut nurses = Vec::new();
+    for index in 0..args.traffic.nurses {
+        let (ready, connected) = tokio::sync::oneshot::channel();
+        nurses.push(tokio::spawn(run_nurse(
+            Arc::clone(&traffic),
+            index,
+            stop_nurses.clone(),
+            ready,
+        )));
+        connected
+            .await
+            .context("a nurse task ended before connecting")?
+            .context("a nurse socket did not connect")?;
+    }
+
+    let barrier = Arc::new(Barrier::new(args.patients + 1));
+    let time_limit = Duration::from_secs(args.time_limit_secs);
+    let mut patients = Vec::new();
+    for patient in 0..args.patients {
+        let (traffic, barrier) = (Arc::clone(&traffic), Arc::clone(&barrier));
+        let (warmup, messages) = (args.warmup, args.messages);
+        patients.push(tokio::spawn(async move {
+            let mut record = Record::default();
+            let mut warm = Record::default();
+            let subject = format!("load-{}-patient-{patient}", traffic.run_id);
+            let mut session = match PatientSession::open(&traffic, &subject).await {
+                Ok(session) => Some(session),
+                Err(error) => {
+                    record.error(format!("patient socket did not open: {error:#}"));
+                    None
+                }
+            };
+            if let Some(session) = session.as_mut() {
+                for index in 0..warmup {
+                    let message = texts::Planned {
+                        text: texts::ROUTINE[index % texts::ROUTINE.len()],
+                        red: false,
+                    };
+                    session
+                        .exchange(&traffic, &format!("w{index}"), message, &mut warm)
+                        .await;
+                }
+            }
+            record.merge_counts(warm);
+            // Every task reaches the barrier, connected or not, or the run would never start.
+            barrier.wait().await;
+            let started = Instant::now();
+            let mut stopped_early = false;
+            if let Some(mut session) = session {
+                for index in 0..messages {
+                    if session.gone {
+                        break;
+                    }
+                    if started.elapsed() >= time_limit {
+                        stopped_early = true;
+                        break;
+                    }
+                    let planned =
+                        texts::planned(traffic.args.seed, patient, index, traffic.args.red_ratio);
+                    session
+                        .exchange(&traffic, &format!("m{index}"), planned, &mut record)
+                        .await;
+                    if traffic.args.think_ms > 0 {
+                        tokio::time::sleep(Duration::from_millis(traffic.args.think_ms)).await;
+                    }
+                }
+                session.verify(&traffic, &mut record).await;
+                session.close().await;
+            }
+            (record, stopped_early)
+        }));
+    }
+    barrier.wait().await;
+    let timed_from = Instant::now();
+    // Past the soft limit every patient stops sending; in-flight messages get their own timeout,
+    // and this is the bound on all of it.
+    let hard_limit = time_limit
+        + Duration::from_secs(args.traffic.message_timeout_secs.saturating_mul(2))
+        + Duration::from_secs(10);
+    let mut record = Record::default();
+    let mut stopped_by_time_limit = false;
+    let mut hard_limit_hit = false;
+    let deadline = tokio::time::Instant::now() + hard_limit;
+    for patient in patients {
+        let abort = patient.abort_handle();
+        match tokio::time::timeout_at(deadline, patient).await {
+            Ok(Ok((patient_record, stopped))) => {
+                record.merge(patient_record);
+                stopped_by_time_limit |= stopped;
+            }
+            Ok(Err(_)) => record.error("a patient task panicked"),
+            Err(_) => {
+                abort.abort();
+                hard_limit_hit = true;
+            }
+        }
+    }
+    if hard_limit_hit {
+        record.error("hard time limit hit: some patient tasks were aborted");
+    }
+    // In watch mode nothing waits for the nurse: give the last queue frames a moment.
+    let settle = Instant::now();
+    while traffic.book.pending() > 0 && settle.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop_nurses.cancel();
+    let mut nurse_records = Vec::new();
+    for nurse in nurses {
+        if let Ok(nurse_record) = nurse.await {
+            nurse_records.push(nurse_record);
+        }
+    }
+    Ok(CarebridgeOutcome {
+        record,
+        nurses: nurse_records,
+        timed_from,
+        planned_messages: (args.patients * args.messages) as u64,
+        stopped_by_time_limit,
+        hard_limit_hit,
+    })
+}
+
+fn median(values: &[usize]) -> Option<usize> {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    sorted.get(sorted.len() / 2).copied()
+}
+
+fn difference(carebridge: Option<u64>, direct: Option<u64>) -> Option<i64> {
+    Some(i64::try_from(carebridge?).ok()? - i64::try_from(direct?).ok()?)
+}
+
+fn ratio(carebridge: Option<u64>, direct: Option<u64>) -> Option<f64> {
+    let direct = direct?;
+    (direct > 0).then(|| carebridge.unwrap_or(0) as f64 / direct as f64)
+}
+
+/// Runs `mixed` and prints its report; returns whether the run passed.
+///
+/// # Errors
+/// The setup failed (provider, server, texts, nurses).
+pub async fn run(args: MixedArgs, json_output: bool) -> anyhow::Result<bool> {
+    anyhow::ensure!(args.patients > 0, "--patients must be at least 1");
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.traffic.red_ratio),
+        "--red-ratio must be between 0 and 1"
+    );
+    let fake = FakeProvider::start(&args.provider)?;
+    let Checked {
+        guard_window_words,
+        first_release_chunk,
+        policy_version,
+    } = texts::check(&fake.reply, args.provider.chunk_chars)?;
+    let events_per_session = (args.messages + args.warmup) as u64 * 4 + 16;
+    let server = Arc::new(
+        ServerUnderTest::start(
+            &args.server,
+            Placement::InProcess,
+            Model::Fake(&fake.base_url()),
+            events_per_session,
+        )
+        .await?,
+    );
+    if !json_output {
+        eprintln!(
+            "mixed: {} patients x {} messages against {}; fake provider on port {}",
+            args.patients, args.messages, server.description, fake.port
+        );
+    }
+
+    let direct = if args.no_direct {
+        None
+    } else {
+        if !json_output {
+            eprintln!(
+                "direct phase: {} readers x {} streams",
+                args.patients, args.messages
+            );
+        }
+        Some(direct_phase(&args, &fake).await?)
+    };
+    if !json_output {
+        eprintln!("Carebridge phase");
+    }
+    let traffic = Arc::new(Traffic::new(Arc::clone(&server), args.traffic.clone()));
+    let outcome = carebridge_phase(&args, Arc::clone(&traffic)).await?;
+    let provider_requests = fake.requests();
+    let book = Arc::clone(&traffic.book);
+    let description = traffic.server.description.clone();
+    // The last handles on the server: dropping them lets it stop now rather than at exit.
+    drop(traffic);
+    if let Ok(server) = Arc::try_unwrap(server) {
+        server.stop().await;
+    }
+    fake.stop().await;
+
+    let record = &outcome.record;
+    let elapsed = record.last_reply_end.map_or(Duration::ZERO, |end| {
+        end.saturating_duration_since(outcome.timed_from)
+    });
+    let seconds = elapsed.as_secs_f64().max(1e-9);
+    let escalation = book.latencies();
+    let escalations_lost = book.pending() as u64;
+
+    let mut direct_first = Samples::default();
+    let mut direct_gaps = Samples::default();
+    let mut direct_same_text = Samples::default();
+    let first_chars = median(&record.first_delta_chars);
+    let (direct_count, direct_errors, direct_elapsed) = match &direct {
+        Some((timings, errors, elapsed)) => {
+            for timing in timings {
+                if let Some(first) = timing.first_token {
+                    direct_first.push(first);
+                }
+                for gap in &timing.gaps {
+                    direct_gaps.push(*gap);
+                }
+                if let Some(chunk) = first_release_chunk
+                    && let Some(at) = timing.time_to_chunk(chunk)
+                {
+                    direct_same_text.push(at);
+                }
+            }
+            (timings.len(), *errors, *elapsed)
+        }
+        None => (0, 0, Duration::ZERO),
+    };
+
+    let mut table = Table::new();
+    table.row("ack latency", &record.ack);
+    table.row("alert latency", &record.alert);
+    table.row("escalation latency (nurse socket)", &escalation);
+    table.row("time to first token, Carebridge", &record.first_token);
+    table.row("time to first token, provider direct", &direct_first);
+    table.row(
+        "provider direct, time to the guard's first release",
+        &direct_same_text,
+    );
+    table.row("gap between chunks, Carebridge", &record.gaps);
+    table.row("gap between chunks, provider direct", &direct_gaps);
+
+    let cb = record.first_token.summary();
+    let first = direct_first.summary();
+    let same = direct_same_text.summary();
+    let nurse_errors: u64 = outcome
+        .nurses
+        .iter()
+        .flat_map(|nurse| nurse.errors.values())
+        .sum();
+    let errors = record.error_count() + nurse_errors + direct_errors;
+    let dropped = record.dropped() + escalations_lost;
+    let passed = dropped == 0 && errors <= args.max_errors && !outcome.hard_limit_hit;
+
+    let report = json!({
+        "mode": "mixed",
+        "machine": crate::server::machine(),
+        "server": description,
+        "policy_version": policy_version,
+        "settings": {
+            "patients": args.patients, "messages": args.messages, "warmup": args.warmup,
+            "red_ratio": args.traffic.red_ratio, "nurses": args.traffic.nurses,
+            "nurse_mode": format!("{:?}", args.traffic.nurse_mode), "think_ms": args.traffic.think_ms,
+            "first_token_ms": args.provider.first_token_ms, "chunk_delay_ms": args.provider.chunk_delay_ms,
+            "chunk_chars": args.provider.chunk_chars, "reply_chars": args.provider.reply_chars,
+            "trusted_provider": args.server.trusted_provider,
+        },
+        "latency": table.to_json(),
+        "time_to_first_token": {
+            "carebridge_minus_direct_p50_us": difference(cb.p50, first.p50),
+            "carebridge_minus_direct_p99_us": difference(cb.p99, first.p99),
+            "carebridge_over_direct_p50": ratio(cb.p50, first.p50),
+            "carebridge_over_direct_p99": ratio(cb.p99, first.p99),
+            "first_delta_chars_median": first_chars,
+            "guard_window_words": guard_window_words,
+            "guard_first_release_chunk": first_release_chunk,
+            "carebridge_minus_direct_at_first_release_p50_us": difference(cb.p50, same.p50),
+            "carebridge_minus_direct_at_first_release_p99_us": difference(cb.p99, same.p99),
+        },
+        "throughput": {
+            "timed_seconds": elapsed.as_secs_f64(),
+            "messages_per_second": record.acked as f64 / seconds,
+            "replies_per_second": record.replies_completed as f64 / seconds,
+            "deltas_per_second": record.deltas as f64 / seconds,
+            "direct_streams": direct_count,
+            "direct_seconds": direct_elapsed.as_secs_f64(),
+            "provider_requests": provider_requests,
+        },
+        "counts": {
+            "planned": outcome.planned_messages, "sent": record.sent, "red_flags_sent": record.red_sent,
+            "acked": record.acked, "replies_completed": record.replies_completed,
+            "guard_replaced": record.guard_replaced, "unexpected_alerts": record.unexpected_alerts,
+            "sessions_verified": record.sessions_verified,
+            "escalations_seen": book.seen(), "unexpected_escalations": book.unexpected(),
+            "nurse_queue_frames": outcome.nurses.iter().map(|nurse| nurse.queue_frames).sum::<u64>(),
+            "largest_queue": outcome.nurses.iter().map(|nurse| nurse.largest_queue).max(),
+            "nurse_actions_done": outcome.nurses.iter().map(|nurse| nurse.actions_done).sum::<u64>(),
+            "stopped_by_time_limit": outcome.stopped_by_time_limit,
+        },
+        "errors": {
+            "total": errors,
+            "patients": record.errors,
+            "nurses": outcome.nurses.iter().map(|nurse| json!(nurse.errors)).collect::<Vec<Value>>(),
+            "direct": direct_errors,
+        },
+        "dropped": {
+            "total": dropped,
+            "acked_not_stored": record.acked_not_stored,
+            "replies_never_completed": record.replies_incomplete,
+            "replies_not_stored": record.replies_not_stored,
+            "escalations_never_seen_by_a_nurse": escalations_lost,
+        },
+        "passed": passed,
+    });
+
+    if json_output {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(passed);
+    }
+    println!("\nCarebridge mixed load — {}", description);
+    println!(
+        "{} patients x {} messages ({}% red flags), {} nurse(s) ({:?}); provider: first token {} ms, {} chars every {} ms, {} chars per reply",
+        args.patients,
+        args.messages,
+        (args.traffic.red_ratio * 100.0).round(),
+        args.traffic.nurses,
+        args.traffic.nurse_mode,
+        args.provider.first_token_ms,
+        args.provider.chunk_chars,
+        args.provider.chunk_delay_ms,
+        args.provider.reply_chars,
+    );
+    println!();
+    print!("{}", table.render());
+    println!();
+    println!(
+        "time to first token, Carebridge minus direct: p50 {} (x{:.2}), p99 {} (x{:.2})",
+        signed_millis(difference(cb.p50, first.p50)),
+        ratio(cb.p50, first.p50).unwrap_or(f64::NAN),
+        signed_millis(difference(cb.p99, first.p99)),
+        ratio(cb.p99, first.p99).unwrap_or(f64::NAN),
+    );
+    println!(
+        "  the guard holds back {guard_window_words} word(s) plus the word being written: it first releases text after provider chunk {} (1 is the first); that delta carried {} chars (median)",
+        first_release_chunk.map_or("-".into(), |chunk| (chunk + 1).to_string()),
+        first_chars.map_or("-".into(), |chars| chars.to_string())
+    );
+    println!(
+        "  Carebridge minus the provider's time to that chunk (Carebridge's own overhead): p50 {}, p99 {}",
+        signed_millis(difference(cb.p50, same.p50)),
+        signed_millis(difference(cb.p99, same.p99)),
+    );
+    println!(
+        "throughput: {:.1} messages/s, {:.1} replies/s, {:.0} delta frames/s over {:.1} s",
+        record.acked as f64 / seconds,
+        record.replies_completed as f64 / seconds,
+        record.deltas as f64 / seconds,
+        elapsed.as_secs_f64(),
+    );
+    println!(
+        "messages: {} planned, {} sent ({} red flags), {} acked, {} replies completed, {} replaced by the guard, {} sessions verified by resume",
+        outcome.planned_messages,
+        record.sent,
+        record.red_sent,
+        record.acked,
+        record.replies_completed,
+        record.guard_replaced,
+        record.sessions_verified,
+    );
+    println!(
+        "escalations: {} seen by a nurse, {} unexpected, largest queue {}",
+        book.seen(),
+        book.unexpected(),
+        outcome
+            .nurses
+            .iter()
+            .map(|nurse| nurse.largest_queue)
+            .max()
+            .unwrap_or(0)
+    );
+    println!("errors: {errors} (allowed {})", args.max_errors);
+    for (kind, count) in &record.errors {
+        println!("  {count:>6}  {kind}");
+    }
+    for nurse in &outcome.nurses {
+        for (kind, count) in &nurse.errors {
+            println!("  {count:>6}  {kind}");
+        }
+    }
+    if direct_errors > 0 {
+        println!("  {direct_errors:>6}  direct stream failed");
+    }
+    println!(
+        "dropped: {dropped} (acked but not stored {}, replies never completed {}, replies not stored {}, escalations never seen {})",
+        record.acked_not_stored,
+        record.replies_incomplete,
+        record.replies_not_stored,
+        escalations_lost
+    );
+    if outcome.stopped_by_time_limit {
+        println!(
+            "note: the time limit stopped some patients early ({} of {} planned messages sent)",
+            record.sent, outcome.planned_messages
+        );
+    }
+    println!("{}", if passed { "PASS" } else { "FAIL" });
+    Ok(passed)
+}

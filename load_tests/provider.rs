@@ -1,0 +1,296 @@
+//! A fake OpenAI-compatible provider that streams real SSE `chat.completion.chunk` events at a
+//! configurable pace, and a direct reader of that stream (no Carebridge in between) that times it
+//! the way a patient's client times Carebridge.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+use anyhow::Context;
+use clap::Args;
+use serde_json::{Value, json};
+
+/// How the fake provider streams its reply.
+#[derive(Args, Debug, Clone)]
+pub struct ProviderArgs {
+    /// Delay before the first chunk of each reply (the provider's own time to first token).
+    #[arg(long, default_value_t = 20)]
+    pub first_token_ms: u64,
+    /// Delay between chunks: 20 ms is 50 chunks per second.
+    #[arg(long, default_value_t = 20)]
+    pub chunk_delay_ms: u64,
+    /// Characters per chunk (about one token at 4).
+    #[arg(long, default_value_t = 4)]
+    pub chunk_chars: usize,
+    /// Length of every reply, in characters.
+    #[arg(long, default_value_t = 400)]
+    pub reply_chars: usize,
+    /// Port for the fake provider (0 picks a free one); fix it to point an external server at it.
+    #[arg(long, default_value_t = 0)]
+    pub provider_port: u16,
+    /// HTTP worker threads of the fake provider.
+    #[arg(long, default_value_t = 1)]
+    pub provider_workers: usize,
+    /// Leave Nagle's algorithm on for the fake provider's sockets (actix-web's default), to see
+    /// what it costs: a small write waits for the peer's delayed ACK (40 ms on Linux).
+    #[arg(long)]
+    pub provider_nagle: bool,
+}
+
+/// A reply that passes every output rule under any session flag (checked at start-up), so the
+/// guard never stops it and every reply is streamed in full.
+const REPLY_PARAGRAPH: &str = "Thank you for telling me. Resting, drinking plenty of fluids and \
+    simple steps at home often help with symptoms like these. Keep an eye on how you feel over \
+    the next few days, and write down anything that changes so you can describe it clearly. If \
+    anything gets worse or you are worried, please contact a healthcare professional. ";
+
+/// The reply text for `length` characters.
+pub fn reply_text(length: usize) -> String {
+    REPLY_PARAGRAPH
+        .chars()
+        .cycle()
+        .take(length.max(1))
+        .collect()
+}
+
+struct Script {
+    first_token: Duration,
+    chunk_delay: Duration,
+    /// Every SSE event of the reply, encoded once: the fake's own cost stays the same for
+    /// Carebridge and for the direct reader.
+    events: Vec<web::Bytes>,
+    requests: AtomicU64,
+}
+
+/// The running fake provider.
+pub struct FakeProvider {
+    pub port: u16,
+    pub reply: String,
+    script: Arc<Script>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+fn sse_event(text: &str) -> web::Bytes {
+    let chunk = json!({
+        "id": "chatcmpl-load", "object": "chat.completion.chunk", "created": 0, "model": "fake-load",
+        "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]
+    });
+    web::Bytes::from(format!("data: {chunk}\n\n"))
+}
+
+impl FakeProvider {
+    /// Binds 127.0.0.1 and starts serving `POST /v1/chat/completions`.
+    ///
+    /// # Errors
+    /// The port cannot be bound.
+    pub fn start(args: &ProviderArgs) -> anyhow::Result<Self> {
+        let reply = reply_text(args.reply_chars);
+        let chars: Vec<char> = reply.chars().collect();
+        let mut events: Vec<web::Bytes> = chars
+            .chunks(args.chunk_chars.max(1))
+            .map(|piece| sse_event(&piece.iter().collect::<String>()))
+            .collect();
+        let last = json!({
+            "id": "chatcmpl-load", "object": "chat.completion.chunk", "created": 0, "model": "fake-load",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]
+        });
+        events.push(web::Bytes::from(format!("data: {last}\n\n")));
+        events.push(web::Bytes::from_static(b"data: [DONE]\n\n"));
+        let script = Arc::new(Script {
+            first_token: Duration::from_millis(args.first_token_ms),
+            chunk_delay: Duration::from_millis(args.chunk_delay_ms),
+            events,
+            requests: AtomicU64::new(0),
+        });
+        let listener = TcpListener::bind(("127.0.0.1", args.provider_port)).with_context(|| {
+            format!(
+                "cannot bind the fake provider on port {}",
+                args.provider_port
+            )
+        })?;
+        let port = listener.local_addr()?.port();
+        let data = web::Data::from(Arc::clone(&script));
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .route("/v1/chat/completions", web::post().to(completions))
+        })
+        .workers(args.provider_workers.max(1))
+        .tcp_nodelay(!args.provider_nagle)
+        .disable_signals()
+        .listen(listener)?
+        .run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Ok(Self {
+            port,
+            reply,
+            script,
+            handle,
+        })
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}/v1", self.port)
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.script.requests.load(Ordering::Relaxed)
+    }
+
+    pub async fn stop(&self) {
+        self.handle.stop(false).await;
+    }
+}
+
+async fn completions(_body: web::Bytes, script: web::Data<Script>) -> HttpResponse {
+    script.requests.fetch_add(1, Ordering::Relaxed);
+    type Piece = Result<web::Bytes, std::io::Error>;
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Piece>(8);
+    let script = script.into_inner();
+    tokio::spawn(async move {
+        if !script.first_token.is_zero() {
+            tokio::time::sleep(script.first_token).await;
+        }
+        let count = script.events.len();
+        for (index, event) in script.events.iter().enumerate() {
+            if sender.send(Ok(event.clone())).await.is_err() {
+                return;
+            }
+            // The closing events follow the last text at once, as real providers send them.
+            if index + 3 < count && !script.chunk_delay.is_zero() {
+                tokio::time::sleep(script.chunk_delay).await;
+            }
+        }
+    });
+    let body = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|piece| (piece, receiver))
+    });
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("cache-control", "no-cache"))
+        .streaming(body)
+}
+
+/// Timings of one stream read straight from the provider.
+#[derive(Debug, Default)]
+pub struct DirectTiming {
+    pub first_token: Option<Duration>,
+    pub gaps: Vec<Duration>,
+    /// (characters received so far, elapsed) after each content chunk.
+    pub arrivals: Vec<(usize, Duration)>,
+    pub completed: bool,
+}
+
+impl DirectTiming {
+    /// When the provider's chunk `index` (0 is the first) arrived.
+    pub fn time_to_chunk(&self, index: usize) -> Option<Duration> {
+        self.arrivals.get(index).map(|(_, elapsed)| *elapsed)
+    }
+}
+
+/// A request body of the size and shape Carebridge sends (system prompt plus a user line).
+pub fn direct_request_body(user_text: &str) -> String {
+    let system = "You are a careful health information assistant. ".repeat(24);
+    json!({
+        "model": "fake-load",
+        "stream": true,
+        "messages": [
+            {"role": "system", "content": system},
+            {"role": "user", "content": user_text},
+        ],
+    })
+    .to_string()
+}
+
+/// Reads one streamed reply straight from the provider, parsing each event as Carebridge does.
+///
+/// # Errors
+/// The request failed or the stream broke.
+pub async fn read_direct(
+    client: &reqwest::Client,
+    url: &str,
+    body: String,
+) -> anyhow::Result<DirectTiming> {
+    let started = Instant::now();
+    let mut response = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .context("direct request to the fake provider")?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "the fake provider answered HTTP {}",
+        response.status()
+    );
+    let mut timing = DirectTiming::default();
+    let mut buffer: Vec<u8> = Vec::new();
+    let mut received = 0usize;
+    let mut last_chunk: Option<Instant> = None;
+    while let Some(bytes) = response.chunk().await.context("direct stream broke")? {
+        buffer.extend_from_slice(&bytes);
+        // Take each complete event (`data: …\n\n`) out of the buffer.
+        while let Some(end) = buffer.windows(2).position(|pair| pair == b"\n\n") {
+            let event: Vec<u8> = buffer.drain(..end + 2).collect();
+            let line = String::from_utf8_lossy(&event);
+            let Some(data) = line.trim().strip_prefix("data:") else {
+                continue;
+            };
+            let data = data.trim();
+            if data == "[DONE]" {
+                timing.completed = true;
+                continue;
+            }
+            let value: Value = serde_json::from_str(data).context("direct stream sent bad JSON")?;
+            let text = value["choices"][0]["delta"]["content"]
+                .as_str()
+                .unwrap_or_default();
+            if text.is_empty() {
+                continue;
+            }
+            let now = Instant::now();
+            received += text.len();
+            let elapsed = now - started;
+            match last_chunk {
+                None => timing.first_token = Some(elapsed),
+                Some(previous) => timing.gaps.push(now - previous),
+            }
+            last_chunk = Some(now);
+            timing.arrivals.push((received, elapsed));
+        }
+    }
+    Ok(timing)
+}
+
+/// `provider`: only the fake provider, for pointing an external Carebridge at it.
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Stop after this many seconds (or on Ctrl-C).
+    #[arg(long, default_value_t = 600)]
+    pub serve_secs: u64,
+    #[command(flatten)]
+    pub provider: ProviderArgs,
+}
+
+/// Serves the fake provider until the time is up or Ctrl-C.
+///
+/// # Errors
+/// The port cannot be bound.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<bool> {
+    let fake = FakeProvider::start(&args.provider)?;
+    println!(
+        "fake provider: CAREBRIDGE_LLM__PROVIDER=openai CAREBRIDGE_LLM__BASE_URL={} CAREBRIDGE_LLM__MODEL=fake-load",
+        fake.base_url()
+    );
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_secs(args.serve_secs)) => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    println!("served {} requests", fake.requests());
+    fake.stop().await;
+    Ok(true)
+}
