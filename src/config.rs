@@ -23,6 +23,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub escalation: crate::escalation::EscalationSettings,
     pub audit: crate::audit::AuditSettings,
+    pub rate_limits: crate::limits::RateSettings,
     /// Decides the emergency and crisis numbers patients are told.
     pub region: Region,
     /// Where `prompts/` lives.
@@ -40,6 +41,11 @@ pub struct ServerSettings {
     pub client_timeout_ms: u64,
     /// On shutdown, how long in-flight replies may take to finish.
     pub shutdown_grace_ms: u64,
+    /// Browser origins allowed to open sockets (`https://app.example.org`; `*` for any). Empty:
+    /// only pages served by Carebridge itself (the Origin's host equals the Host header).
+    /// Clients that send no Origin (apps, servers) are not browsers and are let through to the
+    /// token check.
+    pub allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -150,6 +156,7 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             escalation: crate::escalation::EscalationSettings::default(),
             audit: crate::audit::AuditSettings::default(),
+            rate_limits: crate::limits::RateSettings::default(),
             region: Region::Uk,
             prompts_dir: PathBuf::from("prompts"),
         }
@@ -164,6 +171,7 @@ impl Default for ServerSettings {
             heartbeat_interval_ms: 5_000,
             client_timeout_ms: 15_000,
             shutdown_grace_ms: 10_000,
+            allowed_origins: Vec::new(),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! * `policy`: policy files, normalisation, context-aware matching, decisions, tests, hot reload.
 //! * `guard`: output rules applied to a streamed model reply with a small hold-back window.
 //! * `llm`: the `ChatModel` trait, the OpenAI-compatible client and the built-in demo model.
+//! * `limits`: message and connection rates, sockets per user, concurrent model streams.
 //! * `escalation`: the nurse queue (raise, claim, take over, reply, hand back, re-alert).
 //! * `session`: the conversation as an ordered log of events, its mode, resume.
 //! * `store`: where sessions live (`MemoryStore` embedded, `RedisStore` in production).
@@ -18,6 +19,7 @@ pub mod auth;
 pub mod config;
 pub mod escalation;
 pub mod guard;
+pub mod limits;
 pub mod llm;
 pub mod policy;
 pub mod prompts;

@@ -139,11 +139,15 @@ impl Application {
                 prompts,
                 redactor,
                 audit,
+                model_streams: Arc::new(tokio::sync::Semaphore::new(
+                    settings.rate_limits.max_model_streams.max(1),
+                )),
             }),
             keys,
             metrics: metrics_handle(),
             shutdown: CancellationToken::new(),
             sockets: TaskTracker::new(),
+            limits: Arc::new(crate::limits::Limits::new(&settings.rate_limits)),
         });
         let app_state = state.clone();
         let server = HttpServer::new(move || {
@@ -161,6 +165,7 @@ impl Application {
         // Re-alerts and abandoned claims are checked by every replica; compare-and-set in the
         // store makes each action happen once.
         tokio::spawn(escalations.run(policy_watcher.clone()));
+        tokio::spawn(Arc::clone(&state.limits).run_pruning(policy_watcher.clone()));
         tokio::spawn(audit_reloads(
             state.services.policies.subscribe(),
             Arc::clone(&state.services.audit),

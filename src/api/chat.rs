@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{AppState, authorize};
+use super::{AppState, admit_socket};
 use crate::auth::{Claims, Role};
 use crate::protocol::{
     ClientFrame, ErrorCode, FrameError, PROTOCOL_VERSION, PatientText, ServerFrame, close_code,
@@ -38,7 +38,7 @@ pub async fn chat(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let claims = authorize(&request, &state, Role::Patient)?;
+    let admitted = admit_socket(&request, &state, Role::Patient)?;
     let (response, session, stream) =
         actix_ws::handle_with_protocols(&request, body, &[SUBPROTOCOL])?;
     let inbound = stream
@@ -50,7 +50,8 @@ pub async fn chat(
     // The inbound stream is tied to the worker's thread, so the socket task is local to it.
     let tracker = state.sockets.clone();
     tracker.spawn_local(async move {
-        PatientSocket::new(state, claims)
+        let _place = admitted.permit;
+        PatientSocket::new(state, admitted.claims, admitted.address)
             .run(session, inbound)
             .await;
         metrics::gauge!("carebridge_open_sockets", "role" => "patient").decrement(1.0);
@@ -74,7 +75,7 @@ impl Ending {
         let (code, description) = match self {
             Self::ClientClosed | Self::Gone => (CloseCode::Normal, "bye"),
             Self::TimedOut => (CloseCode::Other(close_code::TIMED_OUT), "heartbeat timeout"),
-            Self::Abusive => (CloseCode::Policy, "too many invalid frames"),
+            Self::Abusive => (CloseCode::Policy, "too many invalid or rate-limited frames"),
             Self::GoingAway => (CloseCode::Away, "server restarting; reconnect and resume"),
             Self::TokenExpired => (
                 CloseCode::Other(close_code::TOKEN_EXPIRED),
@@ -97,16 +98,18 @@ struct PatientSocket {
     /// Cancels the reply in progress (nurse takeover, shutdown grace over).
     turn_cancel: CancellationToken,
     turn_worker: Option<tokio::task::JoinHandle<()>>,
-    /// Invalid frames within the current window.
+    /// Invalid frames and rate-limit hits within the current window.
     errors: u32,
     error_window_started: Instant,
+    address: std::net::IpAddr,
 }
 
 impl PatientSocket {
-    fn new(state: Arc<AppState>, claims: Claims) -> Self {
+    fn new(state: Arc<AppState>, claims: Claims, address: std::net::IpAddr) -> Self {
         Self {
             state,
             claims,
+            address,
             conversation: None,
             notices: None,
             turns: None,
@@ -234,7 +237,7 @@ impl PatientSocket {
                     Ok(text) => text,
                     Err(error) => return self.refuse(error, frames).await,
                 };
-                let Some(conversation) = self.conversation.as_mut() else {
+                if self.conversation.is_none() {
                     return send(
                         frames,
                         ServerFrame::error(
@@ -243,6 +246,17 @@ impl PatientSocket {
                         ),
                     )
                     .await;
+                }
+                if let Err(refusal) = self
+                    .state
+                    .limits
+                    .admit_message(&self.claims.sub, self.address)
+                    && !self.emergency_override(&text)
+                {
+                    return self.rate_limited(&refusal, frames).await;
+                }
+                let Some(conversation) = self.conversation.as_mut() else {
+                    return Ok(());
                 };
                 let pending = conversation
                     .on_message(client_id, text, frames)
@@ -269,16 +283,60 @@ impl PatientSocket {
 
     /// Counts an invalid frame; too many in the window end the connection.
     async fn refuse(&mut self, error: FrameError, frames: &FrameSender) -> Result<(), Ending> {
-        let limits = self.services().settings.limits.clone();
+        metrics::counter!("carebridge_invalid_frames_total", "code" => format!("{:?}", error.code())).increment(1);
+        send(frames, ServerFrame::error(error.code(), error.to_string())).await?;
+        self.strike()
+    }
+
+    /// A message over the rate: not stored, not acknowledged (the client retries after
+    /// `retry_after_ms`), and a strike toward closing a socket that keeps flooding.
+    async fn rate_limited(
+        &mut self,
+        refusal: &crate::limits::Refusal,
+        frames: &FrameSender,
+    ) -> Result<(), Ending> {
+        metrics::counter!("carebridge_rate_limited_total", "what" => "message").increment(1);
+        send(
+            frames,
+            ServerFrame::Error {
+                code: ErrorCode::RateLimited,
+                message: format!("{refusal}; your message was not saved, send it again then"),
+                retryable: true,
+                retry_after_ms: refusal.retry_after_ms(),
+            },
+        )
+        .await?;
+        self.strike()
+    }
+
+    /// An emergency is taken even over the rate (within its own small budget): a patient in
+    /// distress typing fast must not be told to wait.
+    fn emergency_override(&self, text: &PatientText) -> bool {
+        let emergency = self
+            .services()
+            .policies
+            .current()
+            .evaluate(text.as_str())
+            .level
+            == crate::policy::Severity::Emergency;
+        let allowed = emergency && self.state.limits.admit_emergency_override(&self.claims.sub);
+        if allowed {
+            metrics::counter!("carebridge_rate_limit_emergency_overrides_total").increment(1);
+        }
+        allowed
+    }
+
+    /// Invalid frames and rate-limit hits count together; too many in the window end the
+    /// connection with a policy-violation close.
+    fn strike(&mut self) -> Result<(), Ending> {
+        let settings = Arc::clone(&self.services().settings);
+        let limits = &settings.limits;
         if self.error_window_started.elapsed() > Duration::from_millis(limits.error_window_ms) {
             self.errors = 0;
             self.error_window_started = Instant::now();
         }
         self.errors += 1;
-        let max_errors = limits.max_errors;
-        metrics::counter!("carebridge_invalid_frames_total", "code" => format!("{:?}", error.code())).increment(1);
-        send(frames, ServerFrame::error(error.code(), error.to_string())).await?;
-        if self.errors > max_errors {
+        if self.errors > limits.max_errors {
             Err(Ending::Abusive)
         } else {
             Ok(())

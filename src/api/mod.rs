@@ -25,6 +25,7 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Every socket task, so shutdown can wait for them.
     pub sockets: TaskTracker,
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 /// Errors a route answers with, each with its status.
@@ -36,6 +37,10 @@ pub enum ApiError {
     NotReady(String),
     #[error("{0}")]
     BadRequest(String),
+    #[error(transparent)]
+    Limited(#[from] crate::limits::Refusal),
+    #[error("pages from {0} may not open this socket (server.allowed_origins)")]
+    Origin(String),
 }
 
 impl ResponseError for ApiError {
@@ -46,12 +51,24 @@ impl ResponseError for ApiError {
             Self::Auth(_) => StatusCode::UNAUTHORIZED,
             Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Origin(_) => StatusCode::FORBIDDEN,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code())
-            .json(serde_json::json!({ "error": self.to_string() }))
+        let mut response = HttpResponse::build(self.status_code());
+        if let Self::Limited(refusal) = self
+            && let Some(wait_ms) = refusal.retry_after_ms()
+        {
+            response.insert_header(("Retry-After", wait_ms.div_ceil(1000).to_string()));
+            metrics::counter!("carebridge_rate_limited_total", "what" => "connection").increment(1);
+            return response.json(serde_json::json!({
+                "error": self.to_string(),
+                "retry_after_ms": wait_ms,
+            }));
+        }
+        response.json(serde_json::json!({ "error": self.to_string() }))
     }
 }
 
@@ -89,6 +106,64 @@ async fn admin(
         )
         .await;
     Ok(claims)
+}
+
+/// A socket that may open: its caller, their address, and its place under the limits.
+pub struct Admitted {
+    pub claims: Claims,
+    pub address: std::net::IpAddr,
+    pub permit: crate::limits::SocketPermit,
+}
+
+/// Checks a WebSocket upgrade: the page's origin, the token and role, then the connection
+/// limits (after the token, so an anonymous flood cannot use up a patient's places).
+///
+/// # Errors
+/// A foreign origin, a bad token or role, or a limit hit.
+pub fn admit_socket(
+    request: &HttpRequest,
+    state: &AppState,
+    role: Role,
+) -> Result<Admitted, ApiError> {
+    let settings = &state.services.settings;
+    if let Some(origin) = request.headers().get(actix_web::http::header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or_default();
+        let host = request
+            .headers()
+            .get(actix_web::http::header::HOST)
+            .and_then(|host| host.to_str().ok());
+        if !origin_allowed(origin, host, &settings.server.allowed_origins) {
+            metrics::counter!("carebridge_origin_refusals_total").increment(1);
+            return Err(ApiError::Origin(origin.to_owned()));
+        }
+    }
+    let claims = authorize(request, state, role)?;
+    let address =
+        crate::limits::client_address(request, state.limits.settings().trust_forwarded_for);
+    let permit = state.limits.admit_socket(&claims.sub, address)?;
+    Ok(Admitted {
+        claims,
+        address,
+        permit,
+    })
+}
+
+/// Whether a browser page at `origin` may open a socket: listed, `*`, or (with an empty list)
+/// served by this host.
+fn origin_allowed(origin: &str, host: Option<&str>, allowed: &[String]) -> bool {
+    if allowed.is_empty() {
+        let origin_host = origin
+            .split_once("://")
+            .map_or(origin, |(_, rest)| rest)
+            .trim_end_matches('/');
+        return host.is_some_and(|host| host.eq_ignore_ascii_case(origin_host));
+    }
+    allowed.iter().any(|entry| {
+        entry == "*"
+            || entry
+                .trim_end_matches('/')
+                .eq_ignore_ascii_case(origin.trim_end_matches('/'))
+    })
 }
 
 pub fn configure(config: &mut web::ServiceConfig) {
@@ -319,4 +394,51 @@ async fn audit_verify(
         .await
         .map_err(|error| ApiError::NotReady(error.to_string()))?;
     Ok(HttpResponse::Ok().json(report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin_allowed;
+
+    #[test]
+    fn without_a_list_only_the_servers_own_pages_may_connect() {
+        assert!(origin_allowed(
+            "http://127.0.0.1:8080",
+            Some("127.0.0.1:8080"),
+            &[]
+        ));
+        assert!(!origin_allowed(
+            "https://evil.example",
+            Some("127.0.0.1:8080"),
+            &[]
+        ));
+        assert!(!origin_allowed(
+            "http://127.0.0.1:9999",
+            Some("127.0.0.1:8080"),
+            &[]
+        ));
+        assert!(!origin_allowed("null", Some("127.0.0.1:8080"), &[]));
+    }
+
+    #[test]
+    fn a_list_names_the_origins_allowed() {
+        let allowed = vec!["https://app.example.org".to_owned()];
+        assert!(origin_allowed(
+            "https://app.example.org",
+            Some("api.example.org"),
+            &allowed
+        ));
+        assert!(origin_allowed("https://APP.example.org/", None, &allowed));
+        assert!(!origin_allowed(
+            "https://app.example.org.evil.example",
+            None,
+            &allowed
+        ));
+        assert!(!origin_allowed("http://app.example.org", None, &allowed));
+        assert!(origin_allowed(
+            "https://anything.example",
+            None,
+            &["*".to_owned()]
+        ));
+    }
 }

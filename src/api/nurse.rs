@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use super::chat::SUBPROTOCOL;
-use super::{AppState, authorize};
+use super::{AppState, admit_socket};
 use crate::auth::{Claims, Role};
 use crate::escalation::{EscalationError, now_ms};
 use crate::protocol::close_code;
@@ -27,7 +27,7 @@ pub async fn nurse(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let claims = authorize(&request, &state, Role::Nurse)?;
+    let admitted = admit_socket(&request, &state, Role::Nurse)?;
     let (response, session, stream) =
         actix_ws::handle_with_protocols(&request, body, &[SUBPROTOCOL])?;
     let inbound = stream
@@ -38,7 +38,10 @@ pub async fn nurse(
     let tracker = state.sockets.clone();
     metrics::gauge!("carebridge_open_sockets", "role" => "nurse").increment(1.0);
     tracker.spawn_local(async move {
-        NurseSocket::new(state, claims).run(session, inbound).await;
+        let _place = admitted.permit;
+        NurseSocket::new(state, admitted.claims)
+            .run(session, inbound)
+            .await;
         metrics::gauge!("carebridge_open_sockets", "role" => "nurse").decrement(1.0);
     });
     Ok(response)

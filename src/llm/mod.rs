@@ -63,6 +63,10 @@ pub enum LlmError {
     Stream(String),
     #[error("the model provider is failing; calls are paused for {remaining_ms} ms")]
     CircuitOpen { remaining_ms: u64 },
+    #[error(
+        "too many replies are streaming on this server; none finished within {waited_ms} ms (rate_limits.max_model_streams)"
+    )]
+    Busy { waited_ms: u64 },
 }
 
 impl LlmError {
@@ -76,7 +80,8 @@ impl LlmError {
             | Self::ChunkGapTimeout { .. }
             | Self::ReplyTimeout { .. }
             | Self::BadChunk(_)
-            | Self::CircuitOpen { .. } => false,
+            | Self::CircuitOpen { .. }
+            | Self::Busy { .. } => false,
         }
     }
 
@@ -91,6 +96,7 @@ impl LlmError {
             Self::BadChunk(_) => "bad_chunk",
             Self::Stream(_) => "stream",
             Self::CircuitOpen { .. } => "circuit_open",
+            Self::Busy { .. } => "busy",
         }
     }
 }

@@ -34,6 +34,8 @@ pub struct Services {
     /// provider or the built-in demo model.
     pub redactor: Option<Arc<crate::redact::Redactor>>,
     pub audit: Arc<crate::audit::Auditor>,
+    /// Model replies streaming at once on this replica.
+    pub model_streams: Arc<tokio::sync::Semaphore>,
 }
 
 /// Frames for one socket. Bounded: a slow phone slows its own conversation, not our memory.
@@ -397,8 +399,22 @@ pub async fn run_turn(
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + Duration::from_millis(llm.reply_timeout_ms);
 
+    // A place among the replica's streaming replies; waiting for one counts against the
+    // first-token limit, and the patient gets the fallback text when none frees up.
+    let stream_permit = tokio::select! {
+        _ = cancel.cancelled() => return None,
+        permit = tokio::time::timeout(
+            Duration::from_millis(llm.first_token_timeout_ms),
+            Arc::clone(&services.model_streams).acquire_owned(),
+        ) => permit.ok().and_then(Result::ok),
+    };
     let mut attempt = 0;
     let outcome: Result<(), LlmError> = 'attempts: loop {
+        if stream_permit.is_none() {
+            break 'attempts Err(LlmError::Busy {
+                waited_ms: llm.first_token_timeout_ms,
+            });
+        }
         attempt += 1;
         let stream = tokio::select! {
             _ = cancel.cancelled() => return None,

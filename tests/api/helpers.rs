@@ -10,6 +10,7 @@ use std::time::Duration;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use carebridge::auth::{Role, TokenKeys};
 use carebridge::config::{Provider, Settings, StoreBackend};
+use carebridge::limits::RateSettings;
 use carebridge::startup::Application;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -38,6 +39,16 @@ pub fn test_settings() -> Settings {
     settings.prompts_dir = repo().join("prompts");
     settings.llm.demo_word_delay_ms = 1;
     settings.auth.dev_secret = SECRET.into();
+    // Tests open many sockets and send fast from one address; the limits have their own tests.
+    settings.rate_limits = RateSettings {
+        user_messages_per_minute: 6_000,
+        user_message_burst: 1_000,
+        address_messages_per_minute: 0,
+        address_connections_per_minute: 0,
+        user_connections_per_minute: 0,
+        max_sockets_per_user: 50,
+        ..RateSettings::default()
+    };
     settings
 }
 
@@ -120,7 +131,22 @@ impl Client {
         path: &str,
         token: Option<&str>,
     ) -> Result<Self, tungstenite::Error> {
+        Self::connect_with(port, path, token, &[]).await
+    }
+
+    /// Connects with extra request headers (an `Origin`, say).
+    pub async fn connect_with(
+        port: u16,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&'static str, &str)],
+    ) -> Result<Self, tungstenite::Error> {
         let mut request = format!("ws://127.0.0.1:{port}{path}").into_client_request()?;
+        for (name, value) in headers {
+            request
+                .headers_mut()
+                .insert(*name, HeaderValue::from_str(value).expect("header"));
+        }
         if let Some(token) = token {
             request.headers_mut().insert(
                 "Authorization",
@@ -524,6 +550,15 @@ impl ProcessApp {
             .env("CAREBRIDGE_PROMPTS_DIR", repo().join("prompts"))
             .env("CAREBRIDGE_LLM__DEMO_WORD_DELAY_MS", "1")
             .env("RUST_LOG", level)
+            .env("CAREBRIDGE_RATE_LIMITS__USER_MESSAGE_BURST", "1000")
+            .env("CAREBRIDGE_RATE_LIMITS__USER_MESSAGES_PER_MINUTE", "6000")
+            .env("CAREBRIDGE_RATE_LIMITS__ADDRESS_MESSAGES_PER_MINUTE", "0")
+            .env(
+                "CAREBRIDGE_RATE_LIMITS__ADDRESS_CONNECTIONS_PER_MINUTE",
+                "0",
+            )
+            .env("CAREBRIDGE_RATE_LIMITS__USER_CONNECTIONS_PER_MINUTE", "0")
+            .env("CAREBRIDGE_RATE_LIMITS__MAX_SOCKETS_PER_USER", "50")
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()

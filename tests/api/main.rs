@@ -4,6 +4,7 @@
 mod audit;
 mod chat;
 mod helpers;
+mod limits;
 mod nurse;
 mod policies;
 mod provider;
