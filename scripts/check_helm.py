@@ -275,18 +275,28 @@ def check_manifests(rendered: dict[str, str]) -> dict[str, list[dict]]:
 
 def config_fields() -> dict[str, set[str]] | None:
     """Section -> field names of src/config.rs, with "" for the top level."""
+    # Sections may be defined beside the module they configure (`crate::auth::AuthSettings`),
+    # so every source file is read for struct definitions.
     try:
-        source = CONFIG_RS.read_text(encoding="utf-8")
+        sources = [CONFIG_RS.read_text(encoding="utf-8")] + [
+            path.read_text(encoding="utf-8")
+            for path in sorted((ROOT / "src").rglob("*.rs"))
+            if path != CONFIG_RS
+        ]
     except OSError:
         return None
     structs: dict[str, list[tuple[str, str]]] = {}
-    for match in re.finditer(r"pub struct (\w+)\s*\{(.*?)\n\}", source, re.DOTALL):
-        structs[match.group(1)] = re.findall(r"pub (\w+):\s*([\w:<>]+)", match.group(2))
+    for source in sources:
+        for match in re.finditer(r"pub struct (\w+)\s*\{(.*?)\n\}", source, re.DOTALL):
+            structs.setdefault(
+                match.group(1), re.findall(r"pub (\w+):\s*([\w:<>]+)", match.group(2))
+            )
     if "Settings" not in structs:
         return None
     sections: dict[str, set[str]] = {"": set()}
     for field, kind in structs["Settings"]:
         sections[""].add(field)
+        kind = kind.rsplit("::", 1)[-1]
         if kind in structs:
             sections[field] = {name for name, _ in structs[kind]}
     return sections
@@ -343,11 +353,14 @@ def check_deployment(kinds: dict[str, list[dict]], values: dict | None) -> None:
     required = {
         "CAREBRIDGE_SERVER__HOST", "CAREBRIDGE_STORE__BACKEND", "CAREBRIDGE_STORE__REDIS_URL",
         "CAREBRIDGE_LLM__PROVIDER", "CAREBRIDGE_LLM__BASE_URL", "CAREBRIDGE_LLM__MODEL",
-        "CAREBRIDGE_REGION", "CAREBRIDGE_POLICIES__DIR", "CAREBRIDGE_AUTH__DEV_SECRET",
+        "CAREBRIDGE_REGION", "CAREBRIDGE_POLICIES__DIR", "CAREBRIDGE_ENVIRONMENT",
+        "CAREBRIDGE_AUTH__ALGORITHM",
     }
     lacking = sorted(required - names)
     if lacking:
         fail(f"Deployment does not set {', '.join(lacking)}")
+    if "CAREBRIDGE_AUTH__DEV_SECRET" in names:
+        fail("Deployment sets CAREBRIDGE_AUTH__DEV_SECRET: production refuses development secrets")
     sections = config_fields()
     if sections is None:
         ok(f"Deployment sets {len(names)} CAREBRIDGE_* variables "

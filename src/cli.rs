@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use carebridge::auth::{Role, TokenKeys};
+use carebridge::auth::{Environment, Role, TokenAlgorithm, TokenKeys};
 use carebridge::config::Settings;
 use carebridge::guard;
 use carebridge::policy::{PolicySet, Severity, testing};
@@ -211,15 +211,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Audit(command) => audit(command, &settings),
         Command::Token(args) => {
-            anyhow::ensure!(
-                !settings.auth.dev_secret.is_empty(),
-                "auth.dev_secret is not set: set CAREBRIDGE_AUTH__DEV_SECRET (the server prints one at start-up)"
-            );
-            let keys = TokenKeys::hs256(
-                &settings.auth.dev_secret,
-                &settings.auth.issuer,
-                &settings.auth.audience,
-            );
+            // Minting needs a signing key: the development secret, a shared-secret file, or a
+            // private key file (RS256/ES256).
+            let keys = TokenKeys::from_settings(&settings.auth, settings.environment)
+                .context("set CAREBRIDGE_AUTH__DEV_SECRET (the server prints one at start-up), or a key file")?;
             println!(
                 "{}",
                 keys.mint(&args.sub, args.role.into(), Duration::from_secs(args.ttl))?
@@ -293,7 +288,11 @@ fn serve(mut settings: Settings) -> anyhow::Result<ExitCode> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let generated = settings.auth.dev_secret.is_empty();
+    // Development without any key: make one up and print it with tokens to try the service.
+    let generated = settings.environment == Environment::Development
+        && settings.auth.algorithm == TokenAlgorithm::Hs256
+        && settings.auth.secret_file.is_none()
+        && settings.auth.dev_secret.is_empty();
     if generated {
         settings.auth.dev_secret = uuid::Uuid::new_v4().simple().to_string();
     }
@@ -301,36 +300,34 @@ fn serve(mut settings: Settings) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let keys = TokenKeys::hs256(
-            &settings.auth.dev_secret,
-            &settings.auth.issuer,
-            &settings.auth.audience,
-        );
         let host = settings.server.host.clone();
         let application = Application::build(settings.clone()).await?;
         let port = application.port();
         println!(
             "carebridge listening on http://{host}:{port}  (patients: ws://{host}:{port}/v1/chat)"
         );
+        // Only for a secret made up just now: tokens for a real key are the identity
+        // provider's business, and are never printed.
         if generated {
+            let keys = TokenKeys::from_settings(&settings.auth, settings.environment)?;
             println!(
                 "development secret (CAREBRIDGE_AUTH__DEV_SECRET): {}",
                 settings.auth.dev_secret
             );
+            let day = Duration::from_secs(24 * 3600);
+            println!(
+                "development patient token: {}",
+                keys.mint("demo-patient", Role::Patient, day)?
+            );
+            println!(
+                "development nurse token:   {}",
+                keys.mint("demo-nurse", Role::Nurse, day)?
+            );
+            println!(
+                "development operator token: {}",
+                keys.mint("demo-operator", Role::Operator, day)?
+            );
         }
-        let day = Duration::from_secs(24 * 3600);
-        println!(
-            "development patient token: {}",
-            keys.mint("demo-patient", Role::Patient, day)?
-        );
-        println!(
-            "development nurse token:   {}",
-            keys.mint("demo-nurse", Role::Nurse, day)?
-        );
-        println!(
-            "development operator token: {}",
-            keys.mint("demo-operator", Role::Operator, day)?
-        );
         std::io::stdout().flush()?;
         application.run_until_stopped().await?;
         Ok::<_, anyhow::Error>(())

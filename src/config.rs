@@ -24,6 +24,8 @@ pub struct Settings {
     pub escalation: crate::escalation::EscalationSettings,
     pub audit: crate::audit::AuditSettings,
     pub rate_limits: crate::limits::RateSettings,
+    /// `production` refuses development key material.
+    pub environment: crate::auth::Environment,
     /// Decides the emergency and crisis numbers patients are told.
     pub region: Region,
     /// Where `prompts/` lives.
@@ -136,14 +138,7 @@ pub struct PolicySettings {
     pub window_messages: usize,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuthSettings {
-    /// HS256 secret for development tokens. Printed at start-up when empty (a random one is made).
-    pub dev_secret: String,
-    pub issuer: String,
-    pub audience: String,
-}
+pub use crate::auth::AuthSettings;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -157,6 +152,7 @@ impl Default for Settings {
             escalation: crate::escalation::EscalationSettings::default(),
             audit: crate::audit::AuditSettings::default(),
             rate_limits: crate::limits::RateSettings::default(),
+            environment: crate::auth::Environment::Development,
             region: Region::Uk,
             prompts_dir: PathBuf::from("prompts"),
         }
@@ -230,16 +226,6 @@ impl Default for PolicySettings {
             dir: PathBuf::from("policies"),
             watch_interval_ms: 2_000,
             window_messages: 6,
-        }
-    }
-}
-
-impl Default for AuthSettings {
-    fn default() -> Self {
-        Self {
-            dev_secret: String::new(),
-            issuer: "carebridge".into(),
-            audience: "carebridge".into(),
         }
     }
 }

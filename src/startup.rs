@@ -43,6 +43,8 @@ pub enum StartupError {
     Model(String),
     #[error("store: {0}")]
     Store(String),
+    #[error("token keys: {0}")]
+    Keys(#[from] crate::auth::KeyError),
     #[error("audit trail: {0}")]
     Audit(String),
     #[error("redaction: {0}")]
@@ -76,6 +78,8 @@ impl Application {
     /// prompts, an unreachable bind address, an unusable provider configuration.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let settings = Arc::new(settings);
+        // First: a production server without real key material must not even load policies.
+        let keys = TokenKeys::from_settings(&settings.auth, settings.environment)?;
         let policies = Arc::new(PolicyHandle::load(
             &settings.policies.dir,
             &settings.prompts_dir,
@@ -120,11 +124,6 @@ impl Application {
             settings.escalation.clone(),
             Arc::clone(&audit),
         ));
-        let keys = TokenKeys::hs256(
-            &settings.auth.dev_secret,
-            &settings.auth.issuer,
-            &settings.auth.audience,
-        );
         let address = format!("{}:{}", settings.server.host, settings.server.port);
         let listener =
             TcpListener::bind(&address).map_err(|source| StartupError::Bind { address, source })?;

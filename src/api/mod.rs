@@ -77,7 +77,7 @@ impl ResponseError for ApiError {
 /// # Errors
 /// No token, a bad token, or the wrong role.
 pub fn authorize(request: &HttpRequest, state: &AppState, role: Role) -> Result<Claims, ApiError> {
-    let token = auth::token_from_headers(request.headers())?;
+    let token = auth::token_from_request(request, state.services.settings.auth.allow_query_token)?;
     let claims = state.keys.verify(&token)?;
     auth::require(&claims, role)?;
     Ok(claims)

@@ -2,6 +2,7 @@
 //! processes and a fake OpenAI-compatible provider that streams real SSE.
 
 mod audit;
+mod auth;
 mod chat;
 mod helpers;
 mod limits;
