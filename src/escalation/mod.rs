@@ -24,6 +24,16 @@ pub enum EscalationState {
     Closed,
 }
 
+impl EscalationState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Waiting => "waiting",
+            Self::Claimed => "claimed",
+            Self::Closed => "closed",
+        }
+    }
+}
+
 /// One flagged conversation waiting for, or held by, a nurse.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Escalation {
@@ -522,7 +532,9 @@ impl Escalations {
     pub async fn tick(&self) -> Result<Vec<Escalation>, EscalationError> {
         let now = now_ms();
         let mut realerted = Vec::new();
-        for escalation in self.store.list_escalations().await? {
+        let open = self.store.list_escalations().await?;
+        record_open(&open);
+        for escalation in open {
             match escalation.state {
                 EscalationState::Waiting => {
                     let limit = self.realert_after(escalation.severity);
@@ -595,6 +607,24 @@ impl Escalations {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Open escalations by state and severity, as every replica sees them (the queue is shared).
+fn record_open(open: &[Escalation]) {
+    for state in [EscalationState::Waiting, EscalationState::Claimed] {
+        for severity in [Severity::Emergency, Severity::Urgent, Severity::Routine] {
+            let count = open
+                .iter()
+                .filter(|escalation| escalation.state == state && escalation.severity == severity)
+                .count();
+            metrics::gauge!(
+                "carebridge_escalations_open",
+                "state" => state.as_str(),
+                "severity" => severity.as_str()
+            )
+            .set(count as f64);
         }
     }
 }

@@ -6,6 +6,7 @@ mod auth;
 mod chat;
 mod helpers;
 mod limits;
+mod metrics;
 mod nurse;
 mod policies;
 mod provider;
