@@ -15,6 +15,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub struct Client {
     socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    echo_pongs: bool,
 }
 
 /// What reading the next frame gave.
@@ -60,7 +61,19 @@ impl Client {
         let (socket, _) = tokio_tungstenite::connect_async_with_config(request, config, true)
             .await
             .with_context(|| format!("cannot open {url}"))?;
-        Ok(Self { socket })
+        Ok(Self {
+            socket,
+            echo_pongs: false,
+        })
+    }
+
+    /// Diagnostic: answer every server frame with an unsolicited pong (RFC 6455 allows one; the
+    /// server ignores it). The pong carries the TCP ACK at once instead of after the kernel's
+    /// delayed-ACK timer, so a server whose sockets run Nagle's algorithm no longer holds its next
+    /// small frame back waiting for that ACK. Comparing runs with and without it shows what Nagle
+    /// costs.
+    pub fn echo_pongs(&mut self, on: bool) {
+        self.echo_pongs = on;
     }
 
     /// # Errors
@@ -78,16 +91,19 @@ impl Client {
                 Err(_) => return Incoming::TimedOut,
             };
             match message {
-                Some(Ok(Message::Text(text))) => match serde_json::from_str(&text) {
-                    Ok(value) => return Incoming::Frame(value),
-                    // A server frame that is not JSON is a server bug; report it as a frame the
-                    // caller does not know, so it is counted.
-                    Err(_) => {
-                        return Incoming::Frame(
-                            serde_json::json!({"type": "unparsable", "text": text.as_str()}),
-                        );
+                Some(Ok(Message::Text(text))) => {
+                    if self.echo_pongs {
+                        let _ = self.socket.send(Message::Pong(Default::default())).await;
                     }
-                },
+                    return match serde_json::from_str(&text) {
+                        Ok(value) => Incoming::Frame(value),
+                        // A server frame that is not JSON is a server bug; report it as a frame
+                        // the caller does not know, so it is counted.
+                        Err(_) => Incoming::Frame(
+                            serde_json::json!({"type": "unparsable", "text": text.as_str()}),
+                        ),
+                    };
+                }
                 Some(Ok(Message::Close(close))) => {
                     return Incoming::Closed(close.map(|frame| u16::from(frame.code)));
                 }

@@ -121,6 +121,7 @@ pub async fn run(args: IdleArgs, json_output: bool) -> anyhow::Result<bool> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = process_stats(pid, None)?;
 
+    let other_load = crate::server::OtherLoad::start(&[own_pid, pid]);
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let gate = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
     let (sender, mut results) = mpsc::channel::<Result<(), String>>(1024);
@@ -179,6 +180,7 @@ pub async fn run(args: IdleArgs, json_output: bool) -> anyhow::Result<bool> {
         .map(|stats| stats.rss_bytes)
         .ok();
     let dropped_while_held = dropped.load(Ordering::Relaxed);
+    let other_cores = other_load.cores();
 
     stop.cancel();
     for task in tasks {
@@ -205,6 +207,7 @@ pub async fn run(args: IdleArgs, json_output: bool) -> anyhow::Result<bool> {
     let report = json!({
         "mode": "idle",
         "machine": crate::server::machine(),
+        "other_processes_cpu_cores": other_cores,
         "server": description,
         "sockets": args.sockets, "hello": hello,
         "opened": opened, "failed": failed, "first_failure": first_failure,

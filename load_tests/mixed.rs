@@ -67,6 +67,7 @@ async fn direct_phase(
             args.traffic.seed,
             args.traffic.red_ratio,
         );
+        let ramp = args.traffic.ramp_delay(reader, args.patients);
         readers.push(tokio::spawn(async move {
             let mut errors = 0u64;
             for _ in 0..warmup {
@@ -76,6 +77,7 @@ async fn direct_phase(
                 }
             }
             barrier.wait().await;
+            tokio::time::sleep(ramp).await;
             let mut timings = Vec::new();
             for index in 0..streams {
                 let planned = texts::planned(seed, reader, index, ratio);
@@ -111,6 +113,8 @@ struct CarebridgeOutcome {
     planned_messages: u64,
     stopped_by_time_limit: bool,
     hard_limit_hit: bool,
+    /// CPU time of the server's process over the timed phase (in-process: with the load).
+    cpu: Option<Duration>,
 }
 
 async fn carebridge_phase(
@@ -138,7 +142,7 @@ async fn carebridge_phase(
     let mut patients = Vec::new();
     for patient in 0..args.patients {
         let (traffic, barrier) = (Arc::clone(&traffic), Arc::clone(&barrier));
-        let (warmup, messages) = (args.warmup, args.messages);
+        let (warmup, messages, patient_count) = (args.warmup, args.messages, args.patients);
         patients.push(tokio::spawn(async move {
             let mut record = Record::default();
             let mut warm = Record::default();
@@ -165,6 +169,7 @@ async fn carebridge_phase(
             // Every task reaches the barrier, connected or not, or the run would never start.
             barrier.wait().await;
             let started = Instant::now();
+            tokio::time::sleep(traffic.args.ramp_delay(patient, patient_count)).await;
             let mut stopped_early = false;
             if let Some(mut session) = session {
                 for index in 0..messages {
@@ -190,8 +195,13 @@ async fn carebridge_phase(
             (record, stopped_early)
         }));
     }
+    let cpu_at = |pid: Option<u32>| {
+        pid.and_then(|pid| crate::server::process_stats(pid, None).ok())
+            .map(|stats| stats.cpu)
+    };
     barrier.wait().await;
     let timed_from = Instant::now();
+    let cpu_before = cpu_at(traffic.server.pid);
     // Past the soft limit every patient stops sending; in-flight messages get their own timeout,
     // and this is the bound on all of it.
     let hard_limit = time_limit
@@ -215,6 +225,9 @@ async fn carebridge_phase(
             }
         }
     }
+    let cpu = cpu_at(traffic.server.pid)
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
     if hard_limit_hit {
         record.error("hard time limit hit: some patient tasks were aborted");
     }
@@ -237,6 +250,7 @@ async fn carebridge_phase(
         planned_messages: (args.patients * args.messages) as u64,
         stopped_by_time_limit,
         hard_limit_hit,
+        cpu,
     })
 }
 
@@ -269,6 +283,7 @@ pub async fn run(args: MixedArgs, json_output: bool) -> anyhow::Result<bool> {
     let Checked {
         guard_window_words,
         first_release_chunk,
+        release_gaps,
         policy_version,
     } = texts::check(&fake.reply, args.provider.chunk_chars)?;
     let events_per_session = (args.messages + args.warmup) as u64 * 4 + 16;
@@ -288,6 +303,11 @@ pub async fn run(args: MixedArgs, json_output: bool) -> anyhow::Result<bool> {
         );
     }
 
+    let own_pids: Vec<u32> = [Some(std::process::id()), server.pid]
+        .into_iter()
+        .flatten()
+        .collect();
+    let other_load = crate::server::OtherLoad::start(&own_pids);
     let direct = if args.no_direct {
         None
     } else {
@@ -305,6 +325,8 @@ pub async fn run(args: MixedArgs, json_output: bool) -> anyhow::Result<bool> {
     let traffic = Arc::new(Traffic::new(Arc::clone(&server), args.traffic.clone()));
     let outcome = carebridge_phase(&args, Arc::clone(&traffic)).await?;
     let provider_requests = fake.requests();
+    let other_cores = other_load.cores();
+    let in_process = server.is_in_process();
     let book = Arc::clone(&traffic.book);
     let description = traffic.server.description.clone();
     // The last handles on the server: dropping them lets it stop now rather than at exit.
@@ -358,6 +380,17 @@ pub async fn run(args: MixedArgs, json_output: bool) -> anyhow::Result<bool> {
     );
     table.row("gap between chunks, Carebridge", &record.gaps);
     table.row("gap between chunks, provider direct", &direct_gaps);
+    // What the guard's word boundaries alone would give: each release gap is a whole number of
+    // provider gaps (taken at the direct p50), once per reply Carebridge finished.
+    let mut implied_gaps = Samples::default();
+    if let Some(provider_gap) = direct_gaps.summary().p50 {
+        for _ in 0..record.replies_completed {
+            for chunks in &release_gaps {
+                implied_gaps.push(Duration::from_micros(provider_gap * *chunks as u64));
+            }
+        }
+    }
+    table.row("gap implied by the guard's word boundaries", &implied_gaps);
 
     let cb = record.first_token.summary();
     let first = direct_first.summary();
@@ -374,6 +407,7 @@ pub async fn run(args: MixedArgs, json_output: bool) -> anyhow::Result<bool> {
     let report = json!({
         "mode": "mixed",
         "machine": crate::server::machine(),
+        "other_processes_cpu_cores": other_cores,
         "server": description,
         "policy_version": policy_version,
         "settings": {
@@ -401,6 +435,8 @@ pub async fn run(args: MixedArgs, json_output: bool) -> anyhow::Result<bool> {
             "messages_per_second": record.acked as f64 / seconds,
             "replies_per_second": record.replies_completed as f64 / seconds,
             "deltas_per_second": record.deltas as f64 / seconds,
+            "server_cpu_seconds": outcome.cpu.map(|cpu| cpu.as_secs_f64()),
+            "server_cpu_includes_load_generator": in_process,
             "direct_streams": direct_count,
             "direct_seconds": direct_elapsed.as_secs_f64(),
             "provider_requests": provider_requests,
@@ -476,6 +512,19 @@ pub async fn run(args: MixedArgs, json_output: bool) -> anyhow::Result<bool> {
         record.deltas as f64 / seconds,
         elapsed.as_secs_f64(),
     );
+    if let Some(cpu) = outcome.cpu {
+        println!(
+            "{} CPU over the timed phase: {:.1} s ({:.0}% of one core), {:.0} µs per delta frame",
+            if in_process {
+                "process (server and load generator together)"
+            } else {
+                "server"
+            },
+            cpu.as_secs_f64(),
+            100.0 * cpu.as_secs_f64() / seconds,
+            cpu.as_secs_f64() * 1e6 / (record.deltas.max(1) as f64),
+        );
+    }
     println!(
         "messages: {} planned, {} sent ({} red flags), {} acked, {} replies completed, {} replaced by the guard, {} sessions verified by resume",
         outcome.planned_messages,
@@ -497,6 +546,16 @@ pub async fn run(args: MixedArgs, json_output: bool) -> anyhow::Result<bool> {
             .max()
             .unwrap_or(0)
     );
+    if let Some(cores) = other_cores {
+        println!(
+            "other processes on this machine used {cores:.2} cores on average during the run{}",
+            if cores > 0.25 {
+                " (busy: the figures above are pessimistic)"
+            } else {
+                ""
+            }
+        );
+    }
     println!("errors: {errors} (allowed {})", args.max_errors);
     for (kind, count) in &record.errors {
         println!("  {count:>6}  {kind}");

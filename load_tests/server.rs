@@ -443,6 +443,24 @@ pub struct ProcessStats {
     /// Descriptors that are TCP connections to the model provider (the HTTP client's keep-alive
     /// pool), counted apart: they close on the pool's idle timeout, not when the load ends.
     pub provider_connections: usize,
+    /// User plus system CPU time so far.
+    pub cpu: Duration,
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat` times: USER_HZ, 100 on every Linux
+/// architecture we run on (reading it properly needs `sysconf`, that is libc).
+const TICKS_PER_SECOND: u64 = 100;
+
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses; the fields start after the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // After the name: state is field 3, utime field 14, stime field 15 (1-based, man proc).
+    let user: u64 = fields.get(11)?.parse().ok()?;
+    let system: u64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_millis(
+        (user + system) * 1000 / TICKS_PER_SECOND,
+    ))
 }
 
 /// Reads the resident memory and open descriptors of `pid`.
@@ -489,6 +507,7 @@ pub fn process_stats(pid: u32, provider_port: Option<u16>) -> anyhow::Result<Pro
         rss_bytes: rss_kib * 1024,
         open_fds,
         provider_connections,
+        cpu: cpu_time(pid).unwrap_or_default(),
     })
 }
 
@@ -532,6 +551,61 @@ pub fn open_file_limits(pid: u32) -> (Option<u64>, Option<u64>) {
     let soft = fields.next().and_then(|value| value.parse().ok());
     let hard = fields.next().and_then(|value| value.parse().ok());
     (soft, hard)
+}
+
+/// CPU time all processes on this machine have used so far (`/proc/stat`, every core).
+pub fn machine_busy() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|line| line.starts_with("cpu "))?;
+    // user nice system idle iowait irq softirq steal: everything but idle and iowait is busy.
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|value| value.parse().ok())
+        .collect();
+    let busy: u64 = ticks
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| *index != 3 && *index != 4)
+        .map(|(_, value)| value)
+        .sum();
+    Some(Duration::from_millis(busy * 1000 / TICKS_PER_SECOND))
+}
+
+/// CPU used by other processes (a compiler, another test) while the load ran: the figures are
+/// only as good as the machine was quiet.
+pub struct OtherLoad {
+    busy: Option<Duration>,
+    ours: Vec<Option<Duration>>,
+    pids: Vec<u32>,
+    started: std::time::Instant,
+}
+
+impl OtherLoad {
+    /// Starts counting; `pids` are this run's own processes (load generator, server).
+    pub fn start(pids: &[u32]) -> Self {
+        let mut pids = pids.to_vec();
+        pids.sort_unstable();
+        pids.dedup();
+        Self {
+            busy: machine_busy(),
+            ours: pids.iter().map(|pid| cpu_time(*pid)).collect(),
+            pids,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// Other processes' CPU since `start`, as a share of one core (1.0 = one core busy).
+    pub fn cores(&self) -> Option<f64> {
+        let busy = machine_busy()?.checked_sub(self.busy?)?;
+        let mut ours = Duration::ZERO;
+        for (pid, before) in self.pids.iter().zip(&self.ours) {
+            ours += cpu_time(*pid)?.checked_sub((*before)?)?;
+        }
+        let elapsed = self.started.elapsed().as_secs_f64();
+        (elapsed > 0.0).then(|| busy.saturating_sub(ours).as_secs_f64() / elapsed)
+    }
 }
 
 /// A little about this machine for the report: CPUs, CPU model, memory.

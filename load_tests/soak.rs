@@ -91,7 +91,9 @@ async fn load_for(
     for patient in 0..args.patients {
         let traffic = Arc::clone(traffic);
         let per_session = args.messages_per_session.max(1);
+        let ramp = traffic.args.ramp_delay(patient, args.patients);
         patients.push(tokio::spawn(async move {
+            tokio::time::sleep(ramp).await;
             let mut record = Record::default();
             let mut sessions = 0u64;
             let mut index = 0usize;
@@ -231,6 +233,7 @@ pub async fn run(args: SoakArgs, json_output: bool) -> anyhow::Result<bool> {
     tokio::time::sleep(settle).await;
     let before = process_stats(pid, Some(fake.port))?;
     let started = Instant::now();
+    let other_load = crate::server::OtherLoad::start(&[std::process::id(), pid]);
     let load = load_for(
         &args,
         &traffic,
@@ -240,6 +243,7 @@ pub async fn run(args: SoakArgs, json_output: bool) -> anyhow::Result<bool> {
     )
     .await?;
     let load_seconds = started.elapsed().as_secs_f64();
+    let other_cores = other_load.cores();
     tokio::time::sleep(settle).await;
     let after = process_stats(pid, Some(fake.port))?;
 
@@ -276,6 +280,7 @@ pub async fn run(args: SoakArgs, json_output: bool) -> anyhow::Result<bool> {
     let report = json!({
         "mode": "soak",
         "machine": crate::server::machine(),
+        "other_processes_cpu_cores": other_cores,
         "server": description,
         "policy_version": checked.policy_version,
         "settings": {
@@ -353,6 +358,11 @@ pub async fn run(args: SoakArgs, json_output: bool) -> anyhow::Result<bool> {
         println!(
             "note: the memory store keeps every session it was given, so part of any growth is the {} sessions' stored conversations",
             load.sessions + warm.sessions
+        );
+    }
+    if let Some(cores) = other_cores {
+        println!(
+            "other processes on this machine used {cores:.2} cores on average during the load"
         );
     }
     println!("errors: {errors} (allowed {})", args.max_errors);

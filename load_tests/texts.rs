@@ -65,6 +65,9 @@ pub struct Checked {
     /// The provider chunk (0 is the first) after which the guard first releases text: until
     /// then the patient sees nothing, whatever Carebridge's own speed.
     pub first_release_chunk: Option<usize>,
+    /// Provider chunks between consecutive releases of the guard: a chunk that ends inside a
+    /// word releases nothing, so the patient's gap is a whole number of provider gaps.
+    pub release_gaps: Vec<usize>,
     pub policy_version: String,
 }
 
@@ -105,15 +108,26 @@ pub fn check(reply: &str, chunk_chars: usize) -> anyhow::Result<Checked> {
         }
     }
     let chars: Vec<char> = reply.chars().collect();
+    let chunks: Vec<String> = chars
+        .chunks(chunk_chars.max(1))
+        .map(|piece| piece.iter().collect())
+        .collect();
     let mut guard = Guard::new(policies.output_rules(), Severity::Routine);
-    let first_release_chunk = chars.chunks(chunk_chars.max(1)).position(|piece| {
-        !guard
-            .push(&piece.iter().collect::<String>())
-            .release
-            .is_empty()
-    });
+    let mut releases: Vec<usize> = chunks
+        .iter()
+        .enumerate()
+        .filter(|(_, chunk)| !guard.push(chunk).release.is_empty())
+        .map(|(index, _)| index)
+        .collect();
+    // The rest goes out when the stream ends, right after the last chunk.
+    let last = chunks.len().saturating_sub(1);
+    if !guard.finish().release.is_empty() && releases.last() != Some(&last) {
+        releases.push(last);
+    }
+    let release_gaps = releases.windows(2).map(|pair| pair[1] - pair[0]).collect();
     Ok(Checked {
-        first_release_chunk,
+        first_release_chunk: releases.first().copied(),
+        release_gaps,
         guard_window_words: policies.output_rules().window_words(),
         policy_version: policies.version().to_owned(),
     })

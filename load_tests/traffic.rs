@@ -48,6 +48,21 @@ pub struct TrafficArgs {
     /// Seed of the routine/red-flag mix.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Spread the patients' first messages over this many milliseconds, so that replies do not
+    /// stream in lock-step (same for the direct readers).
+    #[arg(long, default_value_t = 1000)]
+    pub ramp_ms: u64,
+    /// Diagnostic: patients and nurses answer every frame with an unsolicited pong, so their TCP
+    /// ACKs go out at once (shows what Nagle's algorithm on the server's sockets costs).
+    #[arg(long)]
+    pub echo_pongs: bool,
+}
+
+impl TrafficArgs {
+    /// How long patient `index` waits before its first timed message.
+    pub fn ramp_delay(&self, index: usize, patients: usize) -> Duration {
+        Duration::from_millis(self.ramp_ms * index as u64 / patients.max(1) as u64)
+    }
 }
 
 /// What the load observed; merged over patients.
@@ -217,6 +232,9 @@ impl Traffic {
     }
 }
 
+/// How long a patient waits for `handed_back` once its reply has ended.
+const HAND_BACK_WAIT: Duration = Duration::from_secs(5);
+
 /// One patient socket in one session.
 pub struct PatientSession {
     client: Client,
@@ -226,6 +244,9 @@ pub struct PatientSession {
     /// Sequence numbers of finished replies.
     replies: Vec<u64>,
     escalated: bool,
+    /// Sequence numbers of acknowledged red flags whose `handed_back` never came; the log tells
+    /// why when the session is verified.
+    missing_hand_backs: Vec<u64>,
     /// The socket broke; the rest of the session is skipped.
     pub gone: bool,
 }
@@ -239,6 +260,7 @@ impl PatientSession {
         let token = traffic.server.token(subject, Role::Patient)?;
         let url = format!("{}/v1/chat", traffic.server.ws_base);
         let mut client = Client::connect(&url, &token, Buffers::Default).await?;
+        client.echo_pongs(traffic.args.echo_pongs);
         client.send(&json!({"type": "hello"})).await?;
         let welcome = client
             .expect("welcome", traffic.message_timeout())
@@ -254,6 +276,7 @@ impl PatientSession {
             acked: Vec::new(),
             replies: Vec::new(),
             escalated: false,
+            missing_hand_backs: Vec::new(),
             gone: false,
         })
     }
@@ -283,7 +306,7 @@ impl PatientSession {
             self.gone = true;
             return;
         }
-        let deadline = sent + traffic.message_timeout();
+        let mut deadline = sent + traffic.message_timeout();
         let mut acked: Option<u64> = None;
         let mut alerted = false;
         let mut first_delta: Option<Instant> = None;
@@ -291,6 +314,11 @@ impl PatientSession {
         let mut ended = false;
         let mut handed_back = false;
         while !(acked.is_some() && ended && (handed_back || !expect_hand_back)) {
+            if acked.is_some() && ended {
+                // Only the hand back is missing; the nurse acts within milliseconds, so do not
+                // hold the patient for the whole message timeout.
+                deadline = deadline.min(Instant::now() + HAND_BACK_WAIT);
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             let frame = match self.client.next(left).await {
                 Incoming::Frame(frame) => frame,
@@ -374,7 +402,10 @@ impl PatientSession {
             record.error("red flag without an alert");
         }
         if expect_hand_back && !handed_back && !self.gone {
-            record.error("red flag not handed back by the nurse in time");
+            match acked {
+                Some(seq) => self.missing_hand_backs.push(seq),
+                None => record.error("red flag not handed back by the nurse in time"),
+            }
         }
     }
 
@@ -426,11 +457,38 @@ impl PatientSession {
                 record.replies_not_stored += 1;
             }
         }
+        for ack in std::mem::take(&mut self.missing_hand_backs) {
+            record.error(explain_missing_hand_back(&log, ack));
+        }
         record.sessions_verified += 1;
     }
 
     pub async fn close(self) {
         self.client.close().await;
+    }
+}
+
+/// Why a red flag's `handed_back` never reached the live socket, from the session's log.
+fn explain_missing_hand_back(log: &HashMap<u64, Value>, ack: u64) -> String {
+    // The next patient message bounds the search: later events belong to later messages.
+    let next_message = log
+        .iter()
+        .filter(|(seq, event)| **seq > ack && event["kind"] == "patient_message")
+        .map(|(seq, _)| *seq)
+        .min()
+        .unwrap_or(u64::MAX);
+    let first_after = |kind: &str| {
+        log.iter()
+            .filter(|(seq, event)| **seq > ack && **seq < next_message && event["kind"] == kind)
+            .map(|(seq, _)| *seq)
+            .min()
+    };
+    match (first_after("mode_changed"), first_after("alert")) {
+        (Some(hand_back), Some(alert)) if hand_back < alert => format!(
+            "handed_back never sent live: the hand back was stored (seq {hand_back}) before the red flag's alert (seq {alert}), and the socket forwards only events after the newest it sent"
+        ),
+        (Some(_), _) => "handed_back never sent live, although the hand back is in the log".into(),
+        (None, _) => "red flag not handed back: no hand back in the log".into(),
     }
 }
 
@@ -458,7 +516,10 @@ pub async fn run_nurse(
         Err(error) => Err(error),
     };
     let mut client = match connected {
-        Ok(client) => client,
+        Ok(mut client) => {
+            client.echo_pongs(traffic.args.echo_pongs);
+            client
+        }
         Err(error) => {
             let _ = ready.send(Err(error));
             return record;
