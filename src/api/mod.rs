@@ -254,9 +254,12 @@ struct DryRun {
 async fn policy_dry_run(
     request: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Json<DryRun>,
+    body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
+    // The body is read only after the caller is known: no token, no parsing.
     admin(&request, &state, "policy_dry_run", None).await?;
+    let body: DryRun = serde_json::from_slice(&body)
+        .map_err(|error| ApiError::BadRequest(format!("expected {{\"text\": …}}: {error}")))?;
     if body.text.len() > state.services.settings.limits.max_message_bytes {
         return Err(ApiError::BadRequest(
             "text exceeds limits.max_message_bytes".into(),

@@ -492,7 +492,13 @@ fn read_punct(chars: &[Folded], index: usize, tokens: &mut Vec<Token>) -> usize 
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+    use std::sync::LazyLock;
+
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::policy::file::LexiconFile;
 
     fn words(text: &str) -> String {
         let normalizer = Normalizer::new(Lexicon::new([
@@ -550,5 +556,180 @@ mod tests {
     #[test]
     fn emoji_are_kept_as_tokens() {
         assert_eq!(words("help 🔪💊"), "help 🔪 💊");
+    }
+
+    /// The shipped lexicon, as the policy set builds it.
+    static SHIPPED: LazyLock<Normalizer> = LazyLock::new(|| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/lexicon.toml");
+        let raw = std::fs::read_to_string(path).expect("policies/lexicon.toml is readable");
+        let file: LexiconFile = toml::from_str(&raw).expect("policies/lexicon.toml parses");
+        Normalizer::new(Lexicon::new(file.words))
+    });
+
+    /// Everything a normalised text promises about itself and the text it came from.
+    fn check_invariants(text: &str, normalized: &NormalizedText) -> Result<(), TestCaseError> {
+        let mut previous: Option<&Token> = None;
+        for (index, token) in normalized.tokens.iter().enumerate() {
+            prop_assert!(
+                token.start < token.end && token.end <= text.len(),
+                "{:?}",
+                token
+            );
+            prop_assert!(text.is_char_boundary(token.start) && text.is_char_boundary(token.end));
+            prop_assert!(
+                !token.plain.is_empty() && !token.squeezed.is_empty(),
+                "{:?}",
+                token
+            );
+            prop_assert_eq!(
+                normalized.original_span(index, index),
+                (token.start, token.end)
+            );
+            if let Some(previous) = previous {
+                prop_assert!(
+                    previous.start <= token.start,
+                    "{:?} then {:?}",
+                    previous,
+                    token
+                );
+            }
+            previous = Some(token);
+        }
+        let plain: Vec<&str> = normalized
+            .tokens
+            .iter()
+            .map(|token| token.plain.as_str())
+            .collect();
+        prop_assert_eq!(&normalized.plain, &plain.join(" "));
+        let squeezed: String = normalized
+            .tokens
+            .iter()
+            .map(|token| format!("{} ", token.squeezed))
+            .collect();
+        prop_assert_eq!(&normalized.squeezed, &format!(" {squeezed}"));
+        // Each token's own range of `plain` and of `squeezed` leads back to that token alone.
+        let (mut plain_at, mut squeezed_at) = (0, 1);
+        for (index, token) in normalized.tokens.iter().enumerate() {
+            let plain_end = plain_at + token.plain.len();
+            prop_assert_eq!(
+                normalized.token_range(plain_at, plain_end, false),
+                Some((index, index))
+            );
+            let squeezed_end = squeezed_at + token.squeezed.len();
+            prop_assert_eq!(
+                normalized.token_range(squeezed_at, squeezed_end, true),
+                Some((index, index))
+            );
+            plain_at = plain_end + 1;
+            squeezed_at = squeezed_end + 1;
+        }
+        Ok(())
+    }
+
+    /// Normalising the normal form changes nothing: phrases are written in plain words and the
+    /// lexicon maps to the words rules are written in, so a normal form must read as itself.
+    fn check_idempotent(normalizer: &Normalizer, text: &str) -> Result<(), TestCaseError> {
+        let once = normalizer.normalize(text);
+        let twice = normalizer.normalize(&once.plain);
+        prop_assert_eq!(&twice.plain, &once.plain, "text {:?}", text);
+        prop_assert_eq!(&twice.squeezed, &once.squeezed, "text {:?}", text);
+        Ok(())
+    }
+
+    /// Characters chosen to stress folding: look-alikes (with and without accents), combining
+    /// marks, invisible and bidirectional controls, right-to-left scripts, emoji with modifiers,
+    /// compatibility forms, digits and the symbols read as letters, and anything else.
+    fn tricky_char() -> impl Strategy<Value = char> {
+        const LOOK_ALIKES: &[char] = &[
+            'а', 'е', 'о', 'р', 'с', 'у', 'х', 'і', 'ј', 'ѕ', 'ԁ', 'ԛ', 'ԝ', 'ӏ', 'һ', 'ё', 'ї',
+            'ѐ', 'ѝ', 'й', 'α', 'ο', 'ρ', 'ν', 'ι', 'ε', 'κ', 'τ', 'υ', 'ω', 'ά', 'έ', 'ή', 'ί',
+            'ό', 'ύ', 'ώ', 'ΐ', 'ΰ', 'Ά', 'Ό', 'ı', 'İ', 'ſ', 'ẞ', 'ß', '\u{212A}', '\u{2126}',
+            'ɑ', 'ʐ',
+        ];
+        const COMPAT: &[char] = &[
+            '½', '²', '①', '⑴', 'Ⅻ', 'ﬁ', 'ﬀ', '㏂', '…', '。', '¡', '¿', '°', '№', '™', 'Ａ',
+            'ｚ', '０', '９', '１', '．', '，', 'ª', 'ᴬ', '٣', '۵', '७', '\u{00A0}', '\u{3000}',
+        ];
+        const INVISIBLE: &[char] = &[
+            '\u{200B}',
+            '\u{200C}',
+            '\u{200D}',
+            '\u{200E}',
+            '\u{200F}',
+            '\u{202A}',
+            '\u{202B}',
+            '\u{202C}',
+            '\u{202D}',
+            '\u{202E}',
+            '\u{2066}',
+            '\u{2067}',
+            '\u{2068}',
+            '\u{2069}',
+            '\u{00AD}',
+            '\u{FEFF}',
+            '\u{FE0F}',
+            '\u{034F}',
+            '\u{061C}',
+            '\u{E0041}',
+        ];
+        const PUNCTUATION: &[char] = &[
+            '.', ',', '!', '?', ';', ':', '-', '_', '/', '~', '\'', '’', '`', '@', '$', '|', '(',
+            ')', '\n', '\r', '\t', ' ', ' ', ' ', '«', '»', '—',
+        ];
+        prop_oneof![
+            6 => proptest::char::range('a', 'z'),
+            2 => proptest::char::range('A', 'Z'),
+            2 => proptest::char::range('0', '9'),
+            3 => proptest::sample::select(PUNCTUATION),
+            3 => proptest::sample::select(LOOK_ALIKES),
+            2 => proptest::sample::select(COMPAT),
+            2 => proptest::sample::select(INVISIBLE),
+            2 => proptest::char::range('\u{0300}', '\u{036F}'),
+            1 => proptest::char::range('\u{05D0}', '\u{05EA}'),
+            1 => proptest::char::range('\u{0600}', '\u{06FF}'),
+            1 => proptest::char::range('\u{0900}', '\u{097F}'),
+            1 => proptest::char::range('\u{AC00}', '\u{AC40}'),
+            2 => proptest::char::range('\u{1F300}', '\u{1F6FF}'),
+            1 => proptest::char::range('\u{1F3FB}', '\u{1F3FF}'),
+            1 => proptest::char::range('\u{2190}', '\u{27BF}'),
+            1 => proptest::char::range('\u{1F100}', '\u{1F1FF}'),
+            2 => any::<char>(),
+        ]
+    }
+
+    /// Any characters, controls and format characters included (`any::<String>()` draws only
+    /// from `\PC`).
+    fn any_text() -> impl Strategy<Value = String> {
+        proptest::collection::vec(any::<char>(), 0..80).prop_map(String::from_iter)
+    }
+
+    fn tricky_text() -> impl Strategy<Value = String> {
+        proptest::collection::vec(tricky_char(), 0..80).prop_map(String::from_iter)
+    }
+
+    proptest! {
+        #[test]
+        fn normalising_any_string_keeps_its_promises(text in any_text()) {
+            check_invariants(&text, &Normalizer::default().normalize(&text))?;
+            check_invariants(&text, &SHIPPED.normalize(&text))?;
+        }
+
+        #[test]
+        fn normalising_tricky_text_keeps_its_promises(text in tricky_text()) {
+            check_invariants(&text, &Normalizer::default().normalize(&text))?;
+            check_invariants(&text, &SHIPPED.normalize(&text))?;
+        }
+
+        #[test]
+        fn the_normal_form_of_any_string_is_its_own_normal_form(text in any_text()) {
+            check_idempotent(&Normalizer::default(), &text)?;
+            check_idempotent(&SHIPPED, &text)?;
+        }
+
+        #[test]
+        fn the_normal_form_of_tricky_text_is_its_own_normal_form(text in tricky_text()) {
+            check_idempotent(&Normalizer::default(), &text)?;
+            check_idempotent(&SHIPPED, &text)?;
+        }
     }
 }

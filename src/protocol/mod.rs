@@ -270,6 +270,8 @@ pub mod close_code {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -315,6 +317,312 @@ mod tests {
         assert!(ClientId::parse(&"x".repeat(65)).is_err());
         assert!(ClientId::parse("a\nb").is_err());
         assert!(ClientId::parse("msg-1").is_ok());
+    }
+
+    /// The `type` tag each client frame must carry; the match fails to compile when a variant is
+    /// added, so the generators below are extended with it.
+    fn client_type(frame: &ClientFrame) -> &'static str {
+        match frame {
+            ClientFrame::Hello { .. } => "hello",
+            ClientFrame::Resume { .. } => "resume",
+            ClientFrame::Message { .. } => "message",
+            ClientFrame::Ping {} => "ping",
+        }
+    }
+
+    /// As [`client_type`], for the frames we send.
+    fn server_type(frame: &ServerFrame) -> &'static str {
+        match frame {
+            ServerFrame::Welcome { .. } => "welcome",
+            ServerFrame::Ack { .. } => "ack",
+            ServerFrame::Alert { .. } => "alert",
+            ServerFrame::Delta { .. } => "delta",
+            ServerFrame::Done { .. } => "done",
+            ServerFrame::Replaced { .. } => "replaced",
+            ServerFrame::NurseJoined { .. } => "nurse_joined",
+            ServerFrame::NurseMessage { .. } => "nurse_message",
+            ServerFrame::HandedBack { .. } => "handed_back",
+            ServerFrame::Closed { .. } => "closed",
+            ServerFrame::Event { .. } => "event",
+            ServerFrame::Error { .. } => "error",
+            ServerFrame::Pong => "pong",
+        }
+    }
+
+    /// Any characters, controls included (`any::<String>()` draws only from `\PC`).
+    fn any_text() -> impl Strategy<Value = String> {
+        proptest::collection::vec(any::<char>(), 0..48).prop_map(String::from_iter)
+    }
+
+    fn session_id() -> impl Strategy<Value = SessionId> {
+        "[0-9a-f]{32}".prop_map(|raw| SessionId::parse(&raw).expect("32 lower-case hex digits"))
+    }
+
+    /// Any id [`ClientId::parse`] accepts: 1 to 16 non-control characters are at most 64 bytes.
+    fn client_id() -> impl Strategy<Value = ClientId> {
+        proptest::collection::vec(
+            any::<char>().prop_filter("no controls", |c| !c.is_control()),
+            1..=16,
+        )
+        .prop_map(|chars| ClientId::parse(&String::from_iter(chars)).expect("a valid id"))
+    }
+
+    fn client_frame() -> impl Strategy<Value = ClientFrame> {
+        prop_oneof![
+            proptest::option::of(session_id())
+                .prop_map(|session_id| ClientFrame::Hello { session_id }),
+            (session_id(), any::<u64>()).prop_map(|(session_id, last_seq)| ClientFrame::Resume {
+                session_id,
+                last_seq
+            }),
+            (client_id(), any_text())
+                .prop_map(|(client_id, text)| ClientFrame::Message { client_id, text }),
+            Just(ClientFrame::Ping {}),
+        ]
+    }
+
+    fn severity() -> impl Strategy<Value = Severity> {
+        prop_oneof![
+            Just(Severity::Routine),
+            Just(Severity::Urgent),
+            Just(Severity::Emergency)
+        ]
+    }
+
+    fn error_code() -> impl Strategy<Value = ErrorCode> {
+        proptest::sample::select(vec![
+            ErrorCode::TooLarge,
+            ErrorCode::InvalidFrame,
+            ErrorCode::Malformed,
+            ErrorCode::UnknownType,
+            ErrorCode::BinaryNotSupported,
+            ErrorCode::NoSession,
+            ErrorCode::SessionNotFound,
+            ErrorCode::Forbidden,
+            ErrorCode::Unavailable,
+            ErrorCode::RateLimited,
+            ErrorCode::Internal,
+        ])
+    }
+
+    fn session_event() -> impl Strategy<Value = SessionEvent> {
+        use crate::session::Mode;
+        let text = any_text();
+        prop_oneof![
+            (text.clone(), text.clone())
+                .prop_map(|(client_id, text)| SessionEvent::PatientMessage { client_id, text }),
+            (
+                severity(),
+                text.clone(),
+                text.clone(),
+                text.clone(),
+                any::<bool>()
+            )
+                .prop_map(|(severity, rule, guidance, span, escalate)| {
+                    SessionEvent::Alert {
+                        severity,
+                        rule,
+                        guidance,
+                        span,
+                        escalate,
+                    }
+                }),
+            (
+                text.clone(),
+                text.clone(),
+                proptest::option::of(text.clone())
+            )
+                .prop_map(|(message_id, text, replaced_by)| {
+                    SessionEvent::AssistantMessage {
+                        message_id,
+                        text,
+                        replaced_by,
+                    }
+                }),
+            (text.clone(), text.clone())
+                .prop_map(|(nurse, text)| SessionEvent::NurseMessage { nurse, text }),
+            (
+                proptest::sample::select(vec![
+                    Mode::Ai,
+                    Mode::WaitingForNurse,
+                    Mode::Nurse,
+                    Mode::Closed
+                ]),
+                proptest::option::of(text)
+            )
+                .prop_map(|(mode, note)| SessionEvent::ModeChanged { mode, note }),
+        ]
+    }
+
+    fn server_frame() -> impl Strategy<Value = ServerFrame> {
+        let text = any_text();
+        let seq = any::<u64>();
+        prop_oneof![
+            (session_id(), any::<u32>(), seq.clone()).prop_map(
+                |(session_id, protocol, last_seq)| ServerFrame::Welcome {
+                    session_id,
+                    protocol,
+                    last_seq,
+                }
+            ),
+            (client_id(), seq.clone())
+                .prop_map(|(client_id, seq)| ServerFrame::Ack { client_id, seq }),
+            (seq.clone(), severity(), text.clone(), text.clone()).prop_map(
+                |(seq, severity, rule, guidance)| ServerFrame::Alert {
+                    seq,
+                    severity,
+                    rule,
+                    guidance,
+                }
+            ),
+            (text.clone(), text.clone())
+                .prop_map(|(message_id, text)| ServerFrame::Delta { message_id, text }),
+            (text.clone(), seq.clone())
+                .prop_map(|(message_id, seq)| ServerFrame::Done { message_id, seq }),
+            (text.clone(), seq.clone(), text.clone(), text.clone()).prop_map(
+                |(message_id, seq, text, rule)| ServerFrame::Replaced {
+                    message_id,
+                    seq,
+                    text,
+                    rule,
+                }
+            ),
+            seq.clone().prop_map(|seq| ServerFrame::NurseJoined { seq }),
+            (seq.clone(), text.clone())
+                .prop_map(|(seq, text)| ServerFrame::NurseMessage { seq, text }),
+            (seq.clone(), proptest::option::of(text.clone()))
+                .prop_map(|(seq, note)| ServerFrame::HandedBack { seq, note }),
+            (seq.clone(), proptest::option::of(text.clone()))
+                .prop_map(|(seq, note)| ServerFrame::Closed { seq, note }),
+            (seq, session_event()).prop_map(|(seq, event)| ServerFrame::Event { seq, event }),
+            (
+                error_code(),
+                text,
+                any::<bool>(),
+                proptest::option::of(any::<u64>())
+            )
+                .prop_map(|(code, message, retryable, retry_after_ms)| {
+                    ServerFrame::Error {
+                        code,
+                        message,
+                        retryable,
+                        retry_after_ms,
+                    }
+                }),
+            Just(ServerFrame::Pong),
+        ]
+    }
+
+    /// A JSON string literal, with non-ASCII characters as `\u` escapes when `escape` is set.
+    fn json_string(raw: &str, escape: bool) -> String {
+        let plain = serde_json::to_string(raw).expect("a string serialises");
+        if !escape {
+            return plain;
+        }
+        let mut out = String::with_capacity(plain.len());
+        for ch in plain.chars() {
+            if ch.is_ascii() {
+                out.push(ch);
+            } else {
+                let mut units = [0u16; 2];
+                for unit in ch.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_frame_exactly_at_the_limit_parses() {
+        let raw = r#"{"type":"ping"}"#;
+        assert_eq!(parse_client_frame(raw, raw.len()), Ok(ClientFrame::Ping {}));
+        assert_eq!(
+            parse_client_frame(raw, raw.len() - 1),
+            Err(FrameError::FrameTooLarge {
+                length: raw.len(),
+                limit: raw.len() - 1
+            })
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn every_client_frame_round_trips(frame in client_frame()) {
+            let json = serde_json::to_string(&frame).expect("a client frame serialises");
+            let value: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+            prop_assert_eq!(value.get("type").and_then(serde_json::Value::as_str), Some(client_type(&frame)));
+            prop_assert_eq!(parse_client_frame(&json, json.len()), Ok(frame));
+        }
+
+        #[test]
+        fn a_client_frame_over_the_limit_is_refused_by_size(frame in client_frame(), short in 1usize..64) {
+            let json = serde_json::to_string(&frame).expect("a client frame serialises");
+            let limit = json.len().saturating_sub(short);
+            prop_assert_eq!(
+                parse_client_frame(&json, limit),
+                Err(FrameError::FrameTooLarge { length: json.len(), limit })
+            );
+        }
+
+        #[test]
+        fn hand_written_message_frames_parse_to_their_fields(
+            client_id in client_id(),
+            text in any_text(),
+            type_first in any::<bool>(),
+            escape in any::<bool>(),
+            space in "[ \t\r\n]{0,3}",
+        ) {
+            let fields = [
+                format!("{space}\"type\"{space}:{space}\"message\""),
+                format!("\"client_id\":{space}{}", json_string(client_id.as_str(), escape)),
+                format!("\"text\"{space}:{}{space}", json_string(&text, escape)),
+            ];
+            let body = if type_first {
+                fields.join(",")
+            } else {
+                format!("{},{},{}", fields[2], fields[1], fields[0])
+            };
+            let raw = format!("{space}{{{body}}}{space}");
+            prop_assert_eq!(
+                parse_client_frame(&raw, 1 << 20),
+                Ok(ClientFrame::Message { client_id, text })
+            );
+        }
+
+        #[test]
+        fn any_string_is_parsed_or_refused_without_panicking(raw in any_text(), limit in 0usize..96) {
+            let result = parse_client_frame(&raw, limit);
+            if raw.len() > limit {
+                prop_assert_eq!(result, Err(FrameError::FrameTooLarge { length: raw.len(), limit }));
+            } else if let Err(error) = result {
+                let _ = (error.code(), error.to_string());
+            }
+        }
+
+        #[test]
+        fn json_shaped_strings_are_parsed_or_refused_without_panicking(
+            raw in r#"\{("(type|client_id|text|session_id|last_seq|x)"|"(hello|resume|message|ping|shout)"|[0-9a-f]{0,34}|-?[0-9]{1,21}|null|true|\[|\]|\{|\}|:|,| |"\\u[0-9a-fA-F]{4}"){0,24}\}?"#
+        ) {
+            match parse_client_frame(&raw, 1 << 20) {
+                Ok(ClientFrame::Message { client_id, .. }) => {
+                    prop_assert!(ClientId::parse(client_id.as_str()).is_ok());
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    let _ = (error.code(), error.to_string());
+                }
+            }
+        }
+
+        #[test]
+        fn every_server_frame_is_json_with_its_type_tag(frame in server_frame()) {
+            let json = frame.to_json();
+            let value: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+            prop_assert_eq!(value.get("type").and_then(serde_json::Value::as_str), Some(server_type(&frame)));
+            let back: ServerFrame = serde_json::from_str(&json).expect("a server frame reads back");
+            prop_assert_eq!(back, frame);
+        }
     }
 }
 

@@ -103,3 +103,75 @@ async fn a_query_parameter_token_works_only_when_enabled() {
     let app = spawn_app(settings).await;
     assert_eq!(status(app.port, &path, None).await, 101);
 }
+
+/// Every route and socket against every role: only its own role gets in.
+#[tokio::test]
+async fn every_route_refuses_the_wrong_role_and_no_token() {
+    let app = spawn_app(test_settings()).await;
+    let session = "0123456789abcdef0123456789abcdef";
+    let routes: [(&str, String, Role); 8] = [
+        ("GET", "/v1/nurse/queue".into(), Role::Nurse),
+        ("GET", "/v1/admin/policies".into(), Role::Operator),
+        ("POST", "/v1/admin/policies/reload".into(), Role::Operator),
+        ("POST", "/v1/admin/policies/dry-run".into(), Role::Operator),
+        ("GET", "/v1/admin/rules/outcomes".into(), Role::Operator),
+        ("GET", "/v1/admin/audit".into(), Role::Operator),
+        ("GET", "/v1/admin/audit/verify".into(), Role::Operator),
+        (
+            "GET",
+            format!("/v1/admin/sessions/{session}/model-request"),
+            Role::Operator,
+        ),
+    ];
+    let http = reqwest::Client::new();
+    for (method, path, allowed) in &routes {
+        for role in [Role::Patient, Role::Nurse, Role::Operator] {
+            let mut request = match *method {
+                "POST" => http
+                    .post(app.url(path))
+                    .header("content-type", "application/json")
+                    .body(r#"{"text":"hello"}"#),
+                _ => http.get(app.url(path)),
+            };
+            request = request.bearer_auth(app.token("someone", role));
+            let status = request.send().await.expect("answers").status().as_u16();
+            if role == *allowed {
+                assert!(status < 400, "{method} {path} as {role:?}: {status}");
+            } else {
+                assert_eq!(status, 403, "{method} {path} as {role:?}");
+            }
+        }
+        let anonymous = match *method {
+            "POST" => http.post(app.url(path)),
+            _ => http.get(app.url(path)),
+        };
+        assert_eq!(
+            anonymous.send().await.expect("answers").status().as_u16(),
+            401,
+            "{method} {path} without a token"
+        );
+    }
+    for (path, allowed) in [("/v1/chat", Role::Patient), ("/v1/nurse", Role::Nurse)] {
+        for role in [Role::Patient, Role::Nurse, Role::Operator] {
+            let expected = if role == allowed { 101 } else { 403 };
+            assert_eq!(
+                status(app.port, path, Some(&app.token("someone", role))).await,
+                expected,
+                "{path} as {role:?}"
+            );
+        }
+        assert_eq!(status(app.port, path, None).await, 401, "{path} anonymous");
+    }
+}
+
+#[tokio::test]
+async fn an_expired_token_is_refused_at_the_upgrade() {
+    let app = spawn_app(test_settings()).await;
+    let expired = app
+        .keys
+        .mint("p1", Role::Patient, Duration::from_secs(0))
+        .expect("mint");
+    // Past the verifier's leeway.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(status(app.port, "/v1/chat", Some(&expired)).await, 401);
+}
