@@ -14,7 +14,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{Buffers, Client, Incoming};
-use crate::server::{Model, Placement, ServerArgs, ServerUnderTest, process_stats};
+use crate::server::{Model, Placement, ProcessStats, ServerArgs, ServerUnderTest, process_stats};
 
 #[derive(Args, Debug, Clone)]
 pub struct IdleArgs {
@@ -34,6 +34,10 @@ pub struct IdleArgs {
     /// Memory budget per socket, in KiB.
     #[arg(long, default_value_t = 64)]
     pub budget_kib: u64,
+    /// Open, hold and close the sockets this many times: memory that keeps growing from round to
+    /// round is a leak, memory that settles is reused.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
     /// Give up opening sockets after this long.
     #[arg(long, default_value_t = 300)]
     pub time_limit_secs: u64,
@@ -92,8 +96,6 @@ pub async fn run(args: IdleArgs, json_output: bool) -> anyhow::Result<bool> {
         );
     }
     let server = Arc::new(server);
-    let stop = CancellationToken::new();
-    let dropped = Arc::new(AtomicU64::new(0));
     let hello = !args.no_hello;
 
     // Warm-up: lazily built state (thread-locals, the first session) is not per-socket cost.
@@ -122,6 +124,174 @@ pub async fn run(args: IdleArgs, json_output: bool) -> anyhow::Result<bool> {
     let before = process_stats(pid, None)?;
 
     let other_load = crate::server::OtherLoad::start(&[own_pid, pid]);
+    let mut rounds = Vec::new();
+    for round in 0..args.rounds.max(1) {
+        rounds.push(open_hold_close(&args, &server, pid, hello, round).await?);
+    }
+    let other_cores = other_load.cores();
+    let client_rss = rounds.iter().filter_map(|round| round.client_rss).max();
+    let description = server.description.clone();
+    if let Ok(server) = Arc::try_unwrap(server) {
+        server.stop().await;
+    }
+    let Some(first) = rounds.first() else {
+        bail!("no round ran");
+    };
+    let (opened, failed, open_seconds) = (first.opened, first.failed, first.open_seconds);
+    let first_failure = rounds.iter().find_map(|round| round.first_failure.clone());
+    let dropped_while_held: u64 = rounds.iter().map(|round| round.dropped).sum();
+    let all_opened = rounds
+        .iter()
+        .all(|round| round.opened == args.sockets as u64);
+    let (at_open, peak, closed) = (first.at_open, first.peak, first.closed);
+    // Freed memory is reused, but not all of it at once (the allocator's free lists fragment), so
+    // the figure settles over a few rounds; what must not happen is growth between the last two.
+    let last_peak = rounds
+        .last()
+        .map_or(peak.rss_bytes, |round| round.peak.rss_bytes);
+    let previous_peak = rounds
+        .len()
+        .checked_sub(2)
+        .and_then(|index| rounds.get(index))
+        .map_or(peak.rss_bytes, |round| round.peak.rss_bytes);
+    let leak_allowance = previous_peak / 20 + 8 * 1024 * 1024;
+    let rounds_ok = last_peak <= previous_peak + leak_allowance;
+    let growth = peak.rss_bytes.saturating_sub(before.rss_bytes);
+    let per_socket = if opened > 0 { growth / opened } else { 0 };
+    let budget = args.budget_kib * 1024;
+    let passed =
+        all_opened && rounds_ok && dropped_while_held == 0 && per_socket <= budget && !in_process;
+    let report = json!({
+        "mode": "idle",
+        "machine": crate::server::machine(),
+        "other_processes_cpu_cores": other_cores,
+        "server": description,
+        "sockets": args.sockets, "hello": hello,
+        "opened": opened, "failed": failed, "first_failure": first_failure,
+        "open_seconds": open_seconds,
+        "dropped_while_held": dropped_while_held,
+        "server_rss_bytes": {
+            "before": before.rss_bytes, "all_open": at_open.rss_bytes, "peak_while_held": peak.rss_bytes,
+            "after_close": closed.rss_bytes,
+            "rounds": rounds.iter().map(|round| json!({
+                "all_open": round.at_open.rss_bytes, "peak_while_held": round.peak.rss_bytes,
+                "after_close": round.closed.rss_bytes, "opened": round.opened,
+            })).collect::<Vec<_>>(),
+        },
+        "rounds_ok": rounds_ok,
+        "server_open_fds": {
+            "before": before.open_fds, "all_open": at_open.open_fds, "after_close": closed.open_fds,
+        },
+        "bytes_per_socket": per_socket,
+        "budget_bytes_per_socket": budget,
+        "client_rss_bytes": client_rss,
+        "in_process": in_process,
+        "passed": passed,
+    });
+    if json_output {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(passed);
+    }
+    println!("\nCarebridge idle sockets — {description}");
+    println!(
+        "{} of {} sockets opened in {:.1} s ({} failed{}), {}",
+        opened,
+        args.sockets,
+        open_seconds,
+        failed,
+        first_failure
+            .as_deref()
+            .map_or(String::new(), |error| format!("; first: {error}")),
+        if hello {
+            "each with a session (hello)"
+        } else {
+            "bare (no hello)"
+        },
+    );
+    println!(
+        "server RSS: {:.1} MiB before, {:.1} MiB all open, {:.1} MiB peak while held {} s, {:.1} MiB after close",
+        mib(before.rss_bytes),
+        mib(at_open.rss_bytes),
+        mib(peak.rss_bytes),
+        args.hold_secs,
+        mib(closed.rss_bytes)
+    );
+    println!(
+        "server open fds: {} before, {} all open, {} after close",
+        before.open_fds, at_open.open_fds, closed.open_fds
+    );
+    println!(
+        "per socket: {:.1} KiB (budget {} KiB); sockets closed by the server while held: {dropped_while_held}",
+        per_socket as f64 / 1024.0,
+        args.budget_kib
+    );
+    for (index, round) in rounds.iter().enumerate().skip(1) {
+        println!(
+            "round {}: {} opened, server RSS {:.1} MiB all open, {:.1} MiB peak, {:.1} MiB after close",
+            index + 1,
+            round.opened,
+            mib(round.at_open.rss_bytes),
+            mib(round.peak.rss_bytes),
+            mib(round.closed.rss_bytes)
+        );
+    }
+    if rounds.len() > 1 {
+        println!(
+            "last round's peak {:.1} MiB against the round before's {:.1} MiB (allowed +{:.1} MiB): {}",
+            mib(last_peak),
+            mib(previous_peak),
+            mib(leak_allowance),
+            if rounds_ok {
+                "ok, memory is reused"
+            } else {
+                "GROWING"
+            }
+        );
+    }
+    if let Some(rss) = client_rss {
+        println!(
+            "load generator RSS (client side, for reference): {:.1} MiB",
+            mib(rss)
+        );
+    }
+    if let Some(cores) = other_cores {
+        println!(
+            "other processes on this machine used {cores:.2} cores on average while sockets were open"
+        );
+    }
+    if in_process {
+        println!(
+            "note: in-process, the RSS includes the client sockets; use --server child for the figure"
+        );
+    }
+    println!("{}", if passed { "PASS" } else { "FAIL" });
+    Ok(passed)
+}
+
+/// What one round of open, hold, close saw.
+struct Round {
+    opened: u64,
+    failed: u64,
+    first_failure: Option<String>,
+    open_seconds: f64,
+    at_open: ProcessStats,
+    /// Highest resident memory while held.
+    peak: ProcessStats,
+    closed: ProcessStats,
+    dropped: u64,
+    client_rss: Option<u64>,
+}
+
+/// Opens `--sockets` sockets, holds them `--hold-secs`, closes them, measuring the server.
+async fn open_hold_close(
+    args: &IdleArgs,
+    server: &Arc<ServerUnderTest>,
+    pid: u32,
+    hello: bool,
+    round: usize,
+) -> anyhow::Result<Round> {
+    let stop = CancellationToken::new();
+    let dropped = Arc::new(AtomicU64::new(0));
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let gate = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
     let (sender, mut results) = mpsc::channel::<Result<(), String>>(1024);
@@ -129,8 +299,8 @@ pub async fn run(args: IdleArgs, json_output: bool) -> anyhow::Result<bool> {
     let opening = Instant::now();
     for index in 0..args.sockets {
         tasks.push(tokio::spawn(hold_socket(
-            Arc::clone(&server),
-            format!("idle-{}-{index}", &run_id[..8]),
+            Arc::clone(server),
+            format!("idle-{}-{round}-{index}", &run_id[..8]),
             hello,
             Arc::clone(&gate),
             sender.clone(),
@@ -175,107 +345,27 @@ pub async fn run(args: IdleArgs, json_output: bool) -> anyhow::Result<bool> {
             peak = now;
         }
     }
-    let held = process_stats(pid, None)?;
-    let client_rss = process_stats(own_pid, None)
+    let client_rss = process_stats(std::process::id(), None)
         .map(|stats| stats.rss_bytes)
         .ok();
     let dropped_while_held = dropped.load(Ordering::Relaxed);
-    let other_cores = other_load.cores();
-
     stop.cancel();
     for task in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     let closed = process_stats(pid, None).unwrap_or_default();
-    drop(results);
-    let description = server.description.clone();
-    if let Ok(server) = Arc::try_unwrap(server) {
-        server.stop().await;
-    }
-
-    let growth = peak
-        .rss_bytes
-        .max(held.rss_bytes)
-        .saturating_sub(before.rss_bytes);
-    let per_socket = if opened > 0 { growth / opened } else { 0 };
-    let budget = args.budget_kib * 1024;
-    let passed = opened == args.sockets as u64
-        && dropped_while_held == 0
-        && per_socket <= budget
-        && !in_process;
-    let report = json!({
-        "mode": "idle",
-        "machine": crate::server::machine(),
-        "other_processes_cpu_cores": other_cores,
-        "server": description,
-        "sockets": args.sockets, "hello": hello,
-        "opened": opened, "failed": failed, "first_failure": first_failure,
-        "open_seconds": open_seconds,
-        "dropped_while_held": dropped_while_held,
-        "server_rss_bytes": {
-            "before": before.rss_bytes, "all_open": at_open.rss_bytes, "peak_while_held": peak.rss_bytes,
-            "after_hold": held.rss_bytes, "after_close": closed.rss_bytes,
-        },
-        "server_open_fds": {
-            "before": before.open_fds, "all_open": at_open.open_fds, "after_close": closed.open_fds,
-        },
-        "bytes_per_socket": per_socket,
-        "budget_bytes_per_socket": budget,
-        "client_rss_bytes": client_rss,
-        "in_process": in_process,
-        "passed": passed,
-    });
-    if json_output {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(passed);
-    }
-    println!("\nCarebridge idle sockets — {description}");
-    println!(
-        "{} of {} sockets opened in {:.1} s ({} failed{}), {}",
+    Ok(Round {
         opened,
-        args.sockets,
-        open_seconds,
         failed,
-        first_failure
-            .as_deref()
-            .map_or(String::new(), |error| format!("; first: {error}")),
-        if hello {
-            "each with a session (hello)"
-        } else {
-            "bare (no hello)"
-        },
-    );
-    println!(
-        "server RSS: {:.1} MiB before, {:.1} MiB all open, {:.1} MiB peak while held {} s, {:.1} MiB after close",
-        mib(before.rss_bytes),
-        mib(at_open.rss_bytes),
-        mib(peak.rss_bytes.max(held.rss_bytes)),
-        args.hold_secs,
-        mib(closed.rss_bytes)
-    );
-    println!(
-        "server open fds: {} before, {} all open, {} after close",
-        before.open_fds, at_open.open_fds, closed.open_fds
-    );
-    println!(
-        "per socket: {:.1} KiB (budget {} KiB); sockets closed by the server while held: {dropped_while_held}",
-        per_socket as f64 / 1024.0,
-        args.budget_kib
-    );
-    if let Some(rss) = client_rss {
-        println!(
-            "load generator RSS (client side, for reference): {:.1} MiB",
-            mib(rss)
-        );
-    }
-    if in_process {
-        println!(
-            "note: in-process, the RSS includes the client sockets; use --server child for the figure"
-        );
-    }
-    println!("{}", if passed { "PASS" } else { "FAIL" });
-    Ok(passed)
+        first_failure,
+        open_seconds,
+        at_open,
+        peak,
+        closed,
+        dropped: dropped_while_held,
+        client_rss,
+    })
 }
 
 /// Opens one socket (waiting for a slot in `gate`), says hello, reports, then holds it idle,

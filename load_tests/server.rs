@@ -56,6 +56,10 @@ pub struct ServerArgs {
     /// Write the child server's log (RUST_LOG=warn) to this file.
     #[arg(long)]
     pub server_log: Option<PathBuf>,
+    /// Extra environment for the child server, KEY=VALUE (repeatable), e.g.
+    /// `MALLOC_ARENA_MAX=2` to see how much of its memory is allocator arenas.
+    #[arg(long = "server-env", value_name = "KEY=VALUE")]
+    pub server_env: Vec<String>,
     /// Keep the server's per-minute rate limits. By default they are turned off: every load
     /// client shares 127.0.0.1, so per-address limits would measure the limiter, not the service.
     #[arg(long)]
@@ -359,6 +363,12 @@ async fn start_child(
         .kill_on_drop(true);
     if args.trusted_provider {
         command.env("CAREBRIDGE_LLM__TRUST", "trusted");
+    }
+    for pair in &args.server_env {
+        let (key, value) = pair
+            .split_once('=')
+            .with_context(|| format!("--server-env {pair}: expected KEY=VALUE"))?;
+        command.env(key, value);
     }
     if !args.keep_rate_limits {
         for key in rate_limit_keys() {
