@@ -80,14 +80,16 @@ impl NormalizedText {
 /// Word replacements from `lexicon.toml`: spellings, abbreviations, contractions.
 #[derive(Debug, Clone, Default)]
 pub struct Lexicon {
-    words: HashMap<String, Vec<String>>,
+    // Looked up once per word of every message: a fast hasher matters, and the keys are the
+    // operators' own lexicon, not attacker-chosen.
+    words: HashMap<String, Vec<String>, foldhash::fast::RandomState>,
 }
 
 impl Lexicon {
     /// Builds a lexicon; keys and values are normalised without a lexicon first.
     pub fn new(entries: impl IntoIterator<Item = (String, String)>) -> Self {
         let bare = Normalizer::new(Lexicon::default());
-        let mut words = HashMap::new();
+        let mut words = HashMap::default();
         for (from, to) in entries {
             let key: String = bare
                 .normalize(&from)
@@ -220,6 +222,22 @@ fn join(tokens: Vec<Token>) -> NormalizedText {
 
 /// Collapses runs of one repeated letter: `paaain` and `bleding` both read as `pain`, `bleding`.
 pub fn squeeze(word: &str) -> String {
+    // Most words have no doubled letter: copy them whole.
+    let mut chars = word.chars();
+    let doubled = chars.next().is_some_and(|first| {
+        chars
+            .try_fold(first, |previous, ch| {
+                if ch == previous && ch.is_alphabetic() {
+                    None
+                } else {
+                    Some(ch)
+                }
+            })
+            .is_none()
+    });
+    if !doubled {
+        return word.to_owned();
+    }
     let mut out = String::with_capacity(word.len());
     let mut previous = None;
     for ch in word.chars() {
@@ -284,7 +302,6 @@ fn fold_confusable(ch: char) -> char {
 /// NFKC, lower case, invisible characters out, look-alikes folded, accents stripped.
 fn fold_chars(text: &str) -> Vec<Folded> {
     let mut out = Vec::with_capacity(text.len());
-    let mut buffer = [0u8; 4];
     for (start, original) in text.char_indices() {
         let end = start + original.len_utf8();
         if is_invisible(original) {
@@ -298,16 +315,28 @@ fn fold_chars(text: &str) -> Vec<Folded> {
             });
             continue;
         }
-        let compat = original.encode_utf8(&mut buffer).nfkc().collect::<String>();
-        for compat_char in compat.chars() {
+        // Most text is ASCII, where NFKC, NFD and the look-alike table change nothing: only
+        // the case changes. The full path costs an order of magnitude more per character.
+        if original.is_ascii() {
+            out.push(Folded {
+                ch: original.to_ascii_lowercase(),
+                start,
+                end,
+            });
+            continue;
+        }
+        for compat_char in std::iter::once(original).nfkc() {
             for lower in compat_char.to_lowercase() {
                 let latin = fold_confusable(lower);
                 for base in std::iter::once(latin).nfd() {
                     if is_combining_mark(base) || is_invisible(base) {
                         continue;
                     }
+                    // Fold look-alikes again once the accent is off: `ѐ` and `ί` decompose to
+                    // Cyrillic `е` and Greek `ι`, which would otherwise slip past the table
+                    // (`kίll` read as `kιll`, not `kill`) and make normalising not idempotent.
                     out.push(Folded {
-                        ch: base,
+                        ch: fold_confusable(base),
                         start,
                         end,
                     });
@@ -344,7 +373,8 @@ fn is_emoji(ch: char) -> bool {
 }
 
 fn tokenize(chars: &[Folded]) -> Vec<Token> {
-    let mut tokens = Vec::new();
+    // About one token per five characters of ordinary text.
+    let mut tokens = Vec::with_capacity(chars.len() / 4 + 1);
     let mut index = 0;
     while index < chars.len() {
         let current = chars[index];
@@ -371,7 +401,7 @@ fn tokenize(chars: &[Folded]) -> Vec<Token> {
 }
 
 fn read_word(chars: &[Folded], start_index: usize, tokens: &mut Vec<Token>) -> usize {
-    let mut word = String::new();
+    let mut word = String::with_capacity(16);
     let start = chars[start_index].start;
     let mut end = chars[start_index].end;
     let mut index = start_index;
@@ -556,6 +586,15 @@ mod tests {
     #[test]
     fn emoji_are_kept_as_tokens() {
         assert_eq!(words("help 🔪💊"), "help 🔪 💊");
+    }
+
+    #[test]
+    fn accented_look_alikes_fold_like_plain_ones() {
+        // Found by the idempotence property: the accent came off after the look-alike table.
+        assert_eq!(words("ѐ"), "e");
+        assert_eq!(words("ἀ"), "a");
+        assert_eq!(words("i want to kίll myself"), words("i want to kill myself"));
+        assert_eq!(words("crushing chѐst pάin"), "crushing chest pain");
     }
 
     /// The shipped lexicon, as the policy set builds it.
