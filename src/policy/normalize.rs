@@ -593,7 +593,10 @@ mod tests {
         // Found by the idempotence property: the accent came off after the look-alike table.
         assert_eq!(words("ѐ"), "e");
         assert_eq!(words("ἀ"), "a");
-        assert_eq!(words("i want to kίll myself"), words("i want to kill myself"));
+        assert_eq!(
+            words("i want to kίll myself"),
+            words("i want to kill myself")
+        );
         assert_eq!(words("crushing chѐst pάin"), "crushing chest pain");
     }
 

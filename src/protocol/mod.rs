@@ -350,7 +350,7 @@ mod tests {
     }
 
     /// Any characters, controls included (`any::<String>()` draws only from `\PC`).
-    fn any_text() -> impl Strategy<Value = String> {
+    fn any_text() -> impl Strategy<Value = String> + Clone {
         proptest::collection::vec(any::<char>(), 0..48).prop_map(String::from_iter)
     }
 
