@@ -454,7 +454,7 @@ pub async fn run(args: MixedArgs, json_output: bool) -> anyhow::Result<bool> {
         },
         "errors": {
             "total": errors,
-            "patients": record.errors,
+            "patients": record.errors, "examples": record.examples,
             "nurses": outcome.nurses.iter().map(|nurse| json!(nurse.errors)).collect::<Vec<Value>>(),
             "direct": direct_errors,
         },
@@ -559,6 +559,9 @@ pub async fn run(args: MixedArgs, json_output: bool) -> anyhow::Result<bool> {
     println!("errors: {errors} (allowed {})", args.max_errors);
     for (kind, count) in &record.errors {
         println!("  {count:>6}  {kind}");
+        if let Some(example) = record.examples.get(kind) {
+            println!("          e.g. {example}");
+        }
     }
     for nurse in &outcome.nurses {
         for (kind, count) in &nurse.errors {

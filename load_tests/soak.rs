@@ -305,7 +305,7 @@ pub async fn run(args: SoakArgs, json_output: bool) -> anyhow::Result<bool> {
             "messages_per_second": record.acked as f64 / load_seconds.max(1e-9),
             "escalations_seen": book.seen(),
         },
-        "errors": {"total": errors, "patients": record.errors},
+        "errors": {"total": errors, "patients": record.errors, "examples": record.examples},
         "dropped": {
             "total": dropped,
             "acked_not_stored": record.acked_not_stored,
@@ -368,6 +368,9 @@ pub async fn run(args: SoakArgs, json_output: bool) -> anyhow::Result<bool> {
     println!("errors: {errors} (allowed {})", args.max_errors);
     for (kind, count) in &record.errors {
         println!("  {count:>6}  {kind}");
+        if let Some(example) = record.examples.get(kind) {
+            println!("          e.g. {example}");
+        }
     }
     for nurse in load.nurses.iter().chain(warm.nurses.iter()) {
         for (kind, count) in &nurse.errors {

@@ -83,6 +83,8 @@ pub struct Record {
     /// Alerts on messages the load sent as routine (not an error; reported).
     pub unexpected_alerts: u64,
     pub errors: BTreeMap<String, u64>,
+    /// One concrete case per error kind, for the kinds whose details vary.
+    pub examples: BTreeMap<String, String>,
     /// Acknowledged messages whose reply never finished within the message timeout.
     pub replies_incomplete: u64,
     /// Acknowledged messages missing from the session's log on resume.
@@ -123,6 +125,9 @@ impl Record {
         for (kind, count) in other.errors {
             *self.errors.entry(kind).or_insert(0) += count;
         }
+        for (kind, example) in other.examples {
+            self.examples.entry(kind).or_insert(example);
+        }
         self.replies_incomplete += other.replies_incomplete;
         self.acked_not_stored += other.acked_not_stored;
         self.replies_not_stored += other.replies_not_stored;
@@ -137,6 +142,11 @@ impl Record {
     pub fn merge_counts(&mut self, other: Record) {
         for (kind, count) in other.errors {
             *self.errors.entry(format!("warm-up: {kind}")).or_insert(0) += count;
+        }
+        for (kind, example) in other.examples {
+            self.examples
+                .entry(format!("warm-up: {kind}"))
+                .or_insert(example);
         }
         self.replies_incomplete += other.replies_incomplete;
     }
@@ -458,7 +468,9 @@ impl PatientSession {
             }
         }
         for ack in std::mem::take(&mut self.missing_hand_backs) {
-            record.error(explain_missing_hand_back(&log, ack));
+            let (kind, example) = explain_missing_hand_back(&log, ack);
+            record.examples.entry(kind.to_owned()).or_insert(example);
+            record.error(kind);
         }
         record.sessions_verified += 1;
     }
@@ -468,8 +480,9 @@ impl PatientSession {
     }
 }
 
-/// Why a red flag's `handed_back` never reached the live socket, from the session's log.
-fn explain_missing_hand_back(log: &HashMap<u64, Value>, ack: u64) -> String {
+/// Why a red flag's `handed_back` never reached the live socket, from the session's log: the
+/// kind of failure and this case's sequence numbers.
+fn explain_missing_hand_back(log: &HashMap<u64, Value>, ack: u64) -> (&'static str, String) {
     // The next patient message bounds the search: later events belong to later messages.
     let next_message = log
         .iter()
@@ -484,11 +497,18 @@ fn explain_missing_hand_back(log: &HashMap<u64, Value>, ack: u64) -> String {
             .min()
     };
     match (first_after("mode_changed"), first_after("alert")) {
-        (Some(hand_back), Some(alert)) if hand_back < alert => format!(
-            "handed_back never sent live: the hand back was stored (seq {hand_back}) before the red flag's alert (seq {alert}), and the socket forwards only events after the newest it sent"
+        (Some(hand_back), Some(alert)) if hand_back < alert => (
+            "handed_back never sent live: the hand back was stored before the red flag's alert, and the socket forwards only events after the newest it sent",
+            format!("message seq {ack}, hand back seq {hand_back}, alert seq {alert}"),
         ),
-        (Some(_), _) => "handed_back never sent live, although the hand back is in the log".into(),
-        (None, _) => "red flag not handed back: no hand back in the log".into(),
+        (Some(hand_back), _) => (
+            "handed_back never sent live, although the hand back is in the log",
+            format!("message seq {ack}, hand back seq {hand_back}"),
+        ),
+        (None, _) => (
+            "red flag not handed back: no hand back in the log",
+            format!("message seq {ack}"),
+        ),
     }
 }
 
