@@ -157,7 +157,7 @@ pub async fn run(args: IdleArgs, json_output: bool) -> anyhow::Result<bool> {
     let leak_allowance = previous_peak / 20 + 8 * 1024 * 1024;
     let rounds_ok = last_peak <= previous_peak + leak_allowance;
     let growth = peak.rss_bytes.saturating_sub(before.rss_bytes);
-    let per_socket = if opened > 0 { growth / opened } else { 0 };
+    let per_socket = growth.checked_div(opened).unwrap_or(0);
     let budget = args.budget_kib * 1024;
     let passed =
         all_opened && rounds_ok && dropped_while_held == 0 && per_socket <= budget && !in_process;
