@@ -515,9 +515,14 @@ impl PatientSocket {
         let mut frames_out = Vec::new();
         let mut nurse_joined = false;
         for stored in events {
-            conversation.delivered = conversation.delivered.max(stored.seq);
             let seq = stored.seq;
-            // Patient messages, alerts and replies of this socket were sent as ack/alert/done.
+            // Patient messages, alerts and replies of this socket were sent as ack/alert/done;
+            // the same kinds written by another device or replica arrive as `event` frames.
+            let own = conversation.sent_already(&stored);
+            conversation.delivered_up_to(seq);
+            if own {
+                continue;
+            }
             let frame = match stored.event {
                 SessionEvent::NurseMessage { text, .. } => ServerFrame::NurseMessage { seq, text },
                 SessionEvent::ModeChanged {
@@ -531,7 +536,7 @@ impl PatientSocket {
                     note,
                 } => ServerFrame::Closed { seq, note },
                 SessionEvent::ModeChanged { note, .. } => ServerFrame::HandedBack { seq, note },
-                _ => continue,
+                event => ServerFrame::Event { seq, event },
             };
             frames_out.push(frame);
         }

@@ -49,8 +49,14 @@ pub struct Conversation {
     flag: Severity,
     /// Recent patient texts, for rules that combine findings across messages.
     recent: VecDeque<String>,
-    /// Sequence numbers this socket has delivered, so live notices do not repeat them.
+    /// The log has been delivered to this socket up to here (live notices read from it).
     pub delivered: u64,
+    /// Events this socket already sent in its own way (`ack`, `alert`) that live delivery must
+    /// skip. Not simply `delivered = seq`: another device or replica may have appended an event
+    /// just before, and it must still reach this socket.
+    own_seqs: std::collections::BTreeSet<u64>,
+    /// Replies this socket streams itself (as `delta`/`done`), by message id.
+    own_replies: OwnReplies,
     /// The patient, as the audit trail names them.
     patient: crate::audit::Actor,
 }
@@ -60,7 +66,13 @@ pub struct Conversation {
 pub struct PendingTurn {
     pub flag: Severity,
     pub flag_note: Option<String>,
+    /// Chosen before the reply starts, so that live delivery knows the stored reply is this
+    /// socket's own even if its notice arrives before the reply task finishes.
+    pub message_id: String,
 }
+
+/// Message ids of replies a socket streams itself.
+pub type OwnReplies = Arc<std::sync::Mutex<std::collections::HashSet<String>>>;
 
 impl Conversation {
     /// Opens a conversation on an existing session, loading what the policies need to remember.
@@ -94,12 +106,35 @@ impl Conversation {
             flag,
             recent,
             delivered: 0,
+            own_seqs: std::collections::BTreeSet::new(),
+            own_replies: OwnReplies::default(),
             patient,
         })
     }
 
     pub fn flag(&self) -> Severity {
         self.flag
+    }
+
+    /// Whether this socket already sent `stored` in its own way (and forgets it: each is
+    /// checked once).
+    pub fn sent_already(&mut self, stored: &StoredEvent) -> bool {
+        if self.own_seqs.remove(&stored.seq) {
+            return true;
+        }
+        if let SessionEvent::AssistantMessage { message_id, .. } = &stored.event
+            && let Ok(mut own) = self.own_replies.lock()
+        {
+            return own.remove(message_id);
+        }
+        false
+    }
+
+    /// Marks the log delivered up to `seq`, forgetting own events at or before it.
+    pub fn delivered_up_to(&mut self, seq: u64) {
+        self.delivered = self.delivered.max(seq);
+        let delivered = self.delivered;
+        self.own_seqs.retain(|&own| own > delivered);
     }
 
     /// Handles one patient message. Returns the reply to produce, if the model should answer.
@@ -138,7 +173,7 @@ impl Conversation {
             },
         )
         .await?;
-        self.delivered = self.delivered.max(appended.seq);
+        self.own_seqs.insert(appended.seq);
         if appended.duplicate {
             return Ok(None);
         }
@@ -197,7 +232,7 @@ impl Conversation {
                     0
                 }
             };
-            self.delivered = self.delivered.max(seq);
+            self.own_seqs.insert(seq);
             send(
                 frames,
                 ServerFrame::Alert {
@@ -234,10 +269,17 @@ impl Conversation {
         // While a nurse holds the conversation the model is silent; the nurse reads the message.
         match store.session_meta(&self.session).await {
             Ok(Some(meta)) if matches!(meta.mode, Mode::Nurse | Mode::Closed) => Ok(None),
-            _ => Ok(Some(PendingTurn {
-                flag: self.flag,
-                flag_note,
-            })),
+            _ => {
+                let message_id = uuid::Uuid::new_v4().simple().to_string();
+                if let Ok(mut own) = self.own_replies.lock() {
+                    own.insert(message_id.clone());
+                }
+                Ok(Some(PendingTurn {
+                    flag: self.flag,
+                    flag_note,
+                    message_id,
+                }))
+            }
         }
     }
 
@@ -393,7 +435,7 @@ pub async fn run_turn(
     let llm = &services.settings.llm;
     let policies = services.policies.current();
     let rules = policies.output_rules();
-    let message_id = uuid::Uuid::new_v4().simple().to_string();
+    let message_id = turn.message_id.clone();
     let mut guard = Guard::new(rules, turn.flag);
     let mut shown = String::new();
     let started = Instant::now();

@@ -7,7 +7,9 @@ use carebridge::session::{SessionEvent, SessionId};
 use carebridge::store::{RedisStore, SessionStore, conformance};
 use serde_json::json;
 
-use crate::helpers::{Incoming, ProcessApp, TestRedis, settings_with_redis, spawn_app};
+use crate::helpers::{
+    Client, Incoming, ProcessApp, TestRedis, reply_text, settings_with_redis, spawn_app,
+};
 
 #[tokio::test]
 async fn the_redis_store_passes_the_conformance_suite() {
@@ -186,4 +188,73 @@ async fn a_patient_resumes_on_another_replica_after_one_is_killed() {
     );
     let frames = again.say("m3", "thanks").await;
     assert_eq!(frames[0]["seq"].as_u64(), Some(last_seen + 1));
+}
+
+/// Reads frames until an `event` frame carrying `kind` arrives; fails on a frame in `forbidden`.
+async fn event_of_kind(client: &mut Client, kind: &str, forbidden: &[&str]) -> serde_json::Value {
+    loop {
+        let frame = client.next().await;
+        let frame_type = frame["type"].as_str().unwrap_or_default().to_owned();
+        assert!(
+            !forbidden.contains(&frame_type.as_str()),
+            "unexpected {frame_type}: {frame}"
+        );
+        if frame_type == "event" && frame["event"]["kind"] == kind {
+            return frame;
+        }
+    }
+}
+
+/// A patient on two devices, each on its own replica: what one device sends (and the reply it
+/// gets) reaches the other live, as `event` frames, and the sender sees no duplicate.
+#[tokio::test]
+async fn a_second_device_on_another_replica_sees_the_conversation_live() {
+    let redis = TestRedis::start();
+    let first = spawn_app(settings_with_redis(&redis)).await;
+    let second = spawn_app(settings_with_redis(&redis)).await;
+    let (mut phone, session) = first.patient_in_session("p1").await;
+    let mut laptop = second.patient("p1").await;
+    laptop
+        .send(json!({"type": "hello", "session_id": session}))
+        .await;
+    laptop.expect("welcome").await;
+
+    let frames = phone.say("m1", "what helps a mild sore throat").await;
+    let acked = frames
+        .iter()
+        .find(|frame| frame["type"] == "ack")
+        .expect("ack")["seq"]
+        .as_u64()
+        .expect("seq");
+    let message = event_of_kind(&mut laptop, "patient_message", &[]).await;
+    assert_eq!(message["seq"].as_u64(), Some(acked));
+    assert_eq!(message["event"]["text"], "what helps a mild sore throat");
+    let reply = event_of_kind(&mut laptop, "assistant_message", &[]).await;
+    assert_eq!(
+        reply["event"]["text"].as_str(),
+        Some(reply_text(&frames).as_str())
+    );
+
+    // The laptop writes too; the phone sees it once, and never its own messages again.
+    laptop
+        .send(json!({"type": "message", "client_id": "m2", "text": "and is honey ok"}))
+        .await;
+    let from_laptop = event_of_kind(&mut phone, "patient_message", &["ack"]).await;
+    assert_eq!(from_laptop["event"]["text"], "and is honey ok");
+    let mut seen = vec![from_laptop["seq"].as_u64().expect("seq")];
+    seen.push(
+        event_of_kind(&mut phone, "assistant_message", &[]).await["seq"]
+            .as_u64()
+            .expect("seq"),
+    );
+    phone.send(json!({"type": "ping"})).await;
+    loop {
+        let frame = phone.next().await;
+        if frame["type"] == "pong" {
+            break;
+        }
+        if let Some(seq) = frame["seq"].as_u64() {
+            assert!(!seen.contains(&seq), "delivered twice: {frame}");
+        }
+    }
 }
