@@ -284,6 +284,8 @@ pub async fn run(args: MixedArgs, json_output: bool) -> anyhow::Result<bool> {
         guard_window_words,
         first_release_chunk,
         release_gaps,
+        guard_push,
+        guard_push_cold,
         policy_version,
     } = texts::check(&fake.reply, args.provider.chunk_chars)?;
     let events_per_session = (args.messages + args.warmup) as u64 * 4 + 16;
@@ -327,6 +329,17 @@ pub async fn run(args: MixedArgs, json_output: bool) -> anyhow::Result<bool> {
     let provider_requests = fake.requests();
     let other_cores = other_load.cores();
     let in_process = server.is_in_process();
+    // The server's own view: guard time per chunk and model time to first token, as recorded
+    // inside Carebridge (summaries over the run, warm-up included).
+    let server_metrics = crate::server::server_quantiles(
+        &server.ws_base,
+        &[
+            "carebridge_guard_chunk_seconds",
+            "carebridge_model_first_token_seconds",
+        ],
+    )
+    .await
+    .unwrap_or_default();
     let book = Arc::clone(&traffic.book);
     let description = traffic.server.description.clone();
     // The last handles on the server: dropping them lets it stop now rather than at exit.
@@ -391,6 +404,11 @@ pub async fn run(args: MixedArgs, json_output: bool) -> anyhow::Result<bool> {
         }
     }
     table.row("gap implied by the guard's word boundaries", &implied_gaps);
+    table.row(
+        "guard push per chunk, before the load (3 flags x 20)",
+        &guard_push,
+    );
+    table.row("the same, caches flushed between chunks", &guard_push_cold);
 
     let cb = record.first_token.summary();
     let first = direct_first.summary();
@@ -430,6 +448,10 @@ pub async fn run(args: MixedArgs, json_output: bool) -> anyhow::Result<bool> {
             "carebridge_minus_direct_at_first_release_p50_us": difference(cb.p50, same.p50),
             "carebridge_minus_direct_at_first_release_p99_us": difference(cb.p99, same.p99),
         },
+        "server_metrics_seconds": server_metrics
+            .iter()
+            .map(|(name, quantiles)| (name.clone(), json!(quantiles.iter().cloned().collect::<std::collections::BTreeMap<_, _>>())))
+            .collect::<serde_json::Map<_, _>>(),
         "throughput": {
             "timed_seconds": elapsed.as_secs_f64(),
             "messages_per_second": record.acked as f64 / seconds,
@@ -505,6 +527,16 @@ pub async fn run(args: MixedArgs, json_output: bool) -> anyhow::Result<bool> {
         signed_millis(difference(cb.p50, same.p50)),
         signed_millis(difference(cb.p99, same.p99)),
     );
+    for (name, quantiles) in &server_metrics {
+        if quantiles.is_empty() {
+            continue;
+        }
+        let shown: Vec<String> = quantiles
+            .iter()
+            .map(|(quantile, seconds)| format!("q{quantile} {:.1} µs", seconds * 1e6))
+            .collect();
+        println!("server's {name}: {}", shown.join(", "));
+    }
     println!(
         "throughput: {:.1} messages/s, {:.1} replies/s, {:.0} delta frames/s over {:.1} s",
         record.acked as f64 / seconds,

@@ -645,3 +645,39 @@ pub fn machine() -> serde_json::Value {
         "memory_mib": memory_kib / 1024,
     })
 }
+
+/// Quantiles (`0.5`, `0.99`, …) of one summary metric on the server's `/metrics`, in seconds.
+pub type Quantiles = Vec<(String, f64)>;
+
+/// Reads the server's own summaries of `names` from `GET /metrics`.
+///
+/// # Errors
+/// The endpoint did not answer.
+pub async fn server_quantiles(
+    ws_base: &str,
+    names: &[&str],
+) -> anyhow::Result<Vec<(String, Quantiles)>> {
+    let url = format!("{}/metrics", ws_base.replacen("ws://", "http://", 1));
+    let text = reqwest::Client::new()
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?
+        .text()
+        .await?;
+    let mut found = Vec::new();
+    for name in names {
+        let prefix = format!("{name}{{");
+        let quantiles: Quantiles = text
+            .lines()
+            .filter(|line| line.starts_with(&prefix))
+            .filter_map(|line| {
+                let quantile = line.split("quantile=\"").nth(1)?.split('"').next()?;
+                let value: f64 = line.rsplit_once(' ')?.1.parse().ok()?;
+                Some((quantile.to_owned(), value))
+            })
+            .collect();
+        found.push(((*name).to_owned(), quantiles));
+    }
+    Ok(found)
+}

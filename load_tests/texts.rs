@@ -68,6 +68,12 @@ pub struct Checked {
     /// Provider chunks between consecutive releases of the guard: a chunk that ends inside a
     /// word releases nothing, so the patient's gap is a whole number of provider gaps.
     pub release_gaps: Vec<usize>,
+    /// Time of each `Guard::push` for this reply and chunking, run here before the load (the
+    /// same code the server runs, on an idle core), under each session flag.
+    pub guard_push: crate::stats::Samples,
+    /// The same with the CPU caches flushed between chunks (32 MiB touched), as when a server
+    /// thread handles other work between two chunks of one reply.
+    pub guard_push_cold: crate::stats::Samples,
     pub policy_version: String,
 }
 
@@ -125,9 +131,41 @@ pub fn check(reply: &str, chunk_chars: usize) -> anyhow::Result<Checked> {
         releases.push(last);
     }
     let release_gaps = releases.windows(2).map(|pair| pair[1] - pair[0]).collect();
+    let mut guard_push = crate::stats::Samples::default();
+    for _ in 0..20 {
+        for flag in [Severity::Routine, Severity::Urgent, Severity::Emergency] {
+            let mut guard = Guard::new(policies.output_rules(), flag);
+            for chunk in &chunks {
+                let started = std::time::Instant::now();
+                let step = guard.push(chunk);
+                guard_push.push(started.elapsed());
+                std::hint::black_box(step);
+            }
+        }
+    }
+    let mut guard_push_cold = crate::stats::Samples::default();
+    let mut scratch = vec![0u8; 32 * 1024 * 1024];
+    for round in 0..3u8 {
+        for flag in [Severity::Routine, Severity::Urgent, Severity::Emergency] {
+            let mut guard = Guard::new(policies.output_rules(), flag);
+            for chunk in &chunks {
+                // One write per cache line evicts the guard's tables from every cache level.
+                for byte in scratch.iter_mut().step_by(64) {
+                    *byte = byte.wrapping_add(round);
+                }
+                std::hint::black_box(&scratch);
+                let started = std::time::Instant::now();
+                let step = guard.push(chunk);
+                guard_push_cold.push(started.elapsed());
+                std::hint::black_box(step);
+            }
+        }
+    }
     Ok(Checked {
+        guard_push_cold,
         first_release_chunk: releases.first().copied(),
         release_gaps,
+        guard_push,
         guard_window_words: policies.output_rules().window_words(),
         policy_version: policies.version().to_owned(),
     })
