@@ -116,7 +116,10 @@ pub enum ProviderTrust {
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSettings {
     pub backend: StoreBackend,
+    /// One `redis://` URL; with `redis_cluster`, a comma-separated list of seed nodes.
     pub redis_url: String,
+    /// Talk to a Redis Cluster (slots, redirections) instead of a single server.
+    pub redis_cluster: bool,
     /// Seconds a closed session is kept.
     pub retention_secs: u64,
 }
@@ -215,6 +218,7 @@ impl Default for StoreSettings {
         Self {
             backend: StoreBackend::Memory,
             redis_url: "redis://127.0.0.1:6379".into(),
+            redis_cluster: false,
             retention_secs: 30 * 24 * 3600,
         }
     }

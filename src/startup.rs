@@ -91,6 +91,7 @@ impl Application {
             StoreBackend::Redis => Arc::new(
                 crate::store::RedisStore::connect(
                     &settings.store.redis_url,
+                    settings.store.redis_cluster,
                     settings.store.retention_secs,
                 )
                 .await

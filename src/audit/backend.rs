@@ -7,12 +7,10 @@
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Duration;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use redis::Script;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::chain::{AuditEntry, Tip};
 
@@ -283,7 +281,7 @@ return 1
 
 /// The trail in a Redis stream, shared by every replica (persisted with the server's AOF).
 pub struct RedisAudit {
-    connection: ConnectionManager,
+    connection: crate::store::RedisConnection,
     append: Script,
 }
 
@@ -300,15 +298,8 @@ impl RedisAudit {
     ///
     /// # Errors
     /// An invalid URL or Redis unreachable.
-    pub async fn connect(url: &str) -> Result<Self, AuditStoreError> {
-        let client = redis::Client::open(url).map_err(redis_error)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let connection = client
-            .get_connection_manager_with_config(config)
+    pub async fn connect(url: &str, cluster: bool) -> Result<Self, AuditStoreError> {
+        let connection = crate::store::RedisConnection::open(url, cluster)
             .await
             .map_err(redis_error)?;
         Ok(Self {

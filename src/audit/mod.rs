@@ -67,7 +67,9 @@ pub async fn open_backend(
     Ok(match kind {
         AuditBackendKind::Auto | AuditBackendKind::Memory => Arc::new(MemoryAudit::default()),
         AuditBackendKind::File => Arc::new(FileAudit::open(&settings.audit.file)?),
-        AuditBackendKind::Redis => Arc::new(RedisAudit::connect(&settings.store.redis_url).await?),
+        AuditBackendKind::Redis => Arc::new(
+            RedisAudit::connect(&settings.store.redis_url, settings.store.redis_cluster).await?,
+        ),
     })
 }
 

@@ -10,7 +10,10 @@ use crate::escalation::{Escalation, EscalationState};
 use crate::session::{Mode, SessionEvent, SessionId, StoredEvent};
 
 mod memory;
+mod redis_connection;
 mod redis_store;
+
+pub use redis_connection::RedisConnection;
 
 pub use memory::MemoryStore;
 pub use redis_store::RedisStore;

@@ -13,10 +13,10 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use tokio::sync::broadcast;
 
+use super::redis_connection::RedisConnection;
 use super::{
     Appended, EventNotices, RuleOutcome, SessionMeta, SessionStore, StoreError, next_version,
     outcome_field,
@@ -99,7 +99,7 @@ fn key(session: &SessionId, part: &str) -> String {
 }
 
 pub struct RedisStore {
-    connection: ConnectionManager,
+    connection: RedisConnection,
     retention_secs: u64,
     subscribers: Arc<Mutex<HashMap<String, broadcast::Sender<u64>>>>,
     append_patient: Script,
@@ -126,21 +126,19 @@ impl RedisStore {
     ///
     /// # Errors
     /// An invalid URL, or Redis unreachable at start-up.
-    pub async fn connect(url: &str, retention_secs: u64) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(unavailable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let connection = client
-            .get_connection_manager_with_config(config)
+    pub async fn connect(
+        url: &str,
+        cluster: bool,
+        retention_secs: u64,
+    ) -> Result<Self, StoreError> {
+        let connection = RedisConnection::open(url, cluster)
             .await
             .map_err(unavailable)?;
+        let clients = RedisConnection::pubsub_clients(url).map_err(unavailable)?;
         let subscribers: Arc<Mutex<HashMap<String, broadcast::Sender<u64>>>> = Arc::default();
         let queue_notices = broadcast::channel(NOTICE_CAPACITY).0;
         let listener = tokio::spawn(listen(
-            client,
+            clients,
             Arc::clone(&subscribers),
             queue_notices.clone(),
         ));
@@ -168,11 +166,13 @@ impl RedisStore {
 /// Receives every replica's notices and hands them to this replica's subscribers. After a lost
 /// connection it tells every subscriber to re-read the log, so a gap is filled, never lost.
 async fn listen(
-    client: redis::Client,
+    clients: Vec<redis::Client>,
     subscribers: Arc<Mutex<HashMap<String, broadcast::Sender<u64>>>>,
     queue_notices: broadcast::Sender<()>,
 ) {
-    loop {
+    // Any node will do (a Cluster forwards every publication to all nodes); after a failure the
+    // next one is tried.
+    for client in clients.iter().cycle() {
         match client.get_async_pubsub().await {
             Ok(mut pubsub) => {
                 if pubsub.psubscribe("cb:{*}:live").await.is_ok()

@@ -8,13 +8,14 @@ use carebridge::store::{RedisStore, SessionStore, conformance};
 use serde_json::json;
 
 use crate::helpers::{
-    Client, Incoming, ProcessApp, TestRedis, reply_text, settings_with_redis, spawn_app,
+    Client, Incoming, ProcessApp, TestRedis, TestRedisCluster, reply_text, settings_with_redis,
+    spawn_app, test_settings,
 };
 
 #[tokio::test]
 async fn the_redis_store_passes_the_conformance_suite() {
     let redis = TestRedis::start();
-    let store = RedisStore::connect(&redis.url(), 3600)
+    let store = RedisStore::connect(&redis.url(), false, 3600)
         .await
         .expect("connects");
     conformance::appends_are_ordered_and_idempotent(&store).await;
@@ -73,7 +74,7 @@ async fn every_acknowledged_message_survives_a_redis_kill_and_restart() {
         "messages before the kill and after the restart were acked"
     );
 
-    let store = RedisStore::connect(&redis.url(), 3600)
+    let store = RedisStore::connect(&redis.url(), false, 3600)
         .await
         .expect("connects");
     let session = SessionId::parse(&session).expect("session id");
@@ -257,4 +258,73 @@ async fn a_second_device_on_another_replica_sees_the_conversation_live() {
             assert!(!seen.contains(&seq), "delivered twice: {frame}");
         }
     }
+}
+
+/// The same store code on a three-node Redis Cluster: the conformance suite, then a whole
+/// conversation through the server with an escalation and the audit trail (keys of many slots).
+#[tokio::test]
+async fn the_store_runs_on_a_redis_cluster() {
+    let cluster = TestRedisCluster::start();
+    let store = RedisStore::connect(&cluster.urls(), true, 3600)
+        .await
+        .expect("connects to the cluster");
+    conformance::appends_are_ordered_and_idempotent(&store).await;
+    conformance::subscribers_hear_new_events(&store).await;
+    conformance::missing_sessions_are_reported(&store).await;
+
+    let mut settings = test_settings();
+    settings.store.backend = carebridge::config::StoreBackend::Redis;
+    settings.store.redis_url = cluster.urls();
+    settings.store.redis_cluster = true;
+    let app = spawn_app(settings).await;
+    let mut sessions = Vec::new();
+    // Several sessions: their keys fall in different slots, on different nodes.
+    for index in 0..4 {
+        let (mut patient, session) = app.patient_in_session(&format!("p{index}")).await;
+        let frames = patient
+            .say("m1", "crushing chest pain spreading to my left arm")
+            .await;
+        assert!(frames.iter().any(|frame| frame["type"] == "alert"));
+        sessions.push(session);
+    }
+    let queue: serde_json::Value = reqwest::Client::new()
+        .get(app.url("/v1/nurse/queue"))
+        .bearer_auth(app.token("n1", carebridge::auth::Role::Nurse))
+        .send()
+        .await
+        .expect("queue")
+        .text()
+        .await
+        .map(|body| serde_json::from_str(&body).expect("json"))
+        .expect("body");
+    let queued: Vec<&str> = queue
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|item| item["session"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    for session in &sessions {
+        assert!(
+            queued.contains(&session.as_str()),
+            "{session} not in {queue}"
+        );
+    }
+    let verified: serde_json::Value = reqwest::Client::new()
+        .get(app.url("/v1/admin/audit/verify"))
+        .bearer_auth(app.token("op", carebridge::auth::Role::Operator))
+        .send()
+        .await
+        .expect("verify")
+        .text()
+        .await
+        .map(|body| serde_json::from_str(&body).expect("json"))
+        .expect("body");
+    assert_eq!(verified["broken"], serde_json::Value::Null, "{verified}");
+    assert!(
+        verified["entries"].as_u64().unwrap_or_default() >= 8,
+        "{verified}"
+    );
 }
