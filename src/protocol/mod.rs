@@ -458,16 +458,15 @@ mod tests {
         let text = any_text();
         let seq = any::<u64>();
         prop_oneof![
-            (session_id(), any::<u32>(), seq.clone()).prop_map(
-                |(session_id, protocol, last_seq)| ServerFrame::Welcome {
+            (session_id(), any::<u32>(), seq).prop_map(|(session_id, protocol, last_seq)| {
+                ServerFrame::Welcome {
                     session_id,
                     protocol,
                     last_seq,
                 }
-            ),
-            (client_id(), seq.clone())
-                .prop_map(|(client_id, seq)| ServerFrame::Ack { client_id, seq }),
-            (seq.clone(), severity(), text.clone(), text.clone()).prop_map(
+            }),
+            (client_id(), seq).prop_map(|(client_id, seq)| ServerFrame::Ack { client_id, seq }),
+            (seq, severity(), text.clone(), text.clone()).prop_map(
                 |(seq, severity, rule, guidance)| ServerFrame::Alert {
                     seq,
                     severity,
@@ -477,9 +476,8 @@ mod tests {
             ),
             (text.clone(), text.clone())
                 .prop_map(|(message_id, text)| ServerFrame::Delta { message_id, text }),
-            (text.clone(), seq.clone())
-                .prop_map(|(message_id, seq)| ServerFrame::Done { message_id, seq }),
-            (text.clone(), seq.clone(), text.clone(), text.clone()).prop_map(
+            (text.clone(), seq).prop_map(|(message_id, seq)| ServerFrame::Done { message_id, seq }),
+            (text.clone(), seq, text.clone(), text.clone()).prop_map(
                 |(message_id, seq, text, rule)| ServerFrame::Replaced {
                     message_id,
                     seq,
@@ -487,12 +485,11 @@ mod tests {
                     rule,
                 }
             ),
-            seq.clone().prop_map(|seq| ServerFrame::NurseJoined { seq }),
-            (seq.clone(), text.clone())
-                .prop_map(|(seq, text)| ServerFrame::NurseMessage { seq, text }),
-            (seq.clone(), proptest::option::of(text.clone()))
+            seq.prop_map(|seq| ServerFrame::NurseJoined { seq }),
+            (seq, text.clone()).prop_map(|(seq, text)| ServerFrame::NurseMessage { seq, text }),
+            (seq, proptest::option::of(text.clone()))
                 .prop_map(|(seq, note)| ServerFrame::HandedBack { seq, note }),
-            (seq.clone(), proptest::option::of(text.clone()))
+            (seq, proptest::option::of(text.clone()))
                 .prop_map(|(seq, note)| ServerFrame::Closed { seq, note }),
             (seq, session_event()).prop_map(|(seq, event)| ServerFrame::Event { seq, event }),
             (
