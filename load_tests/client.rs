@@ -114,7 +114,7 @@ impl Client {
     }
 
     /// Waits for a frame of type `kind`, skipping others; `None` on close or timeout.
-    pub async fn expect(&mut self, kind: &str, wait: Duration) -> Option<Value> {
+    pub async fn wait_for(&mut self, kind: &str, wait: Duration) -> Option<Value> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());

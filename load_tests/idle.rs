@@ -417,7 +417,7 @@ async fn open_idle(server: &ServerUnderTest, subject: &str, hello: bool) -> anyh
     if hello {
         client.send(&json!({"type": "hello"})).await?;
         client
-            .expect("welcome", Duration::from_secs(30))
+            .wait_for("welcome", Duration::from_secs(30))
             .await
             .context("no welcome after hello")?;
     }

@@ -165,7 +165,7 @@ pub struct EscalationBook {
 }
 
 impl EscalationBook {
-    fn expect(&self, session: &str, sent: Instant) {
+    fn wait_for(&self, session: &str, sent: Instant) {
         if let Ok(mut pending) = self.pending.lock() {
             pending.insert(session.to_owned(), sent);
         }
@@ -273,7 +273,7 @@ impl PatientSession {
         client.echo_pongs(traffic.args.echo_pongs);
         client.send(&json!({"type": "hello"})).await?;
         let welcome = client
-            .expect("welcome", traffic.message_timeout())
+            .wait_for("welcome", traffic.message_timeout())
             .await
             .ok_or_else(|| anyhow::anyhow!("no welcome after hello"))?;
         let session_id = welcome["session_id"]
@@ -302,7 +302,7 @@ impl PatientSession {
         let hand_back = traffic.args.nurse_mode == NurseMode::HandBack;
         let expect_hand_back = message.red && hand_back;
         if message.red && (hand_back || !self.escalated) {
-            traffic.book.expect(&self.session_id, Instant::now());
+            traffic.book.wait_for(&self.session_id, Instant::now());
             self.escalated = true;
         }
         let frame = json!({"type": "message", "client_id": client_id, "text": message.text});
