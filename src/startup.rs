@@ -157,6 +157,9 @@ impl Application {
                 .configure(api::configure)
         })
         .workers(2)
+        // Frames are small and latency-critical (an alert, a streamed word): without this,
+        // Nagle's algorithm holds each behind the client's delayed ACK, tens of milliseconds.
+        .tcp_nodelay(true)
         .disable_signals()
         .shutdown_timeout(settings.server.shutdown_grace_ms.div_ceil(1000) + 1)
         .listen(listener)?
