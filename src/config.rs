@@ -89,6 +89,9 @@ pub struct LlmSettings {
     pub first_token_timeout_ms: u64,
     pub chunk_gap_timeout_ms: u64,
     pub reply_timeout_ms: u64,
+    /// After the patient's socket goes away mid-reply, how long the reply may go on (stored for
+    /// a resume) before the upstream request is cancelled.
+    pub detached_reply_ms: u64,
     /// Attempts before the first token reaches the patient.
     pub max_attempts: u32,
     /// Failures in a row that open the circuit breaker, and how long it stays open.
@@ -200,6 +203,7 @@ impl Default for LlmSettings {
             first_token_timeout_ms: 15_000,
             chunk_gap_timeout_ms: 10_000,
             reply_timeout_ms: 60_000,
+            detached_reply_ms: 5_000,
             max_attempts: 2,
             breaker_failures: 5,
             breaker_open_ms: 30_000,

@@ -204,8 +204,20 @@ impl PatientSocket {
         if let Some(worker) = self.turn_worker.take() {
             let grace = Duration::from_millis(settings.server.shutdown_grace_ms);
             match ending {
-                // The patient is gone: the reply finishes detached and is stored for resume.
-                Ending::Gone | Ending::ClientClosed | Ending::TimedOut => {}
+                // The patient is gone: a phone that lost its signal usually comes back within
+                // seconds, so the reply may finish detached (and is stored for resume) for a
+                // short while; after that the upstream request is cancelled and what was
+                // written so far is stored, marked interrupted.
+                Ending::Gone | Ending::ClientClosed | Ending::TimedOut => {
+                    let cancel = self.turn_cancel.clone();
+                    let detached =
+                        Duration::from_millis(settings.llm.detached_reply_ms);
+                    tokio::spawn(async move {
+                        if tokio::time::timeout(detached, worker).await.is_err() {
+                            cancel.cancel();
+                        }
+                    });
+                }
                 _ => {
                     if tokio::time::timeout(grace, worker).await.is_err() {
                         self.turn_cancel.cancel();

@@ -216,3 +216,68 @@ async fn identifiers_never_reach_an_external_provider_but_the_patient_sees_them(
         "{preview}"
     );
 }
+
+/// A long reply for the disconnect tests: about 80 words, 5 characters every `delay_ms`.
+fn long_reply(delay_ms: u64) -> Script {
+    Script::Reply {
+        text: "A sore throat usually gets better by itself within a week. ".repeat(8),
+        chunk: 5,
+        delay_ms,
+    }
+}
+
+/// Disconnects right after the first streamed words, then resumes on a new socket after `wait`
+/// and returns the stored reply event.
+async fn disconnect_mid_reply(detached_reply_ms: u64, delay_ms: u64, wait_ms: u64) -> Value {
+    let model = FakeModel::start(vec![("slow", long_reply(delay_ms))]).await;
+    let mut settings = model.settings("slow");
+    settings.llm.reply_timeout_ms = 20_000;
+    settings.llm.detached_reply_ms = detached_reply_ms;
+    let app = spawn_app(settings).await;
+    let (mut client, session) = app.patient_in_session("p1").await;
+    client
+        .send(serde_json::json!({"type": "message", "client_id": "m1", "text": "sore throat"}))
+        .await;
+    client.expect("delta").await;
+    client.close().await;
+    tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
+
+    let mut again = app.patient("p1").await;
+    again
+        .send(serde_json::json!({"type": "resume", "session_id": session, "last_seq": 0}))
+        .await;
+    again.expect("welcome").await;
+    loop {
+        let event = again.expect("event").await;
+        if event["event"]["kind"] == "assistant_message" {
+            return event;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_reply_cut_off_by_a_short_disconnect_is_finished_and_delivered_on_resume() {
+    // 480 characters at 5 every 10 ms: about 1 s, well inside the 5 s the reply may go on.
+    let event = disconnect_mid_reply(5_000, 10, 2_500).await;
+    assert_eq!(event["event"]["replaced_by"], Value::Null, "{event}");
+    assert_eq!(
+        event["event"]["text"].as_str().map(str::trim),
+        Some(
+            "A sore throat usually gets better by itself within a week. "
+                .repeat(8)
+                .trim()
+        )
+    );
+}
+
+#[tokio::test]
+async fn an_abandoned_reply_is_cancelled_upstream_and_stored_as_interrupted() {
+    // About 10 s of reply; the patient is gone and the reply may only go on for 200 ms more.
+    let event = disconnect_mid_reply(200, 100, 2_000).await;
+    assert_eq!(event["event"]["replaced_by"], "interrupted", "{event}");
+    let text = event["event"]["text"].as_str().unwrap_or_default();
+    assert!(
+        !text.is_empty() && text.len() < 200,
+        "what was shown before the cancel, and no more: {text:?}"
+    );
+}
