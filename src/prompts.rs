@@ -92,6 +92,13 @@ impl Prompts {
     ///
     /// # Errors
     /// No such template, or one that uses a name the region does not define.
+    /// Whether `name` has a template in `language` (otherwise the English one is used).
+    pub fn has_guidance(&self, name: &str, language: &str) -> bool {
+        self.environment
+            .get_template(&format!("guidance/{name}.{language}.j2"))
+            .is_ok()
+    }
+
     pub fn guidance(
         &self,
         name: &str,
@@ -210,9 +217,26 @@ mod tests {
 
     #[test]
     fn unknown_languages_fall_back_to_english_and_advice_is_included() {
-        let text = shipped(Region::Eu)
-            .guidance("emergency", "fr", "Use your auto-injector")
+        let prompts = shipped(Region::Eu);
+        assert!(!prompts.has_guidance("emergency", "de"));
+        let text = prompts
+            .guidance("emergency", "de", "Use your auto-injector")
             .expect("renders");
-        assert!(text.contains("112") && text.contains("Use your auto-injector."));
+        assert!(text.starts_with("This may be") && text.contains("112"));
+        assert!(text.contains("Use your auto-injector."));
+    }
+
+    #[test]
+    fn french_and_portuguese_have_their_own_guidance() {
+        let prompts = shipped(Region::Eu);
+        for (language, opening) in [("fr", "Ceci peut"), ("pt", "Isto pode")] {
+            for name in ["emergency", "urgent", "crisis", "support", "nurse"] {
+                assert!(prompts.has_guidance(name, language), "{name}.{language}");
+            }
+            let text = prompts
+                .guidance("emergency", language, "")
+                .expect("renders");
+            assert!(text.starts_with(opening) && text.contains("112"), "{text}");
+        }
     }
 }

@@ -356,10 +356,16 @@ impl PolicySet {
                 languages.dedup();
                 let mut guidance = BTreeMap::new();
                 for language in languages {
+                    // A localised template without advice in its language goes without advice
+                    // rather than mixing languages; the English template takes English advice.
                     let advice = spec
                         .advice
                         .get(language)
-                        .or_else(|| spec.advice.get("en"))
+                        .or_else(|| {
+                            (!prompts.has_guidance(&spec.guidance, language))
+                                .then(|| spec.advice.get("en"))
+                                .flatten()
+                        })
                         .map(String::as_str)
                         .unwrap_or("");
                     guidance.insert(
