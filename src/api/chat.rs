@@ -210,8 +210,7 @@ impl PatientSocket {
                 // written so far is stored, marked interrupted.
                 Ending::Gone | Ending::ClientClosed | Ending::TimedOut => {
                     let cancel = self.turn_cancel.clone();
-                    let detached =
-                        Duration::from_millis(settings.llm.detached_reply_ms);
+                    let detached = Duration::from_millis(settings.llm.detached_reply_ms);
                     tokio::spawn(async move {
                         if tokio::time::timeout(detached, worker).await.is_err() {
                             cancel.cancel();
