@@ -21,7 +21,7 @@ fn check(text: &str, normalized: &NormalizedText) {
             "tokens out of order at {token:?}"
         );
         assert!(
-            !token.plain.is_empty() && !token.squeezed.is_empty(),
+            !token.plain.is_empty() && !token.squeezed().is_empty(),
             "{token:?}"
         );
         assert_eq!(
@@ -39,7 +39,7 @@ fn check(text: &str, normalized: &NormalizedText) {
     let squeezed: String = normalized
         .tokens
         .iter()
-        .map(|token| format!("{} ", token.squeezed))
+        .map(|token| format!("{} ", token.squeezed()))
         .collect();
     assert_eq!(normalized.squeezed, format!(" {squeezed}"));
     let (mut plain_at, mut squeezed_at) = (0, 1);
@@ -49,7 +49,7 @@ fn check(text: &str, normalized: &NormalizedText) {
             normalized.token_range(plain_at, plain_end, false),
             Some((index, index))
         );
-        let squeezed_end = squeezed_at + token.squeezed.len();
+        let squeezed_end = squeezed_at + token.squeezed().len();
         assert_eq!(
             normalized.token_range(squeezed_at, squeezed_end, true),
             Some((index, index))

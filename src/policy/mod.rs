@@ -750,7 +750,7 @@ fn locate(
         .normalize(concept)
         .tokens
         .into_iter()
-        .map(|token| token.squeezed)
+        .map(|token| token.squeezed().to_owned())
         .collect();
     let first_word = words.first()?;
     let tokens = &sentence.tokens;
@@ -758,7 +758,7 @@ fn locate(
         words.iter().enumerate().all(|(offset, word)| {
             tokens
                 .get(start + offset)
-                .is_some_and(|token| &token.squeezed == word)
+                .is_some_and(|token| token.squeezed() == word)
         })
     });
     if let Some(start) = whole {
@@ -766,7 +766,7 @@ fn locate(
     }
     let start = tokens
         .iter()
-        .position(|token| &token.squeezed == first_word)?;
+        .position(|token| token.squeezed() == first_word)?;
     Some((start, start))
 }
 

@@ -28,11 +28,20 @@ pub struct Token {
     pub kind: TokenKind,
     /// Lower case, folded, accents stripped: what patterns see.
     pub plain: String,
-    /// `plain` with runs of a repeated letter collapsed: what phrases see.
-    pub squeezed: String,
+    /// `plain` with runs of a repeated letter collapsed (what phrases see), kept only when it
+    /// differs: most words have no doubled letter, and a second string per word was a large
+    /// part of the scan's cost.
+    squeezed: Option<String>,
     /// Byte range in the original text.
     pub start: usize,
     pub end: usize,
+}
+
+impl Token {
+    /// `plain` with runs of a repeated letter collapsed: what phrases see.
+    pub fn squeezed(&self) -> &str {
+        self.squeezed.as_deref().unwrap_or(&self.plain)
+    }
 }
 
 /// A message after normalisation.
@@ -174,9 +183,9 @@ impl Normalizer {
 
 fn make_token(kind: TokenKind, plain: String, start: usize, end: usize) -> Token {
     let squeezed = if kind == TokenKind::Word {
-        squeeze(&plain)
+        squeezed_if_different(&plain)
     } else {
-        plain.clone()
+        None
     };
     Token {
         kind,
@@ -205,7 +214,7 @@ fn join(tokens: Vec<Token>) -> NormalizedText {
         plain.push_str(&token.plain);
         plain_ends.push(plain.len());
         squeezed_starts.push(squeezed.len());
-        squeezed.push_str(&token.squeezed);
+        squeezed.push_str(token.squeezed());
         squeezed_ends.push(squeezed.len());
         squeezed.push(' ');
     }
@@ -222,7 +231,11 @@ fn join(tokens: Vec<Token>) -> NormalizedText {
 
 /// Collapses runs of one repeated letter: `paaain` and `bleding` both read as `pain`, `bleding`.
 pub fn squeeze(word: &str) -> String {
-    // Most words have no doubled letter: copy them whole.
+    squeezed_if_different(word).unwrap_or_else(|| word.to_owned())
+}
+
+/// The squeezed form of `word`, or `None` when it has no doubled letter (the usual case).
+fn squeezed_if_different(word: &str) -> Option<String> {
     let mut chars = word.chars();
     let doubled = chars.next().is_some_and(|first| {
         chars
@@ -236,7 +249,7 @@ pub fn squeeze(word: &str) -> String {
             .is_none()
     });
     if !doubled {
-        return word.to_owned();
+        return None;
     }
     let mut out = String::with_capacity(word.len());
     let mut previous = None;
@@ -247,7 +260,7 @@ pub fn squeeze(word: &str) -> String {
         previous = Some(ch);
         out.push(ch);
     }
-    out
+    Some(out)
 }
 
 /// Invisible characters that only serve to split a word for a human eye's benefit.
@@ -407,13 +420,18 @@ fn read_word(chars: &[Folded], start_index: usize, tokens: &mut Vec<Token>) -> u
     let mut index = start_index;
     while index < chars.len() {
         let ch = chars[index].ch;
+        // Letters are nearly every character: take them before looking around.
+        if is_word_char(ch) {
+            word.push(ch);
+            end = chars[index].end;
+            index += 1;
+            continue;
+        }
         let next_is_letter = chars
             .get(index + 1)
             .is_some_and(|next| is_word_char(next.ch));
         let previous_is_letter = word.chars().last().is_some_and(char::is_alphabetic);
-        if is_word_char(ch) {
-            word.push(ch);
-        } else if ch == '\'' || ch == '’' || ch == '`' {
+        if ch == '\'' || ch == '’' || ch == '`' {
             // Apostrophes inside a word are dropped (`can't` → `cant`); a trailing one ends it.
             if !next_is_letter {
                 break;
@@ -619,7 +637,7 @@ mod tests {
             );
             prop_assert!(text.is_char_boundary(token.start) && text.is_char_boundary(token.end));
             prop_assert!(
-                !token.plain.is_empty() && !token.squeezed.is_empty(),
+                !token.plain.is_empty() && !token.squeezed().is_empty(),
                 "{:?}",
                 token
             );
@@ -646,7 +664,7 @@ mod tests {
         let squeezed: String = normalized
             .tokens
             .iter()
-            .map(|token| format!("{} ", token.squeezed))
+            .map(|token| format!("{} ", token.squeezed()))
             .collect();
         prop_assert_eq!(&normalized.squeezed, &format!(" {squeezed}"));
         // Each token's own range of `plain` and of `squeezed` leads back to that token alone.
@@ -657,7 +675,7 @@ mod tests {
                 normalized.token_range(plain_at, plain_end, false),
                 Some((index, index))
             );
-            let squeezed_end = squeezed_at + token.squeezed.len();
+            let squeezed_end = squeezed_at + token.squeezed().len();
             prop_assert_eq!(
                 normalized.token_range(squeezed_at, squeezed_end, true),
                 Some((index, index))

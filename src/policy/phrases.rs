@@ -70,7 +70,7 @@ impl PhraseSetBuilder {
                         .tokens
                         .into_iter()
                         .filter(|token| token.kind != TokenKind::SentenceEnd)
-                        .map(|token| token.squeezed)
+                        .map(|token| token.squeezed().to_owned())
                         .collect(),
                 ),
             })
