@@ -159,7 +159,7 @@ impl Normalizer {
     /// Normalises `text`. Never fails and never panics, whatever the input.
     pub fn normalize(&self, text: &str) -> NormalizedText {
         let folded = fold_chars(text);
-        let raw_tokens = tokenize(&folded);
+        let raw_tokens = join_spaced_letters(tokenize(&folded));
         let mut tokens = Vec::with_capacity(raw_tokens.len());
         for token in raw_tokens {
             if token.kind == TokenKind::Word
@@ -179,6 +179,32 @@ impl Normalizer {
         }
         join(tokens)
     }
+}
+
+/// `c u t`, `b l e e d i n g`: three or more single letters in a row are one word spelt out to
+/// slip past a filter.
+fn join_spaced_letters(tokens: Vec<Token>) -> Vec<Token> {
+    fn flush(run: &mut Vec<Token>, out: &mut Vec<Token>) {
+        if let (true, Some(first), Some(last)) = (run.len() >= 3, run.first(), run.last()) {
+            let plain: String = run.iter().map(|token| token.plain.as_str()).collect();
+            out.push(make_token(TokenKind::Word, plain, first.start, last.end));
+            run.clear();
+        } else {
+            out.append(run);
+        }
+    }
+    let mut out = Vec::with_capacity(tokens.len());
+    let mut run = Vec::new();
+    for token in tokens {
+        if token.kind == TokenKind::Word && token.plain.chars().count() == 1 {
+            run.push(token);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(token);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
 }
 
 fn make_token(kind: TokenKind, plain: String, start: usize, end: usize) -> Token {
@@ -369,8 +395,17 @@ fn leet_letter(ch: char) -> Option<char> {
         '4' | '@' => Some('a'),
         '5' | '$' => Some('s'),
         '7' => Some('t'),
+        '€' => Some('e'),
         _ => None,
     }
+}
+
+/// Whether a letter follows the run of leet characters starting at `index` (`bl00d`).
+fn letter_after_leet_run(chars: &[Folded], index: usize) -> bool {
+    chars[index..]
+        .iter()
+        .find(|folded| leet_letter(folded.ch).is_none())
+        .is_some_and(|folded| is_word_char(folded.ch))
 }
 
 fn is_word_char(ch: char) -> bool {
@@ -437,12 +472,15 @@ fn read_word(chars: &[Folded], start_index: usize, tokens: &mut Vec<Token>) -> u
                 break;
             }
         } else if let Some(letter) = leet_letter(ch) {
-            // `k1ll`, `su!c!de`: a digit or symbol between letters, or closing a word of letters.
+            // `k1ll`, `su!c!de`, `bl00d`: digits or symbols between letters, or closing a word of
+            // letters.
             let closes_word = previous_is_letter
                 && chars
                     .get(index + 1)
                     .is_none_or(|next| !next.ch.is_alphanumeric());
-            if !(next_is_letter || (closes_word && ch.is_ascii_digit() && word.len() >= 2)) {
+            if !(letter_after_leet_run(chars, index)
+                || (closes_word && ch.is_ascii_digit() && word.len() >= 2))
+            {
                 break;
             }
             word.push(letter);
@@ -546,6 +584,22 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn spelt_out_and_leet_words_are_read_as_words() {
+        let normalizer = Normalizer::default();
+        let plain = |text: &str| normalizer.normalize(text).plain;
+        assert_eq!(plain("c u t myself"), "cut myself");
+        assert_eq!(plain("b l e e d i n g"), "bleeding");
+        assert_eq!(plain("vomiting bl00d"), "vomiting blood");
+        assert_eq!(plain("k!ll mys€lf"), "kill myself");
+        assert_eq!(plain("a b"), "a b", "two letters stay apart");
+        assert_eq!(plain("covid19 jab"), "covid 19 jab");
+        assert!(
+            !plain("it costs €20").contains('e'),
+            "a price is not a letter"
+        );
+    }
     use crate::policy::file::LexiconFile;
 
     fn words(text: &str) -> String {

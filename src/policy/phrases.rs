@@ -297,7 +297,10 @@ mod tests {
             vec![(0, 0, 3)]
         );
         assert_eq!(found(&["pain ** chest"], "pain. chest"), vec![]);
-        assert_eq!(found(&["pain ** chest"], "pain a b c d chest"), vec![]);
+        assert_eq!(
+            found(&["pain ** chest"], "pain one two three four chest"),
+            vec![]
+        );
     }
 
     #[test]
