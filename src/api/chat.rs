@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{AppState, admit_socket};
+use super::{AppState, upgrade};
 use crate::auth::{Claims, Role};
 use crate::protocol::{
     ClientFrame, ErrorCode, FrameError, PROTOCOL_VERSION, PatientText, ServerFrame, close_code,
@@ -38,25 +38,18 @@ pub async fn chat(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let admitted = admit_socket(&request, &state, Role::Patient)?;
-    let (response, session, stream) =
-        actix_ws::handle_with_protocols(&request, body, &[SUBPROTOCOL])?;
-    let inbound = stream
-        .max_frame_size(HARD_FRAME_CAP)
-        .aggregate_continuations()
-        .max_continuation_size(HARD_FRAME_CAP);
-    let state = state.into_inner();
-    metrics::gauge!("carebridge_open_sockets", "role" => "patient").increment(1.0);
-    // The inbound stream is tied to the worker's thread, so the socket task is local to it.
-    let tracker = state.sockets.clone();
-    tracker.spawn_local(async move {
-        let _place = admitted.permit;
-        PatientSocket::new(state, admitted.claims, admitted.address)
-            .run(session, inbound)
-            .await;
-        metrics::gauge!("carebridge_open_sockets", "role" => "patient").decrement(1.0);
-    });
-    Ok(response)
+    upgrade(
+        &request,
+        body,
+        state,
+        Role::Patient,
+        HARD_FRAME_CAP,
+        |state, claims, address, session, inbound| async move {
+            PatientSocket::new(state, claims, address)
+                .run(session, inbound)
+                .await;
+        },
+    )
 }
 
 /// Why a socket ended, and the close frame it gets.

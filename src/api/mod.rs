@@ -148,6 +148,59 @@ pub fn admit_socket(
     })
 }
 
+/// Admits a WebSocket upgrade, then runs `serve` on the socket as a task of this worker (the
+/// inbound stream is tied to the worker's thread), tracked for shutdown and counted in
+/// `carebridge_open_sockets`. The socket keeps its place under the limits until `serve` ends.
+///
+/// # Errors
+/// Refused by [`admit_socket`], or not a WebSocket handshake.
+pub fn upgrade<Serve, Served>(
+    request: &HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+    role: Role,
+    frame_cap: usize,
+    serve: Serve,
+) -> Result<HttpResponse, actix_web::Error>
+where
+    Serve: FnOnce(
+            Arc<AppState>,
+            Claims,
+            std::net::IpAddr,
+            actix_ws::Session,
+            actix_ws::AggregatedMessageStream,
+        ) -> Served
+        + 'static,
+    Served: std::future::Future<Output = ()> + 'static,
+{
+    let admitted = admit_socket(request, &state, role)?;
+    let (response, session, stream) =
+        actix_ws::handle_with_protocols(request, body, &[chat::SUBPROTOCOL])?;
+    let inbound = stream
+        .max_frame_size(frame_cap)
+        .aggregate_continuations()
+        .max_continuation_size(frame_cap);
+    let state = state.into_inner();
+    let label = match role {
+        Role::Patient => "patient",
+        Role::Nurse => "nurse",
+        Role::Operator => "operator",
+    };
+    metrics::gauge!("carebridge_open_sockets", "role" => label).increment(1.0);
+    let tracker = state.sockets.clone();
+    tracker.spawn_local(async move {
+        let Admitted {
+            claims,
+            address,
+            permit,
+        } = admitted;
+        serve(state, claims, address, session, inbound).await;
+        drop(permit);
+        metrics::gauge!("carebridge_open_sockets", "role" => label).decrement(1.0);
+    });
+    Ok(response)
+}
+
 /// Whether a browser page at `origin` may open a socket: listed, `*`, or (with an empty list)
 /// served by this host.
 fn origin_allowed(origin: &str, host: Option<&str>, allowed: &[String]) -> bool {

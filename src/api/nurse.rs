@@ -11,8 +11,7 @@ use actix_ws::{AggregatedMessage, CloseCode, CloseReason};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use super::chat::SUBPROTOCOL;
-use super::{AppState, admit_socket};
+use super::{AppState, upgrade};
 use crate::auth::{Claims, Role};
 use crate::escalation::{EscalationError, now_ms};
 use crate::protocol::close_code;
@@ -27,24 +26,16 @@ pub async fn nurse(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let admitted = admit_socket(&request, &state, Role::Nurse)?;
-    let (response, session, stream) =
-        actix_ws::handle_with_protocols(&request, body, &[SUBPROTOCOL])?;
-    let inbound = stream
-        .max_frame_size(HARD_FRAME_CAP)
-        .aggregate_continuations()
-        .max_continuation_size(HARD_FRAME_CAP);
-    let state = state.into_inner();
-    let tracker = state.sockets.clone();
-    metrics::gauge!("carebridge_open_sockets", "role" => "nurse").increment(1.0);
-    tracker.spawn_local(async move {
-        let _place = admitted.permit;
-        NurseSocket::new(state, admitted.claims)
-            .run(session, inbound)
-            .await;
-        metrics::gauge!("carebridge_open_sockets", "role" => "nurse").decrement(1.0);
-    });
-    Ok(response)
+    upgrade(
+        &request,
+        body,
+        state,
+        Role::Nurse,
+        HARD_FRAME_CAP,
+        |state, claims, _address, session, inbound| async move {
+            NurseSocket::new(state, claims).run(session, inbound).await;
+        },
+    )
 }
 
 struct NurseSocket {

@@ -496,16 +496,8 @@ pub async fn run_turn(
                 if shown.is_empty() {
                     return None;
                 }
-                let event = SessionEvent::AssistantMessage {
-                    message_id: message_id.clone(),
-                    text: shown,
-                    replaced_by: Some("interrupted".into()),
-                };
-                let seq = services
-                    .store
-                    .append_event(&session, &event)
-                    .await
-                    .unwrap_or(0);
+                let seq =
+                    store_reply(&services, &session, &message_id, shown, Some("interrupted")).await;
                 frames.send(ServerFrame::Done { message_id, seq }).await;
                 return Some(seq);
             }
@@ -538,16 +530,7 @@ pub async fn run_turn(
             }
             frames.delta(&message_id, &step.release, &mut shown).await;
             frames.flush(&message_id, &mut shown).await;
-            let event = SessionEvent::AssistantMessage {
-                message_id: message_id.clone(),
-                text: shown,
-                replaced_by: None,
-            };
-            let seq = services
-                .store
-                .append_event(&session, &event)
-                .await
-                .unwrap_or(0);
+            let seq = store_reply(&services, &session, &message_id, shown, None).await;
             frames.send(ServerFrame::Done { message_id, seq }).await;
             Some(seq)
         }
@@ -559,25 +542,11 @@ pub async fn run_turn(
                 .prompts
                 .render("fallback.en.j2", &BTreeMap::new())
                 .unwrap_or_else(|_| "I'm sorry, I can't answer right now. If this is an emergency, call your local emergency number now.".into());
-            let event = SessionEvent::AssistantMessage {
-                message_id: message_id.clone(),
-                text: join_shown(&shown, &fallback),
-                replaced_by: Some("fallback".into()),
+            let replacement = crate::guard::Replacement {
+                rule: "fallback".into(),
+                text: fallback,
             };
-            let seq = services
-                .store
-                .append_event(&session, &event)
-                .await
-                .unwrap_or(0);
-            frames
-                .send(ServerFrame::Replaced {
-                    message_id,
-                    seq,
-                    text: fallback,
-                    rule: "fallback".into(),
-                })
-                .await;
-            Some(seq)
+            Some(replace_reply(&services, &session, message_id, &shown, replacement, frames).await)
         }
     }
 }
@@ -603,18 +572,14 @@ async fn replace_reply(
     replacement: crate::guard::Replacement,
     frames: &mut Outbox,
 ) -> u64 {
-    let event = SessionEvent::AssistantMessage {
-        message_id: message_id.clone(),
-        text: join_shown(shown, &replacement.text),
-        replaced_by: Some(replacement.rule.clone()),
-    };
-    let seq = match services.store.append_event(session, &event).await {
-        Ok(seq) => seq,
-        Err(error) => {
-            tracing::error!(session = %session, error = %error, "replaced reply not stored");
-            0
-        }
-    };
+    let seq = store_reply(
+        services,
+        session,
+        &message_id,
+        join_shown(shown, &replacement.text),
+        Some(&replacement.rule),
+    )
+    .await;
     frames
         .send(ServerFrame::Replaced {
             message_id,
@@ -624,6 +589,30 @@ async fn replace_reply(
         })
         .await;
     seq
+}
+
+/// Stores the text of a reply as the patient saw it. Returns its sequence number, or 0 when the
+/// store failed: the patient already has the text, and the failure is logged and counted.
+async fn store_reply(
+    services: &Services,
+    session: &SessionId,
+    message_id: &str,
+    text: String,
+    replaced_by: Option<&str>,
+) -> u64 {
+    let event = SessionEvent::AssistantMessage {
+        message_id: message_id.to_owned(),
+        text,
+        replaced_by: replaced_by.map(str::to_owned),
+    };
+    match services.store.append_event(session, &event).await {
+        Ok(seq) => seq,
+        Err(error) => {
+            metrics::counter!("carebridge_store_errors_total").increment(1);
+            tracing::error!(session = %session, error = %error, "reply not stored");
+            0
+        }
+    }
 }
 
 /// Records what the output guard did to a reply, when it did anything.
