@@ -400,12 +400,13 @@ fn leet_letter(ch: char) -> Option<char> {
     }
 }
 
-/// Whether a letter follows the run of leet characters starting at `index` (`bl00d`).
-fn letter_after_leet_run(chars: &[Folded], index: usize) -> bool {
-    chars[index..]
+/// Where the run of leet characters starting at `index` ends, when a letter follows it (`bl00d`).
+fn leet_run_end_with_letter(chars: &[Folded], index: usize) -> Option<usize> {
+    let end = chars[index..]
         .iter()
-        .find(|folded| leet_letter(folded.ch).is_none())
-        .is_some_and(|folded| is_word_char(folded.ch))
+        .position(|folded| leet_letter(folded.ch).is_none())
+        .map(|offset| index + offset)?;
+    is_word_char(chars[end].ch).then_some(end)
 }
 
 fn is_word_char(ch: char) -> bool {
@@ -453,6 +454,8 @@ fn read_word(chars: &[Folded], start_index: usize, tokens: &mut Vec<Token>) -> u
     let start = chars[start_index].start;
     let mut end = chars[start_index].end;
     let mut index = start_index;
+    // The end of the current run of leet characters when a letter follows it.
+    let mut leet_run_end = 0;
     while index < chars.len() {
         let ch = chars[index].ch;
         // Letters are nearly every character: take them before looking around.
@@ -478,9 +481,11 @@ fn read_word(chars: &[Folded], start_index: usize, tokens: &mut Vec<Token>) -> u
                 && chars
                     .get(index + 1)
                     .is_none_or(|next| !next.ch.is_alphanumeric());
-            if !(letter_after_leet_run(chars, index)
-                || (closes_word && ch.is_ascii_digit() && word.len() >= 2))
-            {
+            // Each run is looked ahead once: a long run must not be rescanned per character.
+            if leet_run_end <= index {
+                leet_run_end = leet_run_end_with_letter(chars, index).unwrap_or(index);
+            }
+            if !(index < leet_run_end || (closes_word && ch.is_ascii_digit() && word.len() >= 2)) {
                 break;
             }
             word.push(letter);
@@ -598,6 +603,12 @@ mod tests {
         assert!(
             !plain("it costs €20").contains('e'),
             "a price is not a letter"
+        );
+        let long_run = format!("a{}b", "!".repeat(8_000));
+        assert_eq!(
+            plain(&long_run).len(),
+            8_002,
+            "a long run is read once, as letters"
         );
     }
     use crate::policy::file::LexiconFile;
