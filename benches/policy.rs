@@ -1,16 +1,18 @@
 //! Speed of the per-message scan and the per-chunk guard against the full shipped policy set.
 //!
 //! `cargo bench --bench policy`: criterion reports time per 1 KB message (target: well under
-//! 50 µs on one core) with throughput in MB/s, and time per streamed chunk in the guard (target:
-//! under 50 µs).
+//! 50 µs on one core) with throughput in MB/s, and the mean time per streamed chunk in the guard.
+//! After criterion, each `Guard::push` of many replies, chunkings and session flags is timed on
+//! its own, and the p50, p99 and largest time per chunk are printed (target: p99 under 50 µs).
 
 use std::hint::black_box;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use carebridge::guard::Guard;
 use carebridge::policy::{PolicySet, Severity};
 use carebridge::prompts::{Prompts, Region};
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 
 fn shipped() -> PolicySet {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -45,24 +47,61 @@ fn scan(criterion: &mut Criterion) {
     group.finish();
 }
 
-fn guard(criterion: &mut Criterion) {
-    let set = shipped();
-    let reply = "Thank you for telling me. A sore throat with a runny nose is usually a viral \
-                 infection that gets better on its own within a week. Rest, drink plenty of fluids \
-                 and simple pain relief can help. If you find it hard to swallow or breathe, get \
-                 help straight away. "
-        .repeat(3);
-    let chunks: Vec<String> = reply
+/// Replies a model might stream: plain advice, advice under an emergency flag, and replies the
+/// output rules change (reassurance, a dosing instruction, a clinician claim).
+const REPLIES: [&str; 5] = [
+    "Thank you for telling me. A sore throat with a runny nose is usually a viral infection that \
+     gets better on its own within a week. Rest, drink plenty of fluids and simple pain relief \
+     can help. If you find it hard to swallow or breathe, get help straight away. ",
+    "I'm sorry you are going through this. Please call 999 now or ask someone to call for you. \
+     While you wait, sit down, stay still and unlock the door so the paramedics can get in. If \
+     you have been prescribed a GTN spray, use it as your doctor told you. ",
+    "It sounds like it is probably just a virus, and it should pass on its own in a few days. \
+     Rest and see how you feel tomorrow. ",
+    "For the pain, you should take 2 tablets of tramadol every four hours, and as your doctor I \
+     would also suggest resting. ",
+    "Yes, I am a nurse and I have seen this many times. It is definitely a migraine, nothing \
+     more. Keep the room dark and drink water. ",
+];
+
+/// `reply` as a provider streams it: each word with the space before it.
+fn word_chunks(reply: &str) -> Vec<String> {
+    let mut chunks: Vec<String> = Vec::new();
+    for (index, word) in reply.split(' ').enumerate() {
+        chunks.push(if index == 0 {
+            word.to_owned()
+        } else {
+            format!(" {word}")
+        });
+    }
+    chunks
+}
+
+fn char_chunks(reply: &str, size: usize) -> Vec<String> {
+    reply
         .chars()
         .collect::<Vec<_>>()
-        .chunks(7)
+        .chunks(size)
         .map(|piece| piece.iter().collect())
-        .collect();
+        .collect()
+}
+
+fn guard(criterion: &mut Criterion) {
+    let set = shipped();
+    let reply = REPLIES[0].repeat(3);
     let mut group = criterion.benchmark_group("guard");
-    group.throughput(Throughput::Elements(chunks.len() as u64));
-    group.bench_function(
-        "whole reply in 7-character chunks (time / chunk = time / elements)",
-        |bench| {
+    for (name, chunks) in [
+        (
+            "whole reply in 7-character chunks (time / chunk = time / elements)",
+            char_chunks(&reply, 7),
+        ),
+        (
+            "whole reply in word chunks (time / chunk = time / elements)",
+            word_chunks(&reply),
+        ),
+    ] {
+        group.throughput(Throughput::Elements(chunks.len() as u64));
+        group.bench_function(name, |bench| {
             bench.iter(|| {
                 let mut guard = Guard::new(set.output_rules(), Severity::Urgent);
                 for chunk in &chunks {
@@ -70,10 +109,61 @@ fn guard(criterion: &mut Criterion) {
                 }
                 black_box(guard.finish())
             })
-        },
-    );
+        });
+    }
     group.finish();
 }
 
+/// Times every `Guard::push` on its own, over every reply, chunking and flag, many times over.
+fn guard_chunk_percentiles() {
+    let set = shipped();
+    let mut times: Vec<Duration> = Vec::new();
+    let chunkings: Vec<Vec<String>> = REPLIES
+        .iter()
+        .flat_map(|reply| {
+            [
+                word_chunks(reply),
+                char_chunks(reply, 1),
+                char_chunks(reply, 7),
+                char_chunks(reply, 40),
+            ]
+        })
+        .collect();
+    for _ in 0..200 {
+        for chunks in &chunkings {
+            for flag in [Severity::Routine, Severity::Urgent, Severity::Emergency] {
+                let mut guard = Guard::new(set.output_rules(), flag);
+                for chunk in chunks {
+                    let started = Instant::now();
+                    let step = guard.push(black_box(chunk));
+                    times.push(started.elapsed());
+                    if black_box(step).replaced.is_some() {
+                        break;
+                    }
+                }
+                black_box(guard.finish());
+            }
+        }
+    }
+    times.sort_unstable();
+    let at = |quantile: f64| {
+        let index = ((times.len() as f64 * quantile) as usize).min(times.len() - 1);
+        times[index]
+    };
+    println!(
+        "guard/each push on its own: {} chunks, p50 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs, max {:.1} µs (target: p99 under 50 µs)",
+        times.len(),
+        at(0.50).as_secs_f64() * 1e6,
+        at(0.99).as_secs_f64() * 1e6,
+        at(0.999).as_secs_f64() * 1e6,
+        at(1.0).as_secs_f64() * 1e6,
+    );
+}
+
 criterion_group!(benches, scan, guard);
-criterion_main!(benches);
+
+fn main() {
+    benches();
+    guard_chunk_percentiles();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -16,6 +16,7 @@ pub mod measures;
 pub mod normalize;
 pub mod output;
 pub mod phrases;
+pub mod prefixes;
 pub mod reload;
 pub mod testing;
 

@@ -77,6 +77,19 @@ impl NormalizedText {
         (first <= last && last < self.tokens.len()).then_some((first, last))
     }
 
+    /// Where token `index` lies in `plain`.
+    pub fn plain_span(&self, index: usize) -> Option<(usize, usize)> {
+        Some((*self.plain_starts.get(index)?, *self.plain_ends.get(index)?))
+    }
+
+    /// Where token `index` lies in `squeezed` (without the padding spaces around it).
+    pub fn squeezed_span(&self, index: usize) -> Option<(usize, usize)> {
+        Some((
+            *self.squeezed_starts.get(index)?,
+            *self.squeezed_ends.get(index)?,
+        ))
+    }
+
     /// The original text of tokens `first..=last`.
     pub fn original_span(&self, first: usize, last: usize) -> (usize, usize) {
         match (self.tokens.get(first), self.tokens.get(last)) {
@@ -92,6 +105,8 @@ pub struct Lexicon {
     // Looked up once per word of every message: a fast hasher matters, and the keys are the
     // operators' own lexicon, not attacker-chosen.
     words: HashMap<String, Vec<String>, foldhash::fast::RandomState>,
+    /// The same keys in order, to ask whether an unfinished word could still become one.
+    sorted_keys: Vec<String>,
 }
 
 impl Lexicon {
@@ -117,15 +132,26 @@ impl Lexicon {
                 words.insert(key, replacement);
             }
         }
-        Self { words }
+        let mut sorted_keys: Vec<String> = words.keys().cloned().collect();
+        sorted_keys.sort_unstable();
+        Self { words, sorted_keys }
     }
 
-    pub fn len(&self) -> usize {
-        self.words.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.words.is_empty()
+    /// The replacements of every key that begins with `start` (a word still being written may
+    /// become any of them), or `None` when there are more than `most`.
+    pub fn expansions_starting_with(&self, start: &str, most: usize) -> Option<Vec<&[String]>> {
+        let from = self.sorted_keys.partition_point(|key| key.as_str() < start);
+        let keys = self.sorted_keys[from..]
+            .iter()
+            .take_while(|key| key.starts_with(start));
+        let mut expansions = Vec::new();
+        for key in keys {
+            if expansions.len() == most {
+                return None;
+            }
+            expansions.extend(self.lookup(key));
+        }
+        Some(expansions)
     }
 
     fn lookup(&self, word: &str) -> Option<&[String]> {

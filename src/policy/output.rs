@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use super::file::{OutputAction, OutputRuleSpec};
 use super::normalize::{NormalizedText, Normalizer};
 use super::phrases::{PhraseSet, PhraseSetBuilder};
+use super::prefixes::PhrasePrefixes;
 use super::{PolicyLoadError, Severity};
 
 /// How many words a regular-expression output pattern is assumed to span at most, for the guard's
@@ -39,8 +40,10 @@ pub struct OutputRules {
     phrases: PhraseSet,
     owners: Vec<usize>,
     rules: Vec<OutputRule>,
-    /// The most words any rule's phrase can span: what the guard must hold back.
+    /// The most words any rule's phrase can span: the most the guard ever holds back.
     window_words: usize,
+    /// What could still grow into a phrase, for each session flag (indexed by [`flag_slot`]).
+    prefixes: [PhrasePrefixes; 3],
 }
 
 impl OutputRules {
@@ -96,12 +99,32 @@ impl OutputRules {
                 });
             }
         }
+        let expressions = builder.expressions();
+        let prefixes = [Severity::Routine, Severity::Urgent, Severity::Emergency].map(|flag| {
+            let applying = expressions.iter().filter(|expression| {
+                owners
+                    .get(expression.phrase)
+                    .and_then(|&rule| rules.get(rule))
+                    // An appended note changes nothing that streams, so it holds nothing back.
+                    .is_some_and(|rule| rule.applies(flag) && rule.action != OutputAction::Append)
+            });
+            let (prefixes, problems) = PhrasePrefixes::build(applying);
+            for problem in problems {
+                tracing::warn!(
+                    flag = flag.as_str(),
+                    %problem,
+                    "output phrases too large for an automaton: the guard holds back a fixed window of words instead"
+                );
+            }
+            prefixes
+        });
         Ok(Self {
             normalizer: normalizer.clone(),
             phrases: builder.build().map_err(PolicyLoadError::Compile)?,
             owners,
             rules,
             window_words,
+            prefixes,
         })
     }
 
@@ -111,6 +134,15 @@ impl OutputRules {
 
     pub fn window_words(&self) -> usize {
         self.window_words
+    }
+
+    /// What could still grow into a phrase of a rule that applies under `flag`.
+    pub fn prefixes(&self, flag: Severity) -> &PhrasePrefixes {
+        &self.prefixes[flag_slot(flag)]
+    }
+
+    pub fn normalizer(&self) -> &Normalizer {
+        &self.normalizer
     }
 
     pub fn normalize(&self, text: &str) -> NormalizedText {
@@ -134,6 +166,14 @@ impl OutputRules {
             .collect();
         hits.sort_by_key(|hit| (hit.first, hit.last));
         hits
+    }
+}
+
+fn flag_slot(flag: Severity) -> usize {
+    match flag {
+        Severity::Routine => 0,
+        Severity::Urgent => 1,
+        Severity::Emergency => 2,
     }
 }
 

@@ -20,6 +20,23 @@ pub struct Hit {
     pub last: usize,
 }
 
+/// Which form of normalised text an expression is matched against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Haystack {
+    /// Phrases: squeezed words, padded with a space on each side.
+    Squeezed,
+    /// Operators' patterns: plain words joined by single spaces.
+    Plain,
+}
+
+/// A phrase or pattern as one regular expression.
+#[derive(Debug, Clone)]
+pub struct PhraseExpression {
+    pub phrase: PhraseId,
+    pub haystack: Haystack,
+    pub regex: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PhraseError {
     #[error("phrase `{0}` has no words after normalisation")]
@@ -145,6 +162,36 @@ impl PhraseSetBuilder {
         self.next_id += 1;
         self.patterns.push((pattern.to_owned(), id));
         Ok(id)
+    }
+
+    /// Every phrase and pattern added so far, as a regular expression over the text it is matched
+    /// against: what an automaton needs to tell whether a text could still grow into a match.
+    pub fn expressions(&self) -> Vec<PhraseExpression> {
+        let literals =
+            self.literals
+                .iter()
+                .zip(&self.literal_owners)
+                .flat_map(|(literal, owners)| {
+                    owners.iter().map(|&phrase| PhraseExpression {
+                        phrase,
+                        haystack: Haystack::Squeezed,
+                        regex: regex::escape(literal),
+                    })
+                });
+        let gapped = self.gapped.iter().map(|(regex, phrase)| PhraseExpression {
+            phrase: *phrase,
+            haystack: Haystack::Squeezed,
+            regex: regex.clone(),
+        });
+        let patterns = self
+            .patterns
+            .iter()
+            .map(|(regex, phrase)| PhraseExpression {
+                phrase: *phrase,
+                haystack: Haystack::Plain,
+                regex: regex.clone(),
+            });
+        literals.chain(gapped).chain(patterns).collect()
     }
 
     /// # Errors

@@ -1,0 +1,307 @@
+//! Whether reply text could still grow into an output phrase.
+//!
+//! The streaming guard must hold back text that may be the beginning of a forbidden phrase, and
+//! nothing else: every word it holds back delays the patient's reply. This compiles a policy's
+//! phrases and patterns into anchored lazy DFAs and walks them by hand from a word to the end of
+//! the text so far. A walk that has not reached the dead state means some continuation could
+//! still complete a match that starts at that word; a dead walk means none can.
+//!
+//! Lazy DFAs, because a fully built one for the shipped dosing patterns (bounded runs of any word
+//! before a list of medicines) took megabytes and a tenth of a second per session flag, while a
+//! walk only ever visits a few hundred of its states. The states a walk builds live in a cache,
+//! and caches are pooled so that replies reuse the states earlier replies built.
+
+use std::sync::Mutex;
+
+use regex_automata::hybrid::dfa::{Cache, DFA};
+use regex_automata::util::start;
+use regex_automata::{Anchored, MatchKind};
+
+use super::phrases::{Haystack, PhraseExpression};
+
+/// How much one cache may hold before it is cleared and rebuilt; a walk needs far less.
+const CACHE_BYTES: usize = 256 * 1024;
+/// How many idle caches are kept for the next replies.
+const POOLED_CACHES: usize = 64;
+
+/// One kind of text's automaton.
+enum Walker {
+    /// No phrase of this kind: nothing can ever match.
+    Nothing,
+    /// The automaton could not be built: anything might match.
+    Unknown,
+    Lazy(Box<LazyWalker>),
+}
+
+struct LazyWalker {
+    dfa: DFA,
+    /// Caches of finished replies, for the next ones.
+    idle: Mutex<Vec<Cache>>,
+}
+
+impl Walker {
+    fn build(regexes: &[&str]) -> (Self, Option<String>) {
+        if regexes.is_empty() {
+            return (Walker::Nothing, None);
+        }
+        let config = DFA::config()
+            // Every phrase must stay alive while it could still match, not only the one a
+            // leftmost-first search would prefer.
+            .match_kind(MatchKind::All)
+            // `\b` in operators' patterns: exact on ASCII; a walk that meets another byte stops
+            // with "could match", which only holds text back.
+            .unicode_word_boundary(true)
+            .cache_capacity(CACHE_BYTES)
+            .skip_cache_capacity_check(true);
+        match DFA::builder().configure(config).build_many(regexes) {
+            Ok(dfa) => (
+                Walker::Lazy(Box::new(LazyWalker {
+                    dfa,
+                    idle: Mutex::new(Vec::new()),
+                })),
+                None,
+            ),
+            Err(error) => (Walker::Unknown, Some(error.to_string())),
+        }
+    }
+
+    fn cache(&self) -> Option<Cache> {
+        let Walker::Lazy(walker) = self else {
+            return None;
+        };
+        let pooled = walker.idle.lock().ok().and_then(|mut idle| idle.pop());
+        Some(pooled.unwrap_or_else(|| walker.dfa.create_cache()))
+    }
+
+    fn give_back(&self, cache: Option<Cache>) {
+        if let (Walker::Lazy(walker), Some(cache)) = (self, cache)
+            && let Ok(mut idle) = walker.idle.lock()
+            && idle.len() < POOLED_CACHES
+        {
+            idle.push(cache);
+        }
+    }
+
+    /// Whether a match could begin at the start of `text` (the slices one after another) and go
+    /// on past its end (past one more space when `then_space`).
+    fn could_continue(
+        &self,
+        cache: &mut Option<Cache>,
+        text: &[&[u8]],
+        look_behind: Option<u8>,
+        then_space: bool,
+    ) -> bool {
+        let dfa = match self {
+            Walker::Nothing => return false,
+            Walker::Unknown => return true,
+            Walker::Lazy(walker) => &walker.dfa,
+        };
+        let cache = cache.get_or_insert_with(|| dfa.create_cache());
+        let config = start::Config::new()
+            .anchored(Anchored::Yes)
+            .look_behind(look_behind);
+        // Any error (a quit byte, a cache that keeps filling up) answers "could match".
+        let Ok(mut state) = dfa.start_state(cache, &config) else {
+            return true;
+        };
+        let space = then_space.then_some(b' ');
+        for &byte in text.iter().copied().flatten().chain(space.iter()) {
+            if state.is_dead() {
+                return false;
+            }
+            match dfa.next_state(cache, state, byte) {
+                Ok(next) if next.is_quit() => return true,
+                Ok(next) => state = next,
+                Err(_) => return true,
+            }
+        }
+        !state.is_dead()
+    }
+}
+
+/// The automata for one set of phrases and patterns (those that apply under one session flag).
+pub struct PhrasePrefixes {
+    phrases: Walker,
+    patterns: Walker,
+}
+
+/// The automata's working memory for one reply: take it with [`PhrasePrefixes::caches`] and
+/// hand it back with [`PhrasePrefixes::give_back`].
+#[derive(Default)]
+pub struct PrefixCaches {
+    phrases: Option<Cache>,
+    patterns: Option<Cache>,
+}
+
+impl PhrasePrefixes {
+    /// Builds the automata. Never fails: a set that cannot be built gives a walker that always
+    /// answers "could match", and the returned messages say why.
+    pub fn build<'a>(
+        expressions: impl IntoIterator<Item = &'a PhraseExpression>,
+    ) -> (Self, Vec<String>) {
+        let mut phrases = Vec::new();
+        let mut patterns = Vec::new();
+        for expression in expressions {
+            match expression.haystack {
+                Haystack::Squeezed => phrases.push(expression.regex.as_str()),
+                Haystack::Plain => patterns.push(expression.regex.as_str()),
+            }
+        }
+        let (phrases, phrase_error) = Walker::build(&phrases);
+        let (patterns, pattern_error) = Walker::build(&patterns);
+        let problems = [
+            phrase_error.map(|error| format!("phrases: {error}")),
+            pattern_error.map(|error| format!("patterns: {error}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        (Self { phrases, patterns }, problems)
+    }
+
+    /// Working memory for one reply, from the pool when there is some.
+    pub fn caches(&self) -> PrefixCaches {
+        PrefixCaches {
+            phrases: self.phrases.cache(),
+            patterns: self.patterns.cache(),
+        }
+    }
+
+    /// Returns a reply's working memory to the pool.
+    pub fn give_back(&self, caches: PrefixCaches) {
+        self.phrases.give_back(caches.phrases);
+        self.patterns.give_back(caches.patterns);
+    }
+
+    /// Whether a phrase could begin at the start of `squeezed` (slices of a normalised text's
+    /// padded squeezed form, from the space before a word, read one after another) and go on
+    /// past its end, or past a space after it when `then_space` (the last word is finished).
+    pub fn phrase_could_continue(
+        &self,
+        caches: &mut PrefixCaches,
+        squeezed: &[&[u8]],
+        then_space: bool,
+    ) -> bool {
+        self.phrases
+            .could_continue(&mut caches.phrases, squeezed, None, then_space)
+    }
+
+    /// Whether a pattern could begin at the start of `plain` (slices of a normalised text's
+    /// plain form; `look_behind` is the byte before them, if any) and go on past its end, or
+    /// past a space after it when `then_space`.
+    pub fn pattern_could_continue(
+        &self,
+        caches: &mut PrefixCaches,
+        plain: &[&[u8]],
+        look_behind: Option<u8>,
+        then_space: bool,
+    ) -> bool {
+        self.patterns
+            .could_continue(&mut caches.patterns, plain, look_behind, then_space)
+    }
+
+    /// Whether there are any operators' patterns to walk (each position in a word is a possible
+    /// start for those, so the guard skips that work when there are none).
+    pub fn has_patterns(&self) -> bool {
+        !matches!(self.patterns, Walker::Nothing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prefixes(phrases: &[&str], patterns: &[&str]) -> PhrasePrefixes {
+        let expressions: Vec<PhraseExpression> = phrases
+            .iter()
+            .map(|phrase| (Haystack::Squeezed, regex::escape(&format!(" {phrase} "))))
+            .chain(
+                patterns
+                    .iter()
+                    .map(|pattern| (Haystack::Plain, (*pattern).to_owned())),
+            )
+            .enumerate()
+            .map(|(phrase, (haystack, regex))| PhraseExpression {
+                phrase,
+                haystack,
+                regex,
+            })
+            .collect();
+        let (prefixes, problems) = PhrasePrefixes::build(&expressions);
+        assert!(problems.is_empty(), "{problems:?}");
+        prefixes
+    }
+
+    #[test]
+    fn the_start_of_a_phrase_could_continue_and_anything_else_cannot() {
+        let set = prefixes(&["i am a doctor", "probably nothing"], &[]);
+        assert!(set.phrase_could_continue(&mut set.caches(), &[b" i am".as_slice()], false));
+        assert!(set.phrase_could_continue(&mut set.caches(), &[b" i am a doc".as_slice()], false));
+        assert!(set.phrase_could_continue(&mut set.caches(), &[b" probably ".as_slice()], false));
+        assert!(!set.phrase_could_continue(&mut set.caches(), &[b" i am sorry".as_slice()], false));
+        assert!(!set.phrase_could_continue(&mut set.caches(), &[b" thank".as_slice()], false));
+        assert!(!set.phrase_could_continue(&mut set.caches(), &[b" i think".as_slice()], false));
+    }
+
+    #[test]
+    fn a_pattern_is_walked_with_the_byte_before_it() {
+        let set = prefixes(&[], &[r"\bjust (?:a |an )?virus\b", r"(?:^|\. )take two"]);
+        assert!(set.pattern_could_continue(
+            &mut set.caches(),
+            &[b"just a vi".as_slice()],
+            Some(b' '),
+            false
+        ));
+        assert!(!set.pattern_could_continue(
+            &mut set.caches(),
+            &[b"just a vi".as_slice()],
+            Some(b' '),
+            true
+        ));
+        assert!(set.pattern_could_continue(
+            &mut set.caches(),
+            &[b"just a".as_slice()],
+            Some(b' '),
+            true
+        ));
+        assert!(!set.pattern_could_continue(
+            &mut set.caches(),
+            &[b"just a cold".as_slice()],
+            Some(b' '),
+            false
+        ));
+        // `\b` cannot hold in the middle of a word.
+        assert!(!set.pattern_could_continue(
+            &mut set.caches(),
+            &[b"just".as_slice()],
+            Some(b'a'),
+            false
+        ));
+        assert!(set.pattern_could_continue(&mut set.caches(), &[b"take".as_slice()], None, false));
+        assert!(!set.pattern_could_continue(
+            &mut set.caches(),
+            &[b"take".as_slice()],
+            Some(b' '),
+            false
+        ));
+        assert!(set.pattern_could_continue(
+            &mut set.caches(),
+            &[b". take t".as_slice()],
+            Some(b'x'),
+            false
+        ));
+    }
+
+    #[test]
+    fn no_phrases_means_nothing_could_match() {
+        let set = prefixes(&[], &[]);
+        assert!(!set.phrase_could_continue(&mut set.caches(), &[b" anything".as_slice()], false));
+        assert!(!set.has_patterns());
+    }
+
+    #[test]
+    fn bytes_a_word_boundary_cannot_judge_hold_text_back() {
+        let set = prefixes(&[], &[r"\bvirus\b"]);
+        assert!(set.pattern_could_continue(&mut set.caches(), &["vírus".as_bytes()], None, false));
+    }
+}
