@@ -61,6 +61,12 @@ pub struct Guard<'a> {
     prefixes: &'a PhrasePrefixes,
     /// The automata's working memory, handed back to their pool when the guard is dropped.
     caches: PrefixCaches,
+    /// The append rules' automata, and their working memory.
+    append_automata: &'a PhrasePrefixes,
+    append_caches: PrefixCaches,
+    /// Set once text went out while a phrase could still have begun in it (a reply too long
+    /// to hold): from then on every chunk is scanned in full, with the released tail.
+    forced: bool,
     flag: Severity,
     /// Text received but not yet released.
     pending: String,
@@ -68,6 +74,9 @@ pub struct Guard<'a> {
     released_tail: String,
     /// Whether `released_tail` still holds everything released so far.
     tail_is_whole: bool,
+    /// How many bytes at the end of `released_tail` went out before they settled (the start
+    /// of a word no phrase could begin with): matches through them are judged when they settle.
+    released_unsettled: usize,
     /// Rules whose `append` text goes at the end.
     appends: Vec<usize>,
     /// Ids of every rule that acted, in order.
@@ -79,14 +88,19 @@ pub struct Guard<'a> {
 impl<'a> Guard<'a> {
     pub fn new(rules: &'a OutputRules, flag: Severity) -> Self {
         let prefixes = rules.prefixes(flag);
+        let append_automata = rules.appends(flag);
         Self {
             rules,
             prefixes,
             caches: prefixes.caches(),
+            append_automata,
+            append_caches: append_automata.caches(),
+            forced: false,
             flag,
             pending: String::new(),
             released_tail: String::new(),
             tail_is_whole: true,
+            released_unsettled: 0,
             appends: Vec::new(),
             acted: Vec::new(),
             action: GuardAction::Pass,
@@ -169,14 +183,27 @@ impl<'a> Guard<'a> {
     fn check(&mut self, at_end: bool) -> GuardStep {
         let (combined, offset) = self.combined();
         let normalized = self.rules.normalize(&combined);
-        let hits = self.rules.find(&normalized, self.flag);
+        let frontier = self.frontier(&normalized, &combined, offset);
+        // The automata's walks tell for certain when no match begins in the pending text, which
+        // is nearly every chunk; the full scan runs only when one may.
+        // Text released before it settled (a word still being written) is judged now, with
+        // what has arrived since.
+        let judged_upto = offset.saturating_sub(self.released_unsettled);
+        let first_touched = normalized
+            .tokens
+            .partition_point(|token| token.end <= judged_upto);
+        let scan = at_end || self.forced || self.may_match(&normalized, first_touched);
+        let hits = if scan {
+            self.rules.find(&normalized, self.flag)
+        } else {
+            Vec::new()
+        };
         // A match that ends in unsettled text waits until it settles (it is held back until
         // then): `tomorrow` may still be `tomorrowland`.
         let settled_upto = if at_end {
             combined.len()
         } else {
-            self.frontier(&normalized, &combined, offset)
-                .unsettled_start
+            frontier.unsettled_start
         };
         let mut redactions: Vec<(usize, usize, String)> = Vec::new();
         for hit in hits {
@@ -186,7 +213,7 @@ impl<'a> Guard<'a> {
             let (start, end) = normalized.original_span(hit.first, hit.last);
             // A match wholly in released text was judged when it was released. One that reaches
             // back into it (the hold-back should make that impossible) still acts on the rest.
-            if end <= offset || end > settled_upto {
+            if end <= judged_upto || end > settled_upto {
                 continue;
             }
             let (start, end) = (start.saturating_sub(offset), end - offset);
@@ -227,18 +254,35 @@ impl<'a> Guard<'a> {
                 self.pending.replace_range(*start..*end, text);
             }
         }
-        let cut = if at_end {
-            self.pending.len()
+        let (cut, unsettled_start) = if at_end {
+            (self.pending.len(), combined.len())
         } else if redacted {
             // Redactions moved offsets: the held text is found again in the changed text.
             let (combined, offset) = self.combined();
             let normalized = self.rules.normalize(&combined);
-            self.safe_cut(&normalized, &combined, offset)
+            let frontier = self.frontier(&normalized, &combined, offset);
+            let unsettled_start = frontier.unsettled_start;
+            (
+                self.safe_cut(&normalized, &combined, offset, frontier),
+                unsettled_start,
+            )
         } else {
-            self.safe_cut(&normalized, &combined, offset)
+            let unsettled_start = frontier.unsettled_start;
+            (
+                self.safe_cut(&normalized, &combined, offset, frontier),
+                unsettled_start,
+            )
         };
         let release: String = self.pending.drain(..cut).collect();
+        // Unsettled text that went out, from the frontier (which may lie in released text) to
+        // the cut.
+        self.released_unsettled = if at_end {
+            0
+        } else {
+            (offset + cut).saturating_sub(unsettled_start)
+        };
         self.remember_released(&release);
+        self.released_unsettled = self.released_unsettled.min(self.released_tail.len());
         GuardStep {
             release,
             replaced: None,
@@ -291,24 +335,28 @@ impl<'a> Guard<'a> {
     /// still begin and match, given what follows so far; the rest goes out. A word still being
     /// written goes out too when it is plain ASCII letters and no phrase could begin with any
     /// word it may still become.
-    fn safe_cut(&mut self, normalized: &NormalizedText, combined: &str, offset: usize) -> usize {
+    fn safe_cut(
+        &mut self,
+        normalized: &NormalizedText,
+        combined: &str,
+        offset: usize,
+        frontier: Frontier,
+    ) -> usize {
         let pending = &combined[offset..];
         let tokens = &normalized.tokens;
-        let window = self.rules.window_words();
         let Frontier {
             first_pending,
             open_start,
             settled_end,
             unsettled_start,
-        } = self.frontier(normalized, combined, offset);
+        } = frontier;
         let open_word = &combined[open_start..];
         let readings = (unsettled_start == open_start
             && settled_end < tokens.len()
             && open_word.bytes().all(|byte| byte.is_ascii_alphabetic()))
         .then(|| self.readings(open_word))
         .flatten();
-        let first_candidate = first_pending.max(settled_end.saturating_sub(window));
-        let mut hold_from = (first_candidate..settled_end)
+        let mut hold_from = (first_pending..settled_end)
             .find(|&index| {
                 self.could_begin_a_phrase(normalized, index, settled_end, readings.as_deref())
             })
@@ -330,19 +378,60 @@ impl<'a> Guard<'a> {
         while !pending.is_char_boundary(floor) {
             floor += 1;
         }
+        if floor > cut {
+            self.forced = true;
+        }
         cut.max(floor).min(pending.len())
+    }
+
+    /// Whether a rule's phrase or pattern may begin at token `first_pending` or later and end
+    /// within what has arrived. "No" is certain.
+    fn may_match(&mut self, normalized: &NormalizedText, first_pending: usize) -> bool {
+        let outstanding_appends = self.appends.len() < self.rules.append_rule_count(self.flag);
+        let automata = [
+            Some((self.prefixes, &mut self.caches)),
+            outstanding_appends.then_some((self.append_automata, &mut self.append_caches)),
+        ];
+        let squeezed = normalized.squeezed.as_bytes();
+        let plain = normalized.plain.as_str();
+        let bytes = plain.as_bytes();
+        let plain_from = normalized
+            .plain_span(first_pending)
+            .map_or(bytes.len(), |(start, _)| start.saturating_sub(1));
+        for (automaton, caches) in automata.into_iter().flatten() {
+            let phrase = (first_pending..normalized.tokens.len()).any(|index| {
+                normalized
+                    .squeezed_span(index)
+                    .and_then(|(start, _)| squeezed.get(start.saturating_sub(1)..))
+                    .is_some_and(|text| automaton.phrase_found(caches, text))
+            });
+            if phrase {
+                return true;
+            }
+            if automaton.has_patterns()
+                && (plain_from..bytes.len())
+                    .filter(|&at| plain.is_char_boundary(at))
+                    .any(|at| {
+                        let look_behind = at.checked_sub(1).and_then(|before| bytes.get(before));
+                        automaton.pattern_found(caches, &bytes[at..], look_behind.copied())
+                    })
+            {
+                return true;
+            }
+        }
+        false
     }
 
     /// Where settled text ends in `combined` (normalised as `normalized`; the pending text
     /// starts at `offset`).
     fn frontier(&self, normalized: &NormalizedText, combined: &str, offset: usize) -> Frontier {
         let tokens = &normalized.tokens;
+        // The open word may have begun in released text, when its start went out early.
         let open_start = combined
             .char_indices()
             .rev()
-            .take_while(|&(at, _)| at >= offset)
             .find(|(_, ch)| ch.is_whitespace())
-            .map_or(offset, |(at, ch)| at + ch.len_utf8());
+            .map_or(0, |(at, ch)| at + ch.len_utf8());
         let first_pending = tokens.partition_point(|token| token.start < offset);
         let longest_run = self.rules.window_words() * SPELT_RUN_WINDOWS;
         let mut frontier = Frontier {
@@ -353,9 +442,9 @@ impl<'a> Guard<'a> {
         };
         // Letters before the open word can only be joined to it while it is one letter at most.
         let run_may_grow = combined[open_start..].chars().nth(1).is_none();
-        for (index, token) in tokens.iter().enumerate().skip(first_pending).rev() {
+        for (index, token) in tokens.iter().enumerate().rev() {
             let open = token.end > open_start;
-            let spelt = run_may_grow && is_single_letter(token, combined);
+            let spelt = run_may_grow && index >= first_pending && is_single_letter(token, combined);
             if !(open || spelt) || tokens.len() - index > longest_run {
                 break;
             }
@@ -559,6 +648,8 @@ struct Reading {
 impl Drop for Guard<'_> {
     fn drop(&mut self) {
         self.prefixes.give_back(std::mem::take(&mut self.caches));
+        self.append_automata
+            .give_back(std::mem::take(&mut self.append_caches));
     }
 }
 
@@ -650,7 +741,7 @@ mod tests {
     ];
 
     /// Pieces of replies: ordinary text, forbidden phrases and disguised forms of them.
-    const FRAGMENTS: [&str; 16] = [
+    const FRAGMENTS: [&str; 22] = [
         "Thank you for telling me. ",
         "It is probably nothing serious",
         "it's probably just a cold. ",
@@ -667,6 +758,12 @@ mod tests {
         " I ",
         "a b ",
         "\n",
+        "you should take 2 tablets of tramadol ",
+        "As your doctor, I ",
+        "It is definitely a migraine. ",
+        "no es nada grave, ",
+        "prοbably nοthing to wοrry about ",
+        "wont ",
     ];
 
     /// Splits `text` at the given (sorted, deduplicated) character positions.

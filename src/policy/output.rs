@@ -42,8 +42,13 @@ pub struct OutputRules {
     rules: Vec<OutputRule>,
     /// The most words any rule's phrase can span: the most the guard ever holds back.
     window_words: usize,
-    /// What could still grow into a phrase, for each session flag (indexed by [`flag_slot`]).
+    /// What could still grow into a phrase of a replace or redact rule, for each session flag
+    /// (indexed by [`flag_slot`]).
     prefixes: [PhrasePrefixes; 3],
+    /// The same for append rules.
+    appends: [PhrasePrefixes; 3],
+    /// How many append rules apply under each flag.
+    append_rules: [usize; 3],
 }
 
 impl OutputRules {
@@ -100,23 +105,35 @@ impl OutputRules {
             }
         }
         let expressions = builder.expressions();
-        let prefixes = [Severity::Routine, Severity::Urgent, Severity::Emergency].map(|flag| {
+        let automata = |flag: Severity, appending: bool| {
             let applying = expressions.iter().filter(|expression| {
                 owners
                     .get(expression.phrase)
                     .and_then(|&rule| rules.get(rule))
-                    // An appended note changes nothing that streams, so it holds nothing back.
-                    .is_some_and(|rule| rule.applies(flag) && rule.action != OutputAction::Append)
+                    .is_some_and(|rule| {
+                        rule.applies(flag) && (rule.action == OutputAction::Append) == appending
+                    })
             });
-            let (prefixes, problems) = PhrasePrefixes::build(applying);
+            let (automata, problems) = PhrasePrefixes::build(applying);
             for problem in problems {
                 tracing::warn!(
                     flag = flag.as_str(),
                     %problem,
-                    "output phrases too large for an automaton: the guard holds back a fixed window of words instead"
+                    "output phrases too large for an automaton: the guard holds back and scans more"
                 );
             }
-            prefixes
+            automata
+        };
+        let flags = [Severity::Routine, Severity::Urgent, Severity::Emergency];
+        // An appended note changes nothing that streams, so only replace and redact rules hold
+        // text back; append rules have automata of their own, to notice when one matched.
+        let prefixes = flags.map(|flag| automata(flag, false));
+        let appends = flags.map(|flag| automata(flag, true));
+        let append_rules = flags.map(|flag| {
+            rules
+                .iter()
+                .filter(|rule| rule.applies(flag) && rule.action == OutputAction::Append)
+                .count()
         });
         Ok(Self {
             normalizer: normalizer.clone(),
@@ -125,6 +142,8 @@ impl OutputRules {
             rules,
             window_words,
             prefixes,
+            appends,
+            append_rules,
         })
     }
 
@@ -136,9 +155,20 @@ impl OutputRules {
         self.window_words
     }
 
-    /// What could still grow into a phrase of a rule that applies under `flag`.
+    /// What could still grow into a phrase of a replace or redact rule that applies under
+    /// `flag`.
     pub fn prefixes(&self, flag: Severity) -> &PhrasePrefixes {
         &self.prefixes[flag_slot(flag)]
+    }
+
+    /// The automata of the append rules that apply under `flag`.
+    pub fn appends(&self, flag: Severity) -> &PhrasePrefixes {
+        &self.appends[flag_slot(flag)]
+    }
+
+    /// How many append rules apply under `flag`.
+    pub fn append_rule_count(&self, flag: Severity) -> usize {
+        self.append_rules[flag_slot(flag)]
     }
 
     pub fn normalizer(&self) -> &Normalizer {

@@ -117,6 +117,36 @@ impl Walker {
         }
         !state.is_dead()
     }
+
+    /// Whether a match begins at the start of `text` and ends within it.
+    fn finds_match(&self, cache: &mut Option<Cache>, text: &[u8], look_behind: Option<u8>) -> bool {
+        let dfa = match self {
+            Walker::Nothing => return false,
+            Walker::Unknown => return true,
+            Walker::Lazy(walker) => &walker.dfa,
+        };
+        let cache = cache.get_or_insert_with(|| dfa.create_cache());
+        let config = start::Config::new()
+            .anchored(Anchored::Yes)
+            .look_behind(look_behind);
+        // Any error answers "may match": the caller then runs the full scan.
+        let Ok(mut state) = dfa.start_state(cache, &config) else {
+            return true;
+        };
+        for &byte in text {
+            match dfa.next_state(cache, state, byte) {
+                // Matches show one byte late: a match state means one ended before this byte.
+                Ok(next) if next.is_match() || next.is_quit() => return true,
+                Ok(next) if next.is_dead() => return false,
+                Ok(next) => state = next,
+                Err(_) => return true,
+            }
+        }
+        match dfa.next_eoi_state(cache, state) {
+            Ok(end) => end.is_match() || end.is_quit(),
+            Err(_) => true,
+        }
+    }
 }
 
 /// The automata for one set of phrases and patterns (those that apply under one session flag).
@@ -198,6 +228,31 @@ impl PhrasePrefixes {
     ) -> bool {
         self.patterns
             .could_continue(&mut caches.patterns, plain, look_behind, then_space)
+    }
+
+    /// Whether a phrase begins at the start of `squeezed` (from the space before a word) and
+    /// ends within it. "No" is certain; "yes" may be wrong only when a walk could not be
+    /// finished, so the caller runs the full scan to find out.
+    pub fn phrase_found(&self, caches: &mut PrefixCaches, squeezed: &[u8]) -> bool {
+        self.phrases
+            .finds_match(&mut caches.phrases, squeezed, None)
+    }
+
+    /// Whether a pattern begins at the start of `plain` (`look_behind` is the byte before it)
+    /// and ends within it; as certain as [`Self::phrase_found`].
+    pub fn pattern_found(
+        &self,
+        caches: &mut PrefixCaches,
+        plain: &[u8],
+        look_behind: Option<u8>,
+    ) -> bool {
+        self.patterns
+            .finds_match(&mut caches.patterns, plain, look_behind)
+    }
+
+    /// Whether there are no phrases or patterns at all.
+    pub fn is_empty(&self) -> bool {
+        matches!(self.phrases, Walker::Nothing) && matches!(self.patterns, Walker::Nothing)
     }
 
     /// Whether there are any operators' patterns to walk (each position in a word is a possible
@@ -290,6 +345,21 @@ mod tests {
             Some(b'x'),
             false
         ));
+    }
+
+    #[test]
+    fn a_walk_finds_a_match_that_ends_within_the_text() {
+        let set = prefixes(&["probably nothing"], &[r"\bjust a (?:cold|virus)\b"]);
+        let mut caches = set.caches();
+        assert!(set.phrase_found(&mut caches, b" probably nothing , rest"));
+        assert!(set.phrase_found(&mut caches, b" probably nothing "));
+        assert!(!set.phrase_found(&mut caches, b" probably nothing"));
+        assert!(!set.phrase_found(&mut caches, b" probably fine "));
+        assert!(set.pattern_found(&mut caches, b"just a cold", Some(b' ')));
+        assert!(set.pattern_found(&mut caches, b"just a virus .", None));
+        assert!(!set.pattern_found(&mut caches, b"just a colder", None));
+        assert!(!set.pattern_found(&mut caches, b"just a cold", Some(b'x')));
+        set.give_back(caches);
     }
 
     #[test]
