@@ -384,21 +384,24 @@ impl<'a> Guard<'a> {
         cut.max(floor).min(pending.len())
     }
 
-    /// Whether a rule's phrase or pattern may begin at token `first_pending` or later and end
-    /// within what has arrived. "No" is certain.
+    /// Whether a replace or redact rule's phrase or pattern may begin at token `first_pending`
+    /// or later, or an append rule's anywhere, and end within what has arrived. "No" is
+    /// certain.
     fn may_match(&mut self, normalized: &NormalizedText, first_pending: usize) -> bool {
         let outstanding_appends = self.appends.len() < self.rules.append_rule_count(self.flag);
+        // Append rules hold nothing back, so one of their phrases may have begun in released
+        // text: their walks start from the first word of the tail.
         let automata = [
-            Some((self.prefixes, &mut self.caches)),
-            outstanding_appends.then_some((self.append_automata, &mut self.append_caches)),
+            Some((self.prefixes, &mut self.caches, first_pending)),
+            outstanding_appends.then_some((self.append_automata, &mut self.append_caches, 0)),
         ];
         let squeezed = normalized.squeezed.as_bytes();
         let plain = normalized.plain.as_str();
         let bytes = plain.as_bytes();
-        let plain_from = normalized
-            .plain_span(first_pending)
-            .map_or(bytes.len(), |(start, _)| start.saturating_sub(1));
-        for (automaton, caches) in automata.into_iter().flatten() {
+        for (automaton, caches, first_pending) in automata.into_iter().flatten() {
+            let plain_from = normalized
+                .plain_span(first_pending)
+                .map_or(bytes.len(), |(start, _)| start.saturating_sub(1));
             let phrase = (first_pending..normalized.tokens.len()).any(|index| {
                 normalized
                     .squeezed_span(index)
@@ -834,6 +837,74 @@ mod tests {
                 step.release
             })
             .collect()
+    }
+
+    /// Output rules from a TOML snippet of `[[output_rule]]` tables.
+    fn rules_from(toml: &str) -> OutputRules {
+        #[derive(serde::Deserialize)]
+        struct Snippet {
+            output_rule: Vec<crate::policy::file::OutputRuleSpec>,
+        }
+        let snippet: Snippet = toml::from_str(toml).expect("snippet");
+        let files = vec![(std::path::PathBuf::from("test.toml"), snippet.output_rule)];
+        OutputRules::compile(&crate::policy::normalize::Normalizer::default(), files)
+            .expect("rules")
+    }
+
+    #[test]
+    fn an_append_phrase_released_word_by_word_is_still_noticed() {
+        let rules = rules_from(
+            r#"
+            [[output_rule]]
+            id = "note.ibuprofen"
+            action = "append"
+            triggers = ["take ibuprofen with food"]
+            text = "Ibuprofen is not for everyone: check with a pharmacist."
+            "#,
+        );
+        let pieces = [
+            "You",
+            " can",
+            " take",
+            " ibuprofen",
+            " with",
+            " food",
+            " if",
+            " needed",
+        ];
+        let mut guard = Guard::new(&rules, Severity::Routine);
+        let mut seen = String::new();
+        for piece in pieces {
+            seen.push_str(&guard.push(piece).release);
+        }
+        // Nothing is held back for an append rule.
+        assert_eq!(seen, "You can take ibuprofen with food if needed");
+        seen.push_str(&guard.finish().release);
+        assert_eq!(guard.rules_acted(), ["note.ibuprofen"]);
+        assert!(seen.ends_with("check with a pharmacist."), "{seen:?}");
+    }
+
+    #[test]
+    fn a_pattern_is_held_from_inside_a_word() {
+        let rules = rules_from(
+            r#"
+            [[output_rule]]
+            id = "no.cancer"
+            action = "replace"
+            patterns = ['cancer\b']
+            text = "I can't say that."
+            "#,
+        );
+        let released = {
+            let mut guard = Guard::new(&rules, Severity::Routine);
+            ["It", " looks", " like", " skincan", "cer", ".", " Rest"]
+                .map(|piece| guard.push(piece))
+                .map(|step| (step.release, step.replaced.map(|replaced| replaced.rule)))
+        };
+        assert_eq!(released[3].0, " ", "`skincan` could still end in `cancer`");
+        // Replaced once the word is finished (`cancerous` would not match).
+        assert_eq!(released[6].1.as_deref(), Some("no.cancer"), "{released:?}");
+        assert!(released.iter().all(|(text, _)| !text.contains("skin")));
     }
 
     #[test]
