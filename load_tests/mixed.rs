@@ -386,6 +386,11 @@ pub async fn run(args: MixedArgs, json_output: bool) -> anyhow::Result<bool> {
     table.row("alert latency", &record.alert);
     table.row("escalation latency (nurse socket)", &escalation);
     table.row("time to first token, Carebridge", &record.first_token);
+    table.row("  messages without a red flag", &record.first_token_routine);
+    table.row(
+        "  red-flag messages (alert and escalation first)",
+        &record.first_token_red,
+    );
     table.row("time to first token, provider direct", &direct_first);
     table.row(
         "provider direct, time to the guard's first release",
@@ -517,8 +522,17 @@ pub async fn run(args: MixedArgs, json_output: bool) -> anyhow::Result<bool> {
         signed_millis(difference(cb.p99, first.p99)),
         ratio(cb.p99, first.p99).unwrap_or(f64::NAN),
     );
+    let routine = record.first_token_routine.summary();
+    let red = record.first_token_red.summary();
     println!(
-        "  the guard holds back {guard_window_words} word(s) plus the word being written: it first releases text after provider chunk {} (1 is the first); that delta carried {} chars (median)",
+        "  messages without a red flag: p50 {}, p99 {}; red-flag messages: p50 {}, p99 {}",
+        signed_millis(difference(routine.p50, first.p50)),
+        signed_millis(difference(routine.p99, first.p99)),
+        signed_millis(difference(red.p50, first.p50)),
+        signed_millis(difference(red.p99, first.p99)),
+    );
+    println!(
+        "  the guard holds back only text that could still begin an output phrase (never more than about {guard_window_words} words): it first releases text after provider chunk {} (1 is the first); that delta carried {} chars (median)",
         first_release_chunk.map_or("-".into(), |chunk| (chunk + 1).to_string()),
         first_chars.map_or("-".into(), |chars| chars.to_string())
     );

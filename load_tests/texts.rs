@@ -60,7 +60,7 @@ pub fn planned(seed: u64, patient: usize, index: usize, red_ratio: f64) -> Plann
 
 /// What the check learned, for the report.
 pub struct Checked {
-    /// Words the guard holds back at the end of the streamed text (the longest output phrase).
+    /// The longest output phrase in words: about the most the guard ever holds back.
     pub guard_window_words: usize,
     /// The provider chunk (0 is the first) after which the guard first releases text: until
     /// then the patient sees nothing, whatever Carebridge's own speed.

@@ -71,6 +71,11 @@ pub struct Record {
     pub ack: Samples,
     pub alert: Samples,
     pub first_token: Samples,
+    /// The same, for red-flag messages only: their model call starts after the alert and the
+    /// escalation, by design.
+    pub first_token_red: Samples,
+    /// The same, for messages without a red flag.
+    pub first_token_routine: Samples,
     pub gaps: Samples,
     /// Characters in each reply's first `delta` (what the guard released first).
     pub first_delta_chars: Vec<usize>,
@@ -113,6 +118,8 @@ impl Record {
         self.ack.extend(other.ack);
         self.alert.extend(other.alert);
         self.first_token.extend(other.first_token);
+        self.first_token_red.extend(other.first_token_red);
+        self.first_token_routine.extend(other.first_token_routine);
         self.gaps.extend(other.gaps);
         self.first_delta_chars.extend(other.first_delta_chars);
         self.sent += other.sent;
@@ -360,6 +367,11 @@ impl PatientSession {
                         None => {
                             first_delta = Some(now);
                             record.first_token.push(now - sent);
+                            if message.red {
+                                record.first_token_red.push(now - sent);
+                            } else {
+                                record.first_token_routine.push(now - sent);
+                            }
                             let text = frame["text"].as_str().unwrap_or_default();
                             record.first_delta_chars.push(text.len());
                         }
