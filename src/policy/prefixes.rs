@@ -14,15 +14,19 @@
 use std::sync::Mutex;
 
 use regex_automata::hybrid::dfa::{Cache, DFA};
-use regex_automata::util::start;
+use regex_automata::nfa::thompson;
+use regex_automata::util::{start, syntax};
 use regex_automata::{Anchored, MatchKind};
 
 use super::phrases::{Haystack, PhraseExpression};
 
 /// How much one cache may hold before it is cleared and rebuilt; a walk needs far less.
 const CACHE_BYTES: usize = 256 * 1024;
-/// How many idle caches are kept for the next replies.
-const POOLED_CACHES: usize = 64;
+/// How many idle caches each automaton keeps for the next replies. A warmed cache for the
+/// shipped rules holds 75–165 KiB, so the pools of all three flags stay under about 25 MiB even
+/// after a burst of concurrent replies under each; replies beyond the pool warm a cache of
+/// their own.
+const POOLED_CACHES: usize = 32;
 
 /// One kind of text's automaton.
 enum Walker {
@@ -40,7 +44,15 @@ struct LazyWalker {
 }
 
 impl Walker {
-    fn build(regexes: &[&str]) -> (Self, Option<String>) {
+    /// Builds the walker for one kind of text.
+    ///
+    /// The automaton reads bytes, not characters, which keeps its states few and small (with
+    /// Unicode classes a warmed cache for the shipped patterns outgrew its 256 KiB). Phrases need
+    /// nothing else: literal words and "any word" gaps mean the same over bytes. Operators'
+    /// patterns may use `\w`, `\b` or case folding, which mean more on non-ASCII text, so their
+    /// walk stops at the first non-ASCII byte and answers "could match". An expression that
+    /// cannot be read over bytes gets the Unicode automaton instead.
+    fn build(regexes: &[&str], haystack: Haystack) -> (Self, Option<String>) {
         if regexes.is_empty() {
             return (Walker::Nothing, None);
         }
@@ -48,12 +60,28 @@ impl Walker {
             // Every phrase must stay alive while it could still match, not only the one a
             // leftmost-first search would prefer.
             .match_kind(MatchKind::All)
-            // `\b` in operators' patterns: exact on ASCII; a walk that meets another byte stops
-            // with "could match", which only holds text back.
-            .unicode_word_boundary(true)
             .cache_capacity(CACHE_BYTES)
             .skip_cache_capacity_check(true);
-        match DFA::builder().configure(config).build_many(regexes) {
+        let mut bytes_config = config.clone();
+        if haystack == Haystack::Plain {
+            for byte in 0x80..=0xFF {
+                bytes_config = bytes_config.quit(byte, true);
+            }
+        }
+        let over_bytes = DFA::builder()
+            .configure(bytes_config)
+            .syntax(syntax::Config::new().unicode(false).utf8(false))
+            .thompson(thompson::Config::new().utf8(false))
+            .build_many(regexes);
+        // `\b` over Unicode: exact on ASCII; a walk that meets another byte stops with "could
+        // match", which only holds text back.
+        let built = match over_bytes {
+            Ok(dfa) => Ok(dfa),
+            Err(_) => DFA::builder()
+                .configure(config.unicode_word_boundary(true))
+                .build_many(regexes),
+        };
+        match built {
             Ok(dfa) => (
                 Walker::Lazy(Box::new(LazyWalker {
                     dfa,
@@ -177,8 +205,8 @@ impl PhrasePrefixes {
                 Haystack::Plain => patterns.push(expression.regex.as_str()),
             }
         }
-        let (phrases, phrase_error) = Walker::build(&phrases);
-        let (patterns, pattern_error) = Walker::build(&patterns);
+        let (phrases, phrase_error) = Walker::build(&phrases, Haystack::Squeezed);
+        let (patterns, pattern_error) = Walker::build(&patterns, Haystack::Plain);
         let problems = [
             phrase_error.map(|error| format!("phrases: {error}")),
             pattern_error.map(|error| format!("patterns: {error}")),
@@ -360,6 +388,45 @@ mod tests {
         assert!(!set.pattern_found(&mut caches, b"just a colder", None));
         assert!(!set.pattern_found(&mut caches, b"just a cold", Some(b'x')));
         set.give_back(caches);
+    }
+
+    #[test]
+    fn a_warmed_cache_for_the_shipped_rules_fits_its_capacity() {
+        use crate::policy::Severity;
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let prompts =
+            crate::prompts::Prompts::load(&root.join("prompts"), crate::prompts::Region::Uk)
+                .expect("prompts");
+        let set =
+            crate::policy::PolicySet::load(&root.join("policies"), &prompts).expect("policies");
+        let reply = "Thank you for telling me. It sounds like it is probably just a virus, and it \
+                     should pass on its own. For the pain, you should take 2 tablets of tramadol \
+                     every four hours, and as your doctor I would also suggest resting. Yes, I am \
+                     a nurse. It is definitely a migraine, nothing more. Soy médico, tómalo.";
+        for flag in [Severity::Routine, Severity::Urgent, Severity::Emergency] {
+            for chunk in [1, 3, 7, 40] {
+                crate::guard::run_chunked(set.output_rules(), flag, reply, chunk);
+            }
+            // A cache that outgrew its capacity would be cleared and rebuilt mid-reply.
+            let caches = set.output_rules().prefixes(flag).caches();
+            for cache in [&caches.phrases, &caches.patterns].into_iter().flatten() {
+                assert!(
+                    cache.memory_usage() < CACHE_BYTES,
+                    "{flag:?}: {} bytes",
+                    cache.memory_usage()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_pattern_only_unicode_can_read_still_gets_an_automaton() {
+        // `\p{Greek}` has no meaning over bytes: this set is built over characters instead.
+        let set = prefixes(&[], &[r"\p{Greek}+ virus"]);
+        let mut caches = set.caches();
+        assert!(set.pattern_could_continue(&mut caches, &["αβ vi".as_bytes()], None, false));
+        assert!(!set.pattern_could_continue(&mut caches, &[b"ab vi".as_slice()], None, false));
+        assert!(set.pattern_found(&mut caches, "αβ virus".as_bytes(), None));
     }
 
     #[test]
