@@ -201,6 +201,22 @@ struct Scan {
     hits: Vec<(Hit, Assessment)>,
 }
 
+/// What an earlier message contributes to rules with `window = "conversation"`: the requirement
+/// groups it met, under the policy set that checked it. Kept with the message so that later
+/// messages need not scan it again; a set with another version ignores it.
+#[derive(Debug, Clone, Default)]
+pub struct EarlierFindings {
+    version: String,
+    met: Vec<(usize, usize)>,
+}
+
+impl EarlierFindings {
+    /// Whether these findings were made by `set` (rule numbers mean nothing to another set).
+    pub fn is_for(&self, set: &PolicySet) -> bool {
+        self.version == set.version
+    }
+}
+
 impl PolicySet {
     /// Loads and compiles every policy file in `dir`, rendering guidance from `prompts`.
     /// It does not run the files' tests: [`PolicySet::load_tested`] does.
@@ -464,18 +480,56 @@ impl PolicySet {
     /// Checks a message with the patient's recent earlier messages (oldest first), for rules that
     /// combine findings across messages.
     pub fn evaluate_in_conversation(&self, message: &str, earlier: &[&str]) -> Decision {
+        let earlier: Vec<EarlierFindings> = earlier
+            .iter()
+            .map(|text| self.findings_for_later(text))
+            .collect();
+        self.evaluate_after(message, &earlier).0
+    }
+
+    /// The same as [`Self::evaluate_in_conversation`], with each earlier message's findings
+    /// kept from when it was checked (see [`Self::findings_for_later`]), so a message is scanned
+    /// once however many later messages look back at it. Returns this message's own findings
+    /// for the messages after it.
+    pub fn evaluate_after<'a>(
+        &self,
+        message: &str,
+        earlier: impl IntoIterator<Item = &'a EarlierFindings>,
+    ) -> (Decision, EarlierFindings) {
         let scan = self.scan(message);
-        let needs_history = !earlier.is_empty()
-            && self
-                .rules
-                .iter()
-                .any(|rule| rule.window == Window::Conversation);
-        let history: Vec<Scan> = if needs_history {
-            earlier.iter().map(|text| self.scan(text)).collect()
-        } else {
-            Vec::new()
-        };
-        self.decide(message, &scan, &history)
+        let findings = self.findings(&scan);
+        let met: Vec<(usize, usize)> = earlier
+            .into_iter()
+            .filter(|findings| findings.is_for(self))
+            .flat_map(|findings| findings.met.iter().copied())
+            .collect();
+        (self.decide(message, &scan, &met), findings)
+    }
+
+    /// What a message contributes to the rules that look across the conversation, for the
+    /// messages after it.
+    pub fn findings_for_later(&self, message: &str) -> EarlierFindings {
+        self.findings(&self.scan(message))
+    }
+
+    fn findings(&self, scan: &Scan) -> EarlierFindings {
+        let met = scan
+            .hits
+            .iter()
+            .filter_map(|(hit, assessment)| match self.roles.get(hit.phrase) {
+                Some(Role::Require { rule, group }) => {
+                    let spec = self.rules.get(*rule)?;
+                    (spec.window == Window::Conversation
+                        && suppression(assessment, spec.context).is_none())
+                    .then_some((*rule, *group))
+                }
+                _ => None,
+            })
+            .collect();
+        EarlierFindings {
+            version: self.version.clone(),
+            met,
+        }
     }
 
     fn scan(&self, message: &str) -> Scan {
@@ -500,7 +554,8 @@ impl PolicySet {
         Scan { normalized, hits }
     }
 
-    fn decide(&self, message: &str, scan: &Scan, history: &[Scan]) -> Decision {
+    /// `earlier_met`: requirement groups (rule, group) that earlier messages met.
+    fn decide(&self, message: &str, scan: &Scan, earlier_met: &[(usize, usize)]) -> Decision {
         let measures = measures::extract(&scan.normalized);
         let mut decision = Decision {
             measures: measures.clone(),
@@ -546,17 +601,8 @@ impl PolicySet {
                 Some(Role::Cue(_)) | None => {}
             }
         }
-        for earlier in history {
-            for (hit, assessment) in &earlier.hits {
-                if let Some(Role::Require { rule, group }) = self.roles.get(hit.phrase) {
-                    let spec = &self.rules[*rule];
-                    if spec.window == Window::Conversation
-                        && suppression(assessment, spec.context).is_none()
-                    {
-                        met.insert((*rule, *group), true);
-                    }
-                }
-            }
+        for &pair in earlier_met {
+            met.insert(pair, true);
         }
 
         let mut triggered: Vec<(&usize, &(&Hit, &Assessment, &str))> =
@@ -811,5 +857,46 @@ fn read_optional<T: for<'de> Deserialize<'de> + Default>(
             path: path.to_owned(),
             source,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::prompts::{Prompts, Region};
+
+    fn shipped() -> PolicySet {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let prompts = Prompts::load(&root.join("prompts"), Region::Uk).expect("prompts");
+        PolicySet::load(&root.join("policies"), &prompts).expect("policies")
+    }
+
+    #[test]
+    fn kept_findings_of_earlier_messages_count_only_for_the_set_that_made_them() {
+        let set = shipped();
+        let fever = "I've had a high temperature since yesterday";
+        let neck = "and now my neck is really stiff";
+        assert_eq!(set.evaluate(neck).level, Severity::Routine);
+        let together = set.evaluate_in_conversation(neck, &[fever]);
+        assert_eq!(together.level, Severity::Emergency, "{together:?}");
+
+        let kept = set.findings_for_later(fever);
+        let (after, _) = set.evaluate_after(neck, [&kept]);
+        assert_eq!(after.rule_ids(), together.rule_ids());
+
+        // Rule numbers from another set (a reload) mean nothing here.
+        let stale = EarlierFindings {
+            version: "another set".into(),
+            met: kept.met.clone(),
+        };
+        let (ignored, _) = set.evaluate_after(neck, [&stale]);
+        assert_eq!(ignored.level, Severity::Routine);
+
+        // A message's own findings are returned for the messages after it.
+        let (_, own) = set.evaluate_after(fever, []);
+        assert!(own.is_for(&set));
+        assert_eq!(own.met, kept.met);
     }
 }

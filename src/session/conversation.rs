@@ -15,8 +15,8 @@ use super::{Mode, SessionEvent, SessionId, StoredEvent};
 use crate::config::Settings;
 use crate::guard::Guard;
 use crate::llm::{ChatModel, ChatRequest, ChatTurn, LlmError, Role, TokenStream};
-use crate::policy::Severity;
 use crate::policy::reload::PolicyHandle;
+use crate::policy::{EarlierFindings, Severity};
 use crate::prompts::Prompts;
 use crate::protocol::{ClientId, ErrorCode, PatientText, ServerFrame};
 use crate::redact::Placeholders;
@@ -47,8 +47,9 @@ pub struct Conversation {
     pub session: SessionId,
     /// The most severe flag raised in this session: output rules depend on it.
     flag: Severity,
-    /// Recent patient texts, for rules that combine findings across messages.
-    recent: VecDeque<String>,
+    /// Recent patient texts, for rules that combine findings across messages, each with what it
+    /// found (so it is scanned once, not again for every later message; again after a reload).
+    recent: VecDeque<(String, EarlierFindings)>,
     /// The log has been delivered to this socket up to here (live notices read from it).
     pub delivered: u64,
     /// Events this socket already sent in its own way (`ack`, `alert`) that live delivery must
@@ -91,7 +92,7 @@ impl Conversation {
         for stored in &events {
             match &stored.event {
                 SessionEvent::PatientMessage { text, .. } => {
-                    recent.push_back(text.clone());
+                    recent.push_back((text.clone(), EarlierFindings::default()));
                     if recent.len() > window {
                         recent.pop_front();
                     }
@@ -180,9 +181,16 @@ impl Conversation {
         metrics::counter!("carebridge_messages_total").increment(1);
 
         let policies = self.services.policies.current();
-        let earlier: Vec<&str> = self.recent.iter().map(String::as_str).collect();
-        let decision = policies.evaluate_in_conversation(text.as_str(), &earlier);
-        self.recent.push_back(text.into_inner());
+        for (earlier, findings) in &mut self.recent {
+            if !findings.is_for(&policies) {
+                *findings = policies.findings_for_later(earlier);
+            }
+        }
+        let (decision, findings) = policies.evaluate_after(
+            text.as_str(),
+            self.recent.iter().map(|(_, findings)| findings),
+        );
+        self.recent.push_back((text.into_inner(), findings));
         if self.recent.len() > self.services.settings.policies.window_messages {
             self.recent.pop_front();
         }
