@@ -142,6 +142,43 @@ async fn a_forbidden_phrase_split_across_chunks_never_reaches_the_patient() {
 }
 
 #[tokio::test]
+async fn the_first_words_go_out_with_the_providers_first_chunk() {
+    // No output phrase begins with "Thank", so nothing is held back for the words after it.
+    let text = "Thank you for telling me. Rest and drink plenty of fluids.";
+    let script = Script::Reply {
+        text: text.into(),
+        chunk: 6,
+        delay_ms: 5,
+    };
+    let (frames, _) = exchange(script, "I have a cold").await;
+    let deltas: Vec<&str> = frames
+        .iter()
+        .filter(|frame| frame["type"] == "delta")
+        .filter_map(|frame| frame["text"].as_str())
+        .collect();
+    assert_eq!(deltas.first(), Some(&"Thank "), "{deltas:?}");
+    assert_eq!(deltas.concat(), text);
+}
+
+#[tokio::test]
+async fn the_start_of_a_reassurance_is_held_until_it_is_whole_then_replaced() {
+    // In an emergency conversation "probably nothing" must never be shown, not even its first
+    // word; the words before it go out as they come.
+    let text = "I hear you. It is probably nothing serious, so rest.";
+    let script = Script::Reply {
+        text: text.into(),
+        chunk: 4,
+        delay_ms: 2,
+    };
+    let (frames, _) = exchange(script, "I have crushing chest pain going down my left arm").await;
+    let shown = reply_text(&frames);
+    assert_eq!(shown, "I hear you. It is ", "{frames:?}");
+    let last = frames.last().expect("frames");
+    assert_eq!(last["type"], "replaced", "{frames:?}");
+    assert_eq!(last["rule"], "output.no_reassurance_when_flagged");
+}
+
+#[tokio::test]
 async fn identifiers_never_reach_an_external_provider_but_the_patient_sees_them() {
     let script = Script::Reply {
         text: "Thanks. I will note [PHONE_1] for the nurse.".into(),
