@@ -216,7 +216,7 @@ impl<'a> Guard<'a> {
             if end <= judged_upto || end > settled_upto {
                 continue;
             }
-            let (start, end) = (start.saturating_sub(offset), end - offset);
+            let (start, end) = (start.saturating_sub(offset), end.saturating_sub(offset));
             match rule.action {
                 OutputAction::Replace => {
                     let (id, text) = (rule.id.clone(), rule.text.clone());
@@ -446,9 +446,14 @@ impl<'a> Guard<'a> {
         // Letters before the open word can only be joined to it while it is one letter at most.
         let run_may_grow = combined[open_start..].chars().nth(1).is_none();
         for (index, token) in tokens.iter().enumerate().rev() {
+            // The open word is bounded by the most the guard holds; a run of letters is followed
+            // only so far back.
             let open = token.end > open_start;
-            let spelt = run_may_grow && index >= first_pending && is_single_letter(token, combined);
-            if !(open || spelt) || tokens.len() - index > longest_run {
+            let spelt = run_may_grow
+                && index >= first_pending
+                && tokens.len() - index <= longest_run
+                && is_single_letter(token, combined);
+            if !(open || spelt) {
                 break;
             }
             frontier.settled_end = index;
