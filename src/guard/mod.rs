@@ -17,6 +17,8 @@ use crate::policy::prefixes::{PhrasePrefixes, PrefixCaches};
 /// Released text the rules see again, in words beyond the longest phrase: the normaliser needs
 /// the word before a held one, and a match that reaches back into released text must be seen.
 const TAIL_EXTRA_WORDS: usize = 2;
+/// Released words the rules usually see again before the pending text.
+const CONTEXT_WORDS: usize = 2;
 /// The most released text kept as context, whatever the words.
 const TAIL_MAX_BYTES: usize = 512;
 /// The most text the guard holds back. A reply can only exceed it with a run of text no
@@ -164,20 +166,38 @@ impl<'a> Guard<'a> {
         }
     }
 
-    /// The released tail and the pending text as one string, and where the pending text starts.
+    /// The released text the rules see again and the pending text as one string, and where the
+    /// pending text starts.
     ///
-    /// Rules see the tail, so a pattern that needs the words before a phrase judges it as the
-    /// patient reads it. A tail that does not reach the start of the reply begins with a marker,
-    /// so `^` never matches in the middle of a reply.
+    /// Usually that is the last few released words: context for the normaliser and for a
+    /// pattern's `\b`, and any word that went out before it settled. The whole kept tail is seen
+    /// while an append rule has yet to match (its phrases hold nothing back, so one may have begun
+    /// in released text) and once the hold-back was overrun. Released text that does not reach the
+    /// start of the reply begins with a marker, so `^` never matches in the middle of a reply.
     fn combined(&self) -> (String, usize) {
-        let marker = if self.tail_is_whole { "" } else { "_ " };
+        let tail = self.released_tail.as_str();
+        let from = if self.forced || self.appends_outstanding() {
+            0
+        } else {
+            context_start(tail, tail.len().saturating_sub(self.released_unsettled))
+        };
+        let marker = if self.tail_is_whole && from == 0 {
+            ""
+        } else {
+            "_ "
+        };
         let mut combined =
-            String::with_capacity(marker.len() + self.released_tail.len() + self.pending.len());
+            String::with_capacity(marker.len() + tail.len() - from + self.pending.len());
         combined.push_str(marker);
-        combined.push_str(&self.released_tail);
+        combined.push_str(&tail[from..]);
         let offset = combined.len();
         combined.push_str(&self.pending);
         (combined, offset)
+    }
+
+    /// Whether an append rule that applies under the session's flag has not matched yet.
+    fn appends_outstanding(&self) -> bool {
+        self.appends.len() < self.rules.append_rule_count(self.flag)
     }
 
     fn check(&mut self, at_end: bool) -> GuardStep {
@@ -388,7 +408,7 @@ impl<'a> Guard<'a> {
     /// or later, or an append rule's anywhere, and end within what has arrived. "No" is
     /// certain.
     fn may_match(&mut self, normalized: &NormalizedText, first_pending: usize) -> bool {
-        let outstanding_appends = self.appends.len() < self.rules.append_rule_count(self.flag);
+        let outstanding_appends = self.appends_outstanding();
         // Append rules hold nothing back, so one of their phrases may have begun in released
         // text: their walks start from the first word of the tail.
         let automata = [
@@ -641,6 +661,27 @@ struct Frontier {
     open_start: usize,
     settled_end: usize,
     unsettled_start: usize,
+}
+
+/// Where the context before byte `settled` of released text starts: [`CONTEXT_WORDS`] word
+/// starts back (or the start of the text).
+fn context_start(tail: &str, settled: usize) -> usize {
+    let mut words = 0;
+    let mut after_is_word = false;
+    for (index, ch) in tail[..settled.min(tail.len())].char_indices().rev() {
+        if ch.is_whitespace() {
+            if after_is_word {
+                words += 1;
+                if words == CONTEXT_WORDS {
+                    return index + ch.len_utf8();
+                }
+            }
+            after_is_word = false;
+        } else {
+            after_is_word = true;
+        }
+    }
+    0
 }
 
 /// One reading of the word still being written.
