@@ -739,15 +739,17 @@ async fn build_request(
             tracing::error!(error = %error, "system prompt did not render");
             "You are a careful health information assistant. You are not a clinician.".into()
         });
+    // A bounded read, however long the conversation: the request never carries more than
+    // `history_events` lines, and twice as many events leaves room for mode changes.
     let events = services
         .store
-        .events_after(session, 0)
+        .latest_events(session, llm.history_events.saturating_mul(2))
         .await
         .unwrap_or_default();
     let mut turns: Vec<ChatTurn> = Vec::new();
     let mut budget = llm.history_chars;
-    for stored in events.iter().rev() {
-        let (role, content) = match &stored.event {
+    for event in events.iter().rev() {
+        let (role, content) = match event {
             SessionEvent::PatientMessage { text, .. } => (Role::User, text.clone()),
             SessionEvent::AssistantMessage { text, .. } => (Role::Assistant, text.clone()),
             SessionEvent::NurseMessage { text, .. } => {

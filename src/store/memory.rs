@@ -161,6 +161,21 @@ impl SessionStore for MemoryStore {
         async move { result }.boxed()
     }
 
+    fn latest_events<'a>(
+        &'a self,
+        session: &'a SessionId,
+        count: usize,
+    ) -> BoxFuture<'a, Result<Vec<SessionEvent>, StoreError>> {
+        let result = self.with_session(session, |entry| {
+            let start = entry.events.len().saturating_sub(count);
+            entry.events[start..]
+                .iter()
+                .map(|stored| stored.event.clone())
+                .collect()
+        });
+        async move { result }.boxed()
+    }
+
     fn set_mode<'a>(
         &'a self,
         session: &'a SessionId,

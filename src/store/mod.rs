@@ -86,6 +86,14 @@ pub trait SessionStore: Send + Sync + 'static {
         after: u64,
     ) -> BoxFuture<'a, Result<Vec<StoredEvent>, StoreError>>;
 
+    /// The last `count` events of the session, oldest first: a bounded read for the model's
+    /// request, however long the conversation.
+    fn latest_events<'a>(
+        &'a self,
+        session: &'a SessionId,
+        count: usize,
+    ) -> BoxFuture<'a, Result<Vec<SessionEvent>, StoreError>>;
+
     /// Records a mode change in the session's meta (the log gets a `ModeChanged` event too).
     fn set_mode<'a>(
         &'a self,
@@ -194,6 +202,27 @@ pub mod conformance {
         assert_eq!(
             store.events_after(&session, 1).await.expect("read").len(),
             1
+        );
+        store
+            .append_patient_message(&session, "c2", "and again")
+            .await
+            .expect("append");
+        let latest = store.latest_events(&session, 2).await.expect("latest");
+        assert_eq!(latest.len(), 2);
+        assert_eq!(latest[0], event);
+        assert!(
+            matches!(&latest[1], SessionEvent::PatientMessage { text, .. } if text == "and again")
+        );
+        assert_eq!(
+            store.latest_events(&session, 10).await.expect("all").len(),
+            3
+        );
+        assert!(
+            store
+                .latest_events(&session, 0)
+                .await
+                .expect("none")
+                .is_empty()
         );
         let meta = store
             .session_meta(&session)

@@ -329,6 +329,33 @@ impl SessionStore for RedisStore {
         .boxed()
     }
 
+    fn latest_events<'a>(
+        &'a self,
+        session: &'a SessionId,
+        count: usize,
+    ) -> BoxFuture<'a, Result<Vec<SessionEvent>, StoreError>> {
+        async move {
+            if count == 0 {
+                return Ok(Vec::new());
+            }
+            let mut connection = self.connection.clone();
+            let from = -isize::try_from(count).unwrap_or(isize::MAX);
+            let raw: Vec<String> = connection
+                .lrange(key(session, "events"), from, -1)
+                .await
+                .map_err(unavailable)?;
+            raw.into_iter()
+                .map(|json| {
+                    serde_json::from_str(&json).map_err(|error| StoreError::Corrupt {
+                        session: session.clone(),
+                        detail: error.to_string(),
+                    })
+                })
+                .collect()
+        }
+        .boxed()
+    }
+
     fn events_after<'a>(
         &'a self,
         session: &'a SessionId,

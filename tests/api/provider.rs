@@ -179,6 +179,43 @@ async fn the_start_of_a_reassurance_is_held_until_it_is_whole_then_replaced() {
 }
 
 #[tokio::test]
+async fn the_model_gets_only_the_latest_lines_of_a_long_conversation() {
+    let model = FakeModel::start(vec![("scripted", reply("Noted, thank you."))]).await;
+    let mut settings = model.settings("scripted");
+    settings.llm.history_events = 3;
+    let app = spawn_app(settings).await;
+    let (mut client, _) = app.patient_in_session("p1").await;
+    for turn in 1..=4 {
+        client
+            .say(&format!("m{turn}"), &format!("question number {turn}"))
+            .await;
+    }
+    let requests = model.requests.lock().expect("requests").clone();
+    let last = requests.last().expect("a request");
+    let lines: Vec<(String, String)> = last["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|message| {
+            (
+                message["role"].as_str().unwrap_or_default().to_owned(),
+                message["content"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    // The system prompt, then the three latest lines, oldest first.
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert_eq!(lines[0].0, "system");
+    let expected = [
+        ("user", "question number 3"),
+        ("assistant", "Noted, thank you."),
+        ("user", "question number 4"),
+    ]
+    .map(|(role, content)| (role.to_owned(), content.to_owned()));
+    assert_eq!(lines[1..], expected);
+}
+
+#[tokio::test]
 async fn identifiers_never_reach_an_external_provider_but_the_patient_sees_them() {
     let script = Script::Reply {
         text: "Thanks. I will note [PHONE_1] for the nurse.".into(),
