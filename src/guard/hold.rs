@@ -140,8 +140,11 @@ impl Guard<'_> {
             settled_end: tokens.len(),
             unsettled_start: open_start,
         };
-        // Letters before the open word can only be joined to it while it is one letter at most.
-        let run_may_grow = combined[open_start..].chars().nth(1).is_none();
+        // A run of single letters can only grow while the text ends in one (a word of two letters
+        // closes it, whatever else is glued to the letters).
+        let run_may_grow = tokens
+            .last()
+            .is_some_and(|token| is_single_letter(token, combined));
         for (index, token) in tokens.iter().enumerate().rev() {
             // The open word is bounded by the most the guard holds; a run of letters is followed
             // only so far back.
@@ -357,6 +360,8 @@ fn is_single_letter(token: &Token, combined: &str) -> bool {
         && combined
             .get(token.start..token.end)
             .is_some_and(|original| {
-                original.chars().count() == 1 || original.contains(char::is_whitespace)
+                // Invisible characters and accents around the letter do not count.
+                original.chars().filter(|ch| ch.is_alphanumeric()).count() == 1
+                    || original.contains(char::is_whitespace)
             })
 }

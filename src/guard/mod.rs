@@ -607,6 +607,32 @@ mod tests {
         assert!(released.iter().all(|(text, _)| !text.contains("skin")));
     }
 
+    /// The fuzzer's first finding (`fuzz/`, target `guard`): NUL characters vanish in
+    /// normalisation, so `I S\0\0\0n` ends in the spelt-out run `i s n`, read as one word. The
+    /// guard took the run for closed once the unfinished word had two characters, and redacted
+    /// "as your doctor, i" in some chunkings and not in others.
+    #[test]
+    fn letters_with_invisible_characters_between_them_still_count_as_spelt_out() {
+        let rules = shipped().output_rules();
+        let reply = "As your doctor, I S\0\0\0n suggest you rest.";
+        let whole = run_chunked(rules, Severity::Routine, reply, usize::MAX);
+        let chars: Vec<char> = reply.chars().collect();
+        let mut guard = Guard::new(rules, Severity::Routine);
+        let mut seen = String::new();
+        let mut at = 0;
+        for size in [4, 1].into_iter().cycle() {
+            if at >= chars.len() {
+                break;
+            }
+            let piece: String = chars[at..(at + size).min(chars.len())].iter().collect();
+            at += size;
+            seen.push_str(&guard.push(&piece).release);
+        }
+        seen.push_str(&guard.finish().release);
+        assert_eq!(guard.action(), whole.action);
+        assert_eq!(seen, whole.text);
+    }
+
     #[test]
     fn words_no_phrase_begins_with_go_out_as_they_arrive() {
         // Streamed the way providers send tokens: each word with the space before it, so the
