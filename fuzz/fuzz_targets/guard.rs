@@ -8,7 +8,7 @@
 
 mod shipped;
 
-use carebridge::guard::{Guard, GuardAction, run_chunked};
+use carebridge::guard::{GuardAction, run_chunked, stream};
 use carebridge::policy::Severity;
 use carebridge::policy::file::OutputAction;
 use libfuzzer_sys::fuzz_target;
@@ -31,30 +31,19 @@ fuzz_target!(|data: &[u8]| {
     let whole = run_chunked(rules, flag, reply, usize::MAX);
 
     let chars: Vec<char> = reply.chars().collect();
-    let mut guard = Guard::new(rules, flag);
-    let mut seen = String::new();
-    let mut replaced = None;
+    let mut pieces = Vec::new();
     let mut at = 0;
-    let mut turn = 0;
-    while at < chars.len() {
-        let size = sizes[turn % 2];
-        turn += 1;
-        let chunk: String = chars[at..(at + size).min(chars.len())].iter().collect();
-        at += size;
-        let step = guard.push(&chunk);
-        seen.push_str(&step.release);
-        if step.replaced.is_some() {
-            replaced = step.replaced;
+    for size in sizes.into_iter().cycle() {
+        if at >= chars.len() {
             break;
         }
+        pieces.push(chars[at..(at + size).min(chars.len())].iter().collect::<String>());
+        at += size;
     }
-    if replaced.is_none() {
-        let step = guard.finish();
-        seen.push_str(&step.release);
-        replaced = step.replaced;
-    }
-    assert_eq!(guard.action(), whole.action, "{reply:?}: {seen:?}");
-    match replaced {
+    let streamed = stream(rules, flag, pieces);
+    let seen = streamed.released;
+    assert_eq!(streamed.action, whole.action, "{reply:?}: {seen:?}");
+    match streamed.replaced {
         None => assert_eq!(seen, whole.text, "{reply:?}"),
         Some(replacement) => {
             let first_replacing = whole.rules.iter().find(|rule| {

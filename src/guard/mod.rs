@@ -375,34 +375,69 @@ pub fn run_chunked(
     reply: &str,
     chunk_chars: usize,
 ) -> GuardedReply {
-    let mut guard = Guard::new(rules, flag);
-    let mut seen = String::new();
-    let mut replaced = None;
     let chars: Vec<char> = reply.chars().collect();
-    for piece in chars.chunks(chunk_chars.max(1)) {
-        let chunk: String = piece.iter().collect();
-        let step = guard.push(&chunk);
-        seen.push_str(&step.release);
-        if let Some(replacement) = step.replaced {
-            replaced = Some(replacement);
+    let pieces = chars
+        .chunks(chunk_chars.max(1))
+        .map(|piece| piece.iter().collect::<String>());
+    stream(rules, flag, pieces).into_reply()
+}
+
+/// Streams `pieces` of a reply through a guard, as the server does: what went out before the
+/// reply ended or a rule stopped it, and that rule's replacement.
+pub fn stream<S: AsRef<str>>(
+    rules: &OutputRules,
+    flag: Severity,
+    pieces: impl IntoIterator<Item = S>,
+) -> Streamed {
+    let mut guard = Guard::new(rules, flag);
+    let mut released = String::new();
+    let mut replaced = None;
+    for piece in pieces {
+        let step = guard.push(piece.as_ref());
+        released.push_str(&step.release);
+        if step.replaced.is_some() {
+            replaced = step.replaced;
             break;
         }
     }
     if replaced.is_none() {
         let step = guard.finish();
-        seen.push_str(&step.release);
+        released.push_str(&step.release);
         replaced = step.replaced;
     }
-    if let Some(replacement) = &replaced {
-        if !seen.is_empty() && !seen.ends_with(char::is_whitespace) {
-            seen.push(' ');
-        }
-        seen.push_str(&replacement.text);
-    }
-    GuardedReply {
+    Streamed {
         action: guard.action(),
         rules: guard.rules_acted().to_vec(),
-        text: seen,
+        released,
+        replaced,
+    }
+}
+
+/// A reply as it streamed through the guard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Streamed {
+    pub action: GuardAction,
+    pub rules: Vec<String>,
+    /// Text that went to the patient, appended notes included, before any replacement.
+    pub released: String,
+    pub replaced: Option<Replacement>,
+}
+
+impl Streamed {
+    /// What the patient saw in the end: the released text, then the replacement, if any.
+    pub fn into_reply(self) -> GuardedReply {
+        let mut text = self.released;
+        if let Some(replacement) = &self.replaced {
+            if !text.is_empty() && !text.ends_with(char::is_whitespace) {
+                text.push(' ');
+            }
+            text.push_str(&replacement.text);
+        }
+        GuardedReply {
+            action: self.action,
+            rules: self.rules,
+            text,
+        }
     }
 }
 
@@ -485,18 +520,7 @@ mod tests {
     }
 
     fn shown(pieces: &[String]) -> String {
-        let rules = shipped().output_rules();
-        let mut guard = Guard::new(rules, Severity::Emergency);
-        let mut seen = String::new();
-        for piece in pieces {
-            let step = guard.push(piece);
-            seen.push_str(&step.release);
-            if step.replaced.is_some() {
-                return seen;
-            }
-        }
-        seen.push_str(&guard.finish().release);
-        seen
+        stream(shipped().output_rules(), Severity::Emergency, pieces).released
     }
 
     #[test]
@@ -617,20 +641,22 @@ mod tests {
         let reply = "As your doctor, I S\0\0\0n suggest you rest.";
         let whole = run_chunked(rules, Severity::Routine, reply, usize::MAX);
         let chars: Vec<char> = reply.chars().collect();
-        let mut guard = Guard::new(rules, Severity::Routine);
-        let mut seen = String::new();
+        let mut pieces = Vec::new();
         let mut at = 0;
         for size in [4, 1].into_iter().cycle() {
             if at >= chars.len() {
                 break;
             }
-            let piece: String = chars[at..(at + size).min(chars.len())].iter().collect();
+            pieces.push(
+                chars[at..(at + size).min(chars.len())]
+                    .iter()
+                    .collect::<String>(),
+            );
             at += size;
-            seen.push_str(&guard.push(&piece).release);
         }
-        seen.push_str(&guard.finish().release);
-        assert_eq!(guard.action(), whole.action);
-        assert_eq!(seen, whole.text);
+        let streamed = stream(rules, Severity::Routine, pieces);
+        assert_eq!(streamed.action, whole.action);
+        assert_eq!(streamed.released, whole.text);
     }
 
     #[test]
@@ -744,23 +770,9 @@ mod tests {
             let mut cuts = cuts;
             cuts.sort_unstable();
             cuts.dedup();
-            let mut guard = Guard::new(rules, flag);
-            let mut seen = String::new();
-            let mut replaced = None;
-            for piece in chunked(&reply, &cuts) {
-                let step = guard.push(&piece);
-                seen.push_str(&step.release);
-                if step.replaced.is_some() {
-                    replaced = step.replaced;
-                    break;
-                }
-            }
-            if replaced.is_none() {
-                let step = guard.finish();
-                seen.push_str(&step.release);
-                replaced = step.replaced;
-            }
-            prop_assert_eq!(guard.action(), whole.action, "reply {:?}, seen {:?}", reply, seen);
+            let Streamed { action, released: seen, replaced, .. } =
+                stream(rules, flag, chunked(&reply, &cuts));
+            prop_assert_eq!(action, whole.action, "reply {:?}, seen {:?}", reply, seen);
             match replaced {
                 None => prop_assert_eq!(&seen, &whole.text, "reply {:?}", reply),
                 Some(replacement) => {

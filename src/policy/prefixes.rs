@@ -13,6 +13,7 @@
 
 use std::sync::Mutex;
 
+use regex_automata::hybrid::LazyStateID;
 use regex_automata::hybrid::dfa::{Cache, DFA};
 use regex_automata::nfa::thompson;
 use regex_automata::util::{start, syntax};
@@ -110,6 +111,27 @@ impl Walker {
         }
     }
 
+    /// The automaton, its cache and its anchored start state after `look_behind`; or, when there
+    /// is nothing to walk, the answer every walk gives ("no phrases" is no, anything that stops a
+    /// walk, such as a quit byte or a cache that keeps filling up, is yes).
+    fn start<'w>(
+        &'w self,
+        cache: &'w mut Option<Cache>,
+        look_behind: Option<u8>,
+    ) -> Result<(&'w DFA, &'w mut Cache, LazyStateID), bool> {
+        let dfa = match self {
+            Walker::Nothing => return Err(false),
+            Walker::Unknown => return Err(true),
+            Walker::Lazy(walker) => &walker.dfa,
+        };
+        let cache = cache.get_or_insert_with(|| dfa.create_cache());
+        let config = start::Config::new()
+            .anchored(Anchored::Yes)
+            .look_behind(look_behind);
+        let state = dfa.start_state(cache, &config).map_err(|_| true)?;
+        Ok((dfa, cache, state))
+    }
+
     /// Whether a match could begin at the start of `text` (the slices one after another) and go
     /// on past its end (past one more space when `then_space`).
     fn could_continue(
@@ -119,18 +141,9 @@ impl Walker {
         look_behind: Option<u8>,
         then_space: bool,
     ) -> bool {
-        let dfa = match self {
-            Walker::Nothing => return false,
-            Walker::Unknown => return true,
-            Walker::Lazy(walker) => &walker.dfa,
-        };
-        let cache = cache.get_or_insert_with(|| dfa.create_cache());
-        let config = start::Config::new()
-            .anchored(Anchored::Yes)
-            .look_behind(look_behind);
-        // Any error (a quit byte, a cache that keeps filling up) answers "could match".
-        let Ok(mut state) = dfa.start_state(cache, &config) else {
-            return true;
+        let (dfa, cache, mut state) = match self.start(cache, look_behind) {
+            Ok(started) => started,
+            Err(answer) => return answer,
         };
         let space = then_space.then_some(b' ');
         for &byte in text.iter().copied().flatten().chain(space.iter()) {
@@ -146,20 +159,12 @@ impl Walker {
         !state.is_dead()
     }
 
-    /// Whether a match begins at the start of `text` and ends within it.
+    /// Whether a match begins at the start of `text` and ends within it. An answer the walk
+    /// cannot give is "may match": the caller then runs the full scan.
     fn finds_match(&self, cache: &mut Option<Cache>, text: &[u8], look_behind: Option<u8>) -> bool {
-        let dfa = match self {
-            Walker::Nothing => return false,
-            Walker::Unknown => return true,
-            Walker::Lazy(walker) => &walker.dfa,
-        };
-        let cache = cache.get_or_insert_with(|| dfa.create_cache());
-        let config = start::Config::new()
-            .anchored(Anchored::Yes)
-            .look_behind(look_behind);
-        // Any error answers "may match": the caller then runs the full scan.
-        let Ok(mut state) = dfa.start_state(cache, &config) else {
-            return true;
+        let (dfa, cache, mut state) = match self.start(cache, look_behind) {
+            Ok(started) => started,
+            Err(answer) => return answer,
         };
         for &byte in text {
             match dfa.next_state(cache, state, byte) {
@@ -276,11 +281,6 @@ impl PhrasePrefixes {
     ) -> bool {
         self.patterns
             .finds_match(&mut caches.patterns, plain, look_behind)
-    }
-
-    /// Whether there are no phrases or patterns at all.
-    pub fn is_empty(&self) -> bool {
-        matches!(self.phrases, Walker::Nothing) && matches!(self.patterns, Walker::Nothing)
     }
 
     /// Whether there are any operators' patterns to walk (each position in a word is a possible
