@@ -479,8 +479,10 @@ impl PatientSocket {
         let services = Arc::clone(self.services());
         let cancel = self.turn_cancel.clone();
         let worker = tokio::spawn(async move {
-            while let Some(turn) = queue.recv().await {
-                run_turn(
+            let mut latest_reply = 0;
+            while let Some(mut turn) = queue.recv().await {
+                turn.drop_history_older_than(latest_reply);
+                let stored = run_turn(
                     Arc::clone(&services),
                     session.clone(),
                     turn,
@@ -488,6 +490,7 @@ impl PatientSocket {
                     cancel.clone(),
                 )
                 .await;
+                latest_reply = latest_reply.max(stored.unwrap_or(0));
             }
         });
         self.turns = Some(turns);

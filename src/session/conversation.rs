@@ -70,6 +70,30 @@ pub struct PendingTurn {
     /// Chosen before the reply starts, so that live delivery knows the stored reply is this
     /// socket's own even if its notice arrives before the reply task finishes.
     pub message_id: String,
+    /// The conversation's latest events as they were right after this message (and its alert),
+    /// read with the write so the model request need not read again.
+    pub history: Option<History>,
+}
+
+/// The latest events of a session, and the sequence number they run up to.
+#[derive(Debug, Clone)]
+pub struct History {
+    pub events: Vec<SessionEvent>,
+    pub up_to: u64,
+}
+
+impl PendingTurn {
+    /// Forgets the history read with the message when a reply stored since then is missing
+    /// from it (the turn waited behind an earlier one): the request then reads it afresh.
+    pub fn drop_history_older_than(&mut self, stored: u64) {
+        if self
+            .history
+            .as_ref()
+            .is_some_and(|history| history.up_to < stored)
+        {
+            self.history = None;
+        }
+    }
 }
 
 /// Message ids of replies a socket streams itself.
@@ -150,8 +174,9 @@ impl Conversation {
     ) -> Result<Option<PendingTurn>, Gone> {
         let store = &self.services.store;
         // Ack only after the store confirmed the write: an ack promises the message survives.
+        let recent = self.services.settings.llm.history_events.saturating_mul(2);
         let appended = match store
-            .append_patient_message(&self.session, client_id.as_str(), text.as_str())
+            .append_patient_message(&self.session, client_id.as_str(), text.as_str(), recent)
             .await
         {
             Ok(appended) => appended,
@@ -197,6 +222,10 @@ impl Conversation {
         metrics::counter!("carebridge_decisions_total", "level" => decision.level.as_str())
             .increment(1);
         let audited = decision_record(&decision, policies.version(), appended.seq);
+        let mut history = Some(History {
+            events: appended.recent,
+            up_to: appended.seq,
+        });
 
         let mut flag_note = None;
         if let Some(lead) = decision.lead() {
@@ -219,8 +248,12 @@ impl Conversation {
             );
             // The escalation is stored before the patient is told a nurse is being found; if the
             // store fails, the guidance still goes out (the patient comes first) and the failure
-            // is loud in logs and metrics.
-            if decision.escalates() {
+            // is loud in logs and metrics. Escalation and alert are written side by side: neither
+            // needs the other, and the patient waits for both.
+            let escalate = async {
+                if !decision.escalates() {
+                    return;
+                }
                 let flag = crate::escalation::Flag {
                     severity: lead.severity,
                     rule: &lead.rule,
@@ -231,10 +264,23 @@ impl Conversation {
                     metrics::counter!("carebridge_escalation_failures_total").increment(1);
                     tracing::error!(session = %self.session, error = %error, "escalation not stored");
                 }
-            }
+            };
+            let (stored, ()) = tokio::join!(store.append_event(&self.session, &event), escalate);
             // The guidance goes out even if the store cannot record it: the patient comes first.
-            let seq = match store.append_event(&self.session, &event).await {
-                Ok(seq) => seq,
+            let seq = match stored {
+                Ok(seq) => {
+                    // Anything written between the message and its alert is missing from the
+                    // history read with the message: the request then reads it afresh.
+                    history = history
+                        .take()
+                        .filter(|history| history.up_to + 1 == seq)
+                        .map(|mut history| {
+                            history.events.push(event.clone());
+                            history.up_to = seq;
+                            history
+                        });
+                    seq
+                }
                 Err(error) => {
                     tracing::error!(session = %self.session, error = %error, "alert not stored");
                     0
@@ -275,20 +321,19 @@ impl Conversation {
             .await;
 
         // While a nurse holds the conversation the model is silent; the nurse reads the message.
-        match store.session_meta(&self.session).await {
-            Ok(Some(meta)) if matches!(meta.mode, Mode::Nurse | Mode::Closed) => Ok(None),
-            _ => {
-                let message_id = uuid::Uuid::new_v4().simple().to_string();
-                if let Ok(mut own) = self.own_replies.lock() {
-                    own.insert(message_id.clone());
-                }
-                Ok(Some(PendingTurn {
-                    flag: self.flag,
-                    flag_note,
-                    message_id,
-                }))
-            }
+        if matches!(appended.mode, Mode::Nurse | Mode::Closed) {
+            return Ok(None);
         }
+        let message_id = uuid::Uuid::new_v4().simple().to_string();
+        if let Ok(mut own) = self.own_replies.lock() {
+            own.insert(message_id.clone());
+        }
+        Ok(Some(PendingTurn {
+            flag: self.flag,
+            flag_note,
+            message_id,
+            history,
+        }))
     }
 
     /// Replays the log after `last_seq`.
@@ -418,7 +463,7 @@ pub async fn run_turn(
     cancel: CancellationToken,
 ) -> Option<u64> {
     let (request, placeholders, redacted) =
-        build_request(&services, &session, turn.flag_note.as_deref()).await;
+        build_request(&services, &session, turn.flag_note.as_deref(), turn.history).await;
     if !redacted.is_empty() {
         // Which kinds and how many, never the values.
         services
@@ -714,7 +759,7 @@ async fn pump(
 
 /// Exactly what the next model request for this session would carry (for the operator's dry run).
 pub async fn preview_request(services: &Services, session: &SessionId) -> ChatRequest {
-    build_request(services, session, None).await.0
+    build_request(services, session, None, None).await.0
 }
 
 /// How many identifiers of each kind a request had replaced.
@@ -725,6 +770,7 @@ async fn build_request(
     services: &Services,
     session: &SessionId,
     flag_note: Option<&str>,
+    history: Option<History>,
 ) -> (ChatRequest, Placeholders, RedactedKinds) {
     let llm = &services.settings.llm;
     let mut values = BTreeMap::new();
@@ -741,11 +787,14 @@ async fn build_request(
         });
     // A bounded read, however long the conversation: the request never carries more than
     // `history_events` lines, and twice as many events leaves room for mode changes.
-    let events = services
-        .store
-        .latest_events(session, llm.history_events.saturating_mul(2))
-        .await
-        .unwrap_or_default();
+    let events = match history {
+        Some(history) => history.events,
+        None => services
+            .store
+            .latest_events(session, llm.history_events.saturating_mul(2))
+            .await
+            .unwrap_or_default(),
+    };
     let mut turns: Vec<ChatTurn> = Vec::new();
     let mut budget = llm.history_chars;
     for event in events.iter().rev() {

@@ -65,6 +65,14 @@ impl MemoryStore {
 }
 
 impl MemorySession {
+    fn latest(&self, count: usize) -> Vec<SessionEvent> {
+        let start = self.events.len().saturating_sub(count);
+        self.events[start..]
+            .iter()
+            .map(|stored| stored.event.clone())
+            .collect()
+    }
+
     fn push(&mut self, event: SessionEvent) -> u64 {
         let seq = self.events.len() as u64 + 1;
         self.events.push(StoredEvent { seq, event });
@@ -117,12 +125,15 @@ impl SessionStore for MemoryStore {
         session: &'a SessionId,
         client_id: &'a str,
         text: &'a str,
+        recent: usize,
     ) -> BoxFuture<'a, Result<Appended, StoreError>> {
         let result = self.with_session(session, |entry| {
             if let Some(&seq) = entry.client_ids.get(client_id) {
                 return Appended {
                     seq,
                     duplicate: true,
+                    mode: entry.meta.mode,
+                    recent: Vec::new(),
                 };
             }
             let seq = entry.push(SessionEvent::PatientMessage {
@@ -133,6 +144,8 @@ impl SessionStore for MemoryStore {
             Appended {
                 seq,
                 duplicate: false,
+                mode: entry.meta.mode,
+                recent: entry.latest(recent),
             }
         });
         async move { result }.boxed()
@@ -166,13 +179,7 @@ impl SessionStore for MemoryStore {
         session: &'a SessionId,
         count: usize,
     ) -> BoxFuture<'a, Result<Vec<SessionEvent>, StoreError>> {
-        let result = self.with_session(session, |entry| {
-            let start = entry.events.len().saturating_sub(count);
-            entry.events[start..]
-                .iter()
-                .map(|stored| stored.event.clone())
-                .collect()
-        });
+        let result = self.with_session(session, |entry| entry.latest(count));
         async move { result }.boxed()
     }
 

@@ -18,12 +18,18 @@ pub use redis_connection::RedisConnection;
 pub use memory::MemoryStore;
 pub use redis_store::RedisStore;
 
-/// Result of appending a patient message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Result of appending a patient message, with what answering it needs, read in the same step
+/// (on Redis, the same round trip) so the model request does not wait for more reads.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Appended {
     pub seq: u64,
     /// The client id had been stored before: this is a retry, nothing new was written.
     pub duplicate: bool,
+    /// The session's mode right after the write.
+    pub mode: Mode,
+    /// The session's last events, oldest first, ending with this message: as many as were asked
+    /// for, and none for a duplicate.
+    pub recent: Vec<SessionEvent>,
 }
 
 /// What the store knows of a session besides its log.
@@ -64,12 +70,14 @@ pub trait SessionStore: Send + Sync + 'static {
         session: &'a SessionId,
     ) -> BoxFuture<'a, Result<Option<SessionMeta>, StoreError>>;
 
-    /// Appends a patient message; idempotent on `client_id` within the session.
+    /// Appends a patient message; idempotent on `client_id` within the session. Also returns the
+    /// session's mode and its last `recent` events, read atomically with the write.
     fn append_patient_message<'a>(
         &'a self,
         session: &'a SessionId,
         client_id: &'a str,
         text: &'a str,
+        recent: usize,
     ) -> BoxFuture<'a, Result<Appended, StoreError>>;
 
     /// Appends any other event and returns its sequence number.
@@ -168,25 +176,33 @@ pub mod conformance {
             .await
             .expect("create");
         let first = store
-            .append_patient_message(&session, "c1", "hello")
+            .append_patient_message(&session, "c1", "hello", 4)
             .await
             .expect("append");
         let retry = store
-            .append_patient_message(&session, "c1", "hello")
+            .append_patient_message(&session, "c1", "hello", 4)
             .await
             .expect("append");
+        let hello = SessionEvent::PatientMessage {
+            client_id: "c1".into(),
+            text: "hello".into(),
+        };
         assert_eq!(
             first,
             Appended {
                 seq: 1,
-                duplicate: false
+                duplicate: false,
+                mode: Mode::Ai,
+                recent: vec![hello.clone()],
             }
         );
         assert_eq!(
             retry,
             Appended {
                 seq: 1,
-                duplicate: true
+                duplicate: true,
+                mode: Mode::Ai,
+                recent: Vec::new(),
             }
         );
         let event = SessionEvent::ModeChanged {
@@ -203,19 +219,31 @@ pub mod conformance {
             store.events_after(&session, 1).await.expect("read").len(),
             1
         );
-        store
-            .append_patient_message(&session, "c2", "and again")
+        store.set_mode(&session, Mode::Nurse).await.expect("mode");
+        let again = store
+            .append_patient_message(&session, "c2", "and again", 2)
             .await
             .expect("append");
-        let latest = store.latest_events(&session, 2).await.expect("latest");
-        assert_eq!(latest.len(), 2);
+        assert_eq!(again.mode, Mode::Nurse);
+        assert_eq!(again.recent.len(), 2);
+        assert_eq!(again.recent[0], event);
+        assert!(
+            store
+                .append_patient_message(&session, "c3", "once more", 0)
+                .await
+                .expect("append")
+                .recent
+                .is_empty()
+        );
+        let latest = store.latest_events(&session, 3).await.expect("latest");
+        assert_eq!(latest.len(), 3);
         assert_eq!(latest[0], event);
         assert!(
             matches!(&latest[1], SessionEvent::PatientMessage { text, .. } if text == "and again")
         );
         assert_eq!(
             store.latest_events(&session, 10).await.expect("all").len(),
-            3
+            4
         );
         assert!(
             store
@@ -237,7 +265,7 @@ pub mod conformance {
         store.create_session(&session, "p").await.expect("create");
         let mut notices = store.subscribe(&session).await.expect("subscribe");
         store
-            .append_patient_message(&session, "c1", "hi")
+            .append_patient_message(&session, "c1", "hi", 1)
             .await
             .expect("append");
         let seq = tokio::time::timeout(std::time::Duration::from_secs(5), notices.recv())
@@ -251,7 +279,7 @@ pub mod conformance {
         let session = SessionId::random();
         assert!(store.session_meta(&session).await.expect("meta").is_none());
         assert!(matches!(
-            store.append_patient_message(&session, "c", "t").await,
+            store.append_patient_message(&session, "c", "t", 1).await,
             Err(StoreError::NoSuchSession(_))
         ));
     }

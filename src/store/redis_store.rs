@@ -26,16 +26,22 @@ use crate::session::{Mode, SessionEvent, SessionId, StoredEvent};
 
 const NOTICE_CAPACITY: usize = 64;
 
-/// KEYS: events, clients, meta. ARGV: client id, event JSON, channel, retention seconds.
+/// KEYS: events, clients, meta. ARGV: client id, event JSON, channel, retention seconds, how many
+/// recent events to return. Returns seq, duplicate, mode, recent events: the write and the reads
+/// a reply needs in one round trip.
 const APPEND_PATIENT: &str = r"
-if redis.call('EXISTS', KEYS[3]) == 0 then return {-1, 0} end
+if redis.call('EXISTS', KEYS[3]) == 0 then return {-1, 0, '', {}} end
+local mode = redis.call('HGET', KEYS[3], 'mode') or ''
 local seen = redis.call('HGET', KEYS[2], ARGV[1])
-if seen then return {tonumber(seen), 1} end
+if seen then return {tonumber(seen), 1, mode, {}} end
 local seq = redis.call('RPUSH', KEYS[1], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[1], seq)
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[4]) end
 redis.call('PUBLISH', ARGV[3], seq)
-return {seq, 0}
+local count = tonumber(ARGV[5])
+local recent = {}
+if count > 0 then recent = redis.call('LRANGE', KEYS[1], -count, -1) end
+return {seq, 0, mode, recent}
 ";
 
 /// KEYS: events, meta, clients. ARGV: event JSON, channel, retention seconds.
@@ -114,6 +120,22 @@ impl Drop for RedisStore {
     fn drop(&mut self) {
         self.listener.abort();
     }
+}
+
+/// A mode as the meta hash keeps it; a missing or unknown one reads as the default.
+fn parse_mode(raw: &str) -> Mode {
+    serde_json::from_value(serde_json::Value::String(raw.to_owned())).unwrap_or_default()
+}
+
+fn decode_all(session: &SessionId, raw: Vec<String>) -> Result<Vec<SessionEvent>, StoreError> {
+    raw.into_iter()
+        .map(|json| {
+            serde_json::from_str(&json).map_err(|error| StoreError::Corrupt {
+                session: session.clone(),
+                detail: error.to_string(),
+            })
+        })
+        .collect()
 }
 
 fn unavailable(error: redis::RedisError) -> StoreError {
@@ -256,8 +278,7 @@ impl SessionStore for RedisStore {
             };
             let mode = fields
                 .get("mode")
-                .and_then(|raw| serde_json::from_value(serde_json::Value::String(raw.clone())).ok())
-                .unwrap_or_default();
+                .map_or_else(Mode::default, |raw| parse_mode(raw));
             Ok(Some(SessionMeta {
                 owner: owner.clone(),
                 mode,
@@ -271,6 +292,7 @@ impl SessionStore for RedisStore {
         session: &'a SessionId,
         client_id: &'a str,
         text: &'a str,
+        recent: usize,
     ) -> BoxFuture<'a, Result<Appended, StoreError>> {
         async move {
             let event = SessionEvent::PatientMessage {
@@ -279,7 +301,7 @@ impl SessionStore for RedisStore {
             };
             let encoded = Self::encode(session, &event)?;
             let mut connection = self.connection.clone();
-            let (seq, duplicate): (i64, i64) = self
+            let (seq, duplicate, mode, recent): (i64, i64, String, Vec<String>) = self
                 .append_patient
                 .key(key(session, "events"))
                 .key(key(session, "clients"))
@@ -288,6 +310,7 @@ impl SessionStore for RedisStore {
                 .arg(encoded)
                 .arg(key(session, "live"))
                 .arg(self.retention_secs)
+                .arg(recent)
                 .invoke_async(&mut connection)
                 .await
                 .map_err(unavailable)?;
@@ -297,6 +320,8 @@ impl SessionStore for RedisStore {
             Ok(Appended {
                 seq: seq.unsigned_abs(),
                 duplicate: duplicate == 1,
+                mode: parse_mode(&mode),
+                recent: decode_all(session, recent)?,
             })
         }
         .boxed()
@@ -344,14 +369,7 @@ impl SessionStore for RedisStore {
                 .lrange(key(session, "events"), from, -1)
                 .await
                 .map_err(unavailable)?;
-            raw.into_iter()
-                .map(|json| {
-                    serde_json::from_str(&json).map_err(|error| StoreError::Corrupt {
-                        session: session.clone(),
-                        detail: error.to_string(),
-                    })
-                })
-                .collect()
+            decode_all(session, raw)
         }
         .boxed()
     }

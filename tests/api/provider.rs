@@ -215,6 +215,95 @@ async fn the_model_gets_only_the_latest_lines_of_a_long_conversation() {
     assert_eq!(lines[1..], expected);
 }
 
+/// The (role, content) lines of one request the fake provider received.
+fn request_lines(request: &Value) -> Vec<(String, String)> {
+    request["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|message| {
+            (
+                message["role"].as_str().unwrap_or_default().to_owned(),
+                message["content"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_message_sent_while_a_reply_streams_is_answered_knowing_that_reply() {
+    // The history is read together with the message; the second turn waits for the first, so
+    // the first reply is stored after that read and must still reach the second request (in the
+    // log's order: it was stored after the second message).
+    let first_reply = "Noted. Rest, drink water, and tell me if it gets worse.";
+    let script = Script::Reply {
+        text: first_reply.into(),
+        chunk: 4,
+        delay_ms: 15,
+    };
+    let model = FakeModel::start(vec![("scripted", script)]).await;
+    let app = spawn_app(model.settings("scripted")).await;
+    let (mut client, _) = app.patient_in_session("p1").await;
+    client
+        .send(serde_json::json!({"type": "message", "client_id": "m1", "text": "I have a cold"}))
+        .await;
+    client.expect("delta").await;
+    client
+        .send(
+            serde_json::json!({"type": "message", "client_id": "m2", "text": "and a sore throat"}),
+        )
+        .await;
+    client.expect("done").await;
+    client.expect("done").await;
+
+    let requests = model.requests.lock().expect("requests").clone();
+    assert_eq!(requests.len(), 2);
+    let lines = request_lines(&requests[1]);
+    let tail: Vec<(&str, &str)> = lines
+        .iter()
+        .skip(1)
+        .map(|(role, content)| (role.as_str(), content.as_str()))
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            ("user", "I have a cold"),
+            ("user", "and a sore throat"),
+            ("assistant", first_reply),
+        ],
+        "{lines:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_model_is_told_the_guidance_a_red_flag_gave() {
+    let model = FakeModel::start(vec![("scripted", reply("I understand."))]).await;
+    let app = spawn_app(model.settings("scripted")).await;
+    let (mut client, _) = app.patient_in_session("p1").await;
+    let frames = client
+        .say("m1", "I have crushing chest pain going down my left arm")
+        .await;
+    let alert = frames
+        .iter()
+        .find(|frame| frame["type"] == "alert")
+        .expect("an alert");
+    let guidance = alert["guidance"].as_str().expect("guidance");
+    let requests = model.requests.lock().expect("requests").clone();
+    let lines = request_lines(requests.last().expect("a request"));
+    assert_eq!(
+        lines[1..],
+        [
+            (
+                "user".to_owned(),
+                "I have crushing chest pain going down my left arm".to_owned()
+            ),
+            ("assistant".to_owned(), guidance.to_owned()),
+        ],
+        "{lines:?}"
+    );
+    assert!(lines[0].1.contains("emergency"), "{}", lines[0].1);
+}
+
 #[tokio::test]
 async fn identifiers_never_reach_an_external_provider_but_the_patient_sees_them() {
     let script = Script::Reply {
