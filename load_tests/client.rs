@@ -113,6 +113,22 @@ impl Client {
         }
     }
 
+    /// Sends a WebSocket ping and waits for its pong (data frames in between are dropped).
+    pub async fn ws_ping(&mut self, wait: Duration) -> Option<()> {
+        self.socket
+            .send(Message::Ping(b"rtt".to_vec().into()))
+            .await
+            .ok()?;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.socket.next()).await {
+                Ok(Some(Ok(Message::Pong(_)))) => return Some(()),
+                Ok(Some(Ok(_))) => continue,
+                _ => return None,
+            }
+        }
+    }
+
     /// Waits for a frame of type `kind`, skipping others; `None` on close or timeout.
     pub async fn wait_for(&mut self, kind: &str, wait: Duration) -> Option<Value> {
         let deadline = tokio::time::Instant::now() + wait;

@@ -27,6 +27,7 @@ mod client;
 mod idle;
 mod mixed;
 mod provider;
+mod rtt;
 mod server;
 mod soak;
 mod stats;
@@ -52,6 +53,8 @@ enum Mode {
     Idle(Box<idle::IdleArgs>),
     /// Bounded load, then memory and descriptors back at their baseline.
     Soak(Box<soak::SoakArgs>),
+    /// Round trips through the server, idle, against a plain loopback echo: the transport floor.
+    Rtt(Box<rtt::RttArgs>),
     /// Only the fake provider, to point an external Carebridge (`--target`) at it.
     Provider(Box<provider::ServeArgs>),
 }
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
             Mode::Mixed(args) => mixed::run(*args, cli.json).await,
             Mode::Idle(args) => idle::run(*args, cli.json).await,
             Mode::Soak(args) => soak::run(*args, cli.json).await,
+            Mode::Rtt(args) => rtt::run(*args, cli.json).await,
             Mode::Provider(args) => provider::serve(*args).await,
         }
     });
