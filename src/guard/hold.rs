@@ -2,7 +2,7 @@
 //! phrase, and text that has not settled (a word still being written, letters that may be a word
 //! spelt out). Everything else goes to the patient at once.
 
-use crate::policy::normalize::{NormalizedText, Token, TokenKind, squeeze};
+use crate::policy::normalize::{NormalizedText, squeeze};
 
 use super::Guard;
 
@@ -142,9 +142,7 @@ impl Guard<'_> {
         };
         // A run of single letters can only grow while the text ends in one (a word of two letters
         // closes it, whatever else is glued to the letters).
-        let run_may_grow = tokens
-            .last()
-            .is_some_and(|token| is_single_letter(token, combined));
+        let run_may_grow = tokens.last().is_some_and(|token| token.spelt);
         for (index, token) in tokens.iter().enumerate().rev() {
             // The open word is bounded by the most the guard holds; a run of letters is followed
             // only so far back.
@@ -152,7 +150,7 @@ impl Guard<'_> {
             let spelt = run_may_grow
                 && index >= first_pending
                 && tokens.len() - index <= longest_run
-                && is_single_letter(token, combined);
+                && token.spelt;
             if !(open || spelt) {
                 break;
             }
@@ -351,17 +349,4 @@ struct Reading {
     plain: String,
     /// A whole word (a lexicon expansion), rather than the start of one.
     whole: bool,
-}
-
-/// A word of one letter (`u`, `I`, a letter spelt out) or letters spelt out and already joined:
-/// more letters may still join it.
-fn is_single_letter(token: &Token, combined: &str) -> bool {
-    token.kind == TokenKind::Word
-        && combined
-            .get(token.start..token.end)
-            .is_some_and(|original| {
-                // Invisible characters and accents around the letter do not count.
-                original.chars().filter(|ch| ch.is_alphanumeric()).count() == 1
-                    || original.contains(char::is_whitespace)
-            })
 }

@@ -35,6 +35,10 @@ pub struct Token {
     /// Byte range in the original text.
     pub start: usize,
     pub end: usize,
+    /// One letter as written, or letters spelt out and already joined: a letter that follows
+    /// joins it into one word (`c u t`). A streaming reader must treat such a word as unfinished
+    /// while the text ends in a letter.
+    pub spelt: bool,
 }
 
 impl Token {
@@ -192,12 +196,10 @@ impl Normalizer {
                 && let Some(replacement) = self.lexicon.lookup(&token.plain)
             {
                 for word in replacement {
-                    tokens.push(make_token(
-                        TokenKind::Word,
-                        word.clone(),
-                        token.start,
-                        token.end,
-                    ));
+                    let mut expanded =
+                        make_token(TokenKind::Word, word.clone(), token.start, token.end);
+                    expanded.spelt = token.spelt;
+                    tokens.push(expanded);
                 }
                 continue;
             }
@@ -213,7 +215,9 @@ fn join_spaced_letters(tokens: Vec<Token>) -> Vec<Token> {
     fn flush(run: &mut Vec<Token>, out: &mut Vec<Token>) {
         if let (true, Some(first), Some(last)) = (run.len() >= 3, run.first(), run.last()) {
             let plain: String = run.iter().map(|token| token.plain.as_str()).collect();
-            out.push(make_token(TokenKind::Word, plain, first.start, last.end));
+            let mut joined = make_token(TokenKind::Word, plain, first.start, last.end);
+            joined.spelt = true;
+            out.push(joined);
             run.clear();
         } else {
             out.append(run);
@@ -222,7 +226,7 @@ fn join_spaced_letters(tokens: Vec<Token>) -> Vec<Token> {
     let mut out = Vec::with_capacity(tokens.len());
     let mut run = Vec::new();
     for token in tokens {
-        if token.kind == TokenKind::Word && token.plain.chars().count() == 1 {
+        if token.spelt {
             run.push(token);
         } else {
             flush(&mut run, &mut out);
@@ -239,12 +243,14 @@ fn make_token(kind: TokenKind, plain: String, start: usize, end: usize) -> Token
     } else {
         None
     };
+    let spelt = kind == TokenKind::Word && plain.chars().count() == 1;
     Token {
         kind,
         plain,
         squeezed,
         start,
         end,
+        spelt,
     }
 }
 
