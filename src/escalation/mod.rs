@@ -215,6 +215,40 @@ impl Escalations {
         &self.settings
     }
 
+    /// Opens an escalation for a session that has none; `None` when it has one already.
+    async fn open(
+        &self,
+        session: &SessionId,
+        flag: &Flag<'_>,
+    ) -> Result<Option<Escalation>, EscalationError> {
+        let now = now_ms();
+        let escalation = Escalation {
+            session: session.clone(),
+            severity: flag.severity,
+            rule: flag.rule.to_owned(),
+            reason: flag.reason.to_owned(),
+            span: flag.span.to_owned(),
+            created_at_ms: now,
+            state: EscalationState::Waiting,
+            nurse: None,
+            claimed_at_ms: None,
+            realerts: 0,
+            last_alert_ms: now,
+            holder_seen_ms: 0,
+            outcome: None,
+            version: 0,
+        };
+        if !self.store.put_escalation(&escalation, None).await? {
+            return Ok(None);
+        }
+        metrics::counter!("carebridge_escalations_total", "severity" => flag.severity.as_str())
+            .increment(1);
+        let _ = self.store.set_mode(session, Mode::WaitingForNurse).await;
+        self.audit(Action::EscalationRaised, &Actor::system(), &escalation)
+            .await;
+        Ok(Some(escalation))
+    }
+
     /// Puts a flagged session in the queue, or raises the severity of its open escalation.
     ///
     /// # Errors
@@ -224,32 +258,17 @@ impl Escalations {
         session: &SessionId,
         flag: Flag<'_>,
     ) -> Result<Escalation, EscalationError> {
+        // Most red flags open a new escalation: try that before reading, which saves a round
+        // trip to the store on the patient's path. An existing record makes the write fail
+        // without changing anything.
+        if let Some(opened) = self.open(session, &flag).await? {
+            return Ok(opened);
+        }
         for _ in 0..CAS_ATTEMPTS {
             match self.store.get_escalation(session).await? {
                 None => {
-                    let now = now_ms();
-                    let escalation = Escalation {
-                        session: session.clone(),
-                        severity: flag.severity,
-                        rule: flag.rule.to_owned(),
-                        reason: flag.reason.to_owned(),
-                        span: flag.span.to_owned(),
-                        created_at_ms: now,
-                        state: EscalationState::Waiting,
-                        nurse: None,
-                        claimed_at_ms: None,
-                        realerts: 0,
-                        last_alert_ms: now,
-                        holder_seen_ms: 0,
-                        outcome: None,
-                        version: 0,
-                    };
-                    if self.store.put_escalation(&escalation, None).await? {
-                        metrics::counter!("carebridge_escalations_total", "severity" => flag.severity.as_str()).increment(1);
-                        let _ = self.store.set_mode(session, Mode::WaitingForNurse).await;
-                        self.audit(Action::EscalationRaised, &Actor::system(), &escalation)
-                            .await;
-                        return Ok(escalation);
+                    if let Some(opened) = self.open(session, &flag).await? {
+                        return Ok(opened);
                     }
                 }
                 Some(current) if flag.severity > current.severity => {
