@@ -38,6 +38,11 @@ pub struct MixedArgs {
     /// Skip the direct (provider-only) comparison.
     #[arg(long)]
     pub no_direct: bool,
+    /// Read the direct streams at the same time as the patients send their messages, so that
+    /// both see the same machine (the provider then serves twice as many streams at once).
+    /// Without it, the direct streams run in a phase of their own before the patients.
+    #[arg(long, conflicts_with = "no_direct")]
+    pub direct_alongside: bool,
     #[command(flatten)]
     pub traffic: TrafficArgs,
     #[command(flatten)]
@@ -260,6 +265,17 @@ fn median(values: &[usize]) -> Option<usize> {
     sorted.get(sorted.len() / 2).copied()
 }
 
+/// When the direct streams were read, relative to the patients' messages.
+fn direct_placement(args: &MixedArgs) -> &'static str {
+    if args.no_direct {
+        "none"
+    } else if args.direct_alongside {
+        "alongside"
+    } else {
+        "before"
+    }
+}
+
 fn difference(carebridge: Option<u64>, direct: Option<u64>) -> Option<i64> {
     Some(i64::try_from(carebridge?).ok()? - i64::try_from(direct?).ok()?)
 }
@@ -310,8 +326,24 @@ pub async fn run(args: MixedArgs, json_output: bool) -> anyhow::Result<bool> {
         .flatten()
         .collect();
     let other_load = crate::server::OtherLoad::start(&own_pids);
-    let direct = if args.no_direct {
-        None
+    let traffic = Arc::new(Traffic::new(Arc::clone(&server), args.traffic.clone()));
+    let (direct, outcome) = if args.no_direct {
+        if !json_output {
+            eprintln!("Carebridge phase");
+        }
+        (None, carebridge_phase(&args, Arc::clone(&traffic)).await?)
+    } else if args.direct_alongside {
+        if !json_output {
+            eprintln!(
+                "Carebridge phase, with {} direct readers x {} streams alongside",
+                args.patients, args.messages
+            );
+        }
+        let (direct, outcome) = tokio::join!(
+            direct_phase(&args, &fake),
+            carebridge_phase(&args, Arc::clone(&traffic))
+        );
+        (Some(direct?), outcome?)
     } else {
         if !json_output {
             eprintln!(
@@ -319,13 +351,15 @@ pub async fn run(args: MixedArgs, json_output: bool) -> anyhow::Result<bool> {
                 args.patients, args.messages
             );
         }
-        Some(direct_phase(&args, &fake).await?)
+        let direct = direct_phase(&args, &fake).await?;
+        if !json_output {
+            eprintln!("Carebridge phase");
+        }
+        (
+            Some(direct),
+            carebridge_phase(&args, Arc::clone(&traffic)).await?,
+        )
     };
-    if !json_output {
-        eprintln!("Carebridge phase");
-    }
-    let traffic = Arc::new(Traffic::new(Arc::clone(&server), args.traffic.clone()));
-    let outcome = carebridge_phase(&args, Arc::clone(&traffic)).await?;
     let provider_requests = fake.requests();
     let other_cores = other_load.cores();
     let in_process = server.is_in_process();
@@ -440,6 +474,7 @@ pub async fn run(args: MixedArgs, json_output: bool) -> anyhow::Result<bool> {
             "first_token_ms": args.provider.first_token_ms, "chunk_delay_ms": args.provider.chunk_delay_ms,
             "chunk_chars": args.provider.chunk_chars, "reply_chars": args.provider.reply_chars,
             "trusted_provider": args.server.trusted_provider,
+            "direct": direct_placement(&args),
         },
         "latency": table.to_json(),
         "time_to_first_token": {
@@ -515,6 +550,14 @@ pub async fn run(args: MixedArgs, json_output: bool) -> anyhow::Result<bool> {
     println!();
     print!("{}", table.render());
     println!();
+    println!(
+        "direct streams read {}",
+        match direct_placement(&args) {
+            "alongside" => "alongside the patients' messages (same phase)",
+            "before" => "in a phase of their own, before the patients' messages",
+            _ => "not at all",
+        }
+    );
     println!(
         "time to first token, Carebridge minus direct: p50 {} (x{:.2}), p99 {} (x{:.2})",
         signed_millis(difference(cb.p50, first.p50)),
