@@ -73,6 +73,9 @@ pub struct PendingTurn {
     /// The conversation's latest events as they were right after this message (and its alert),
     /// read with the write so the model request need not read again.
     pub history: Option<History>,
+    /// When the message reached the conversation: the time to the model request is measured
+    /// from here.
+    pub received: Instant,
 }
 
 /// The latest events of a session, and the sequence number they run up to.
@@ -172,6 +175,7 @@ impl Conversation {
         text: PatientText,
         frames: &FrameSender,
     ) -> Result<Option<PendingTurn>, Gone> {
+        let received = Instant::now();
         let store = &self.services.store;
         // Ack only after the store confirmed the write: an ack promises the message survives.
         let recent = self.services.settings.llm.history_events.saturating_mul(2);
@@ -333,6 +337,7 @@ impl Conversation {
             flag_note,
             message_id,
             history,
+            received,
         }))
     }
 
@@ -511,6 +516,12 @@ pub async fn run_turn(
             });
         }
         attempt += 1;
+        if attempt == 1 {
+            // Everything Carebridge does between the patient's message and the model request:
+            // the store write, the policies, the alert and escalation, the request itself.
+            metrics::histogram!("carebridge_turn_start_seconds")
+                .record(turn.received.elapsed().as_secs_f64());
+        }
         let stream = tokio::select! {
             _ = cancel.cancelled() => return None,
             opened = tokio::time::timeout(
@@ -739,6 +750,7 @@ async fn pump(
             Ok(Some(Err(error))) => return Pumped::Failed(error),
             Ok(Some(Ok(chunk))) => chunk,
         };
+        let arrived = Instant::now();
         if first {
             metrics::histogram!("carebridge_model_first_token_seconds")
                 .record(started.elapsed().as_secs_f64());
@@ -753,7 +765,14 @@ async fn pump(
             drop(stream);
             return Pumped::Replaced(replacement);
         }
+        let first_release = shown.is_empty() && !step.release.is_empty();
         frames.delta(message_id, &step.release, shown).await;
+        if first_release {
+            // From the provider's chunk to the patient's socket writer: the guard, the
+            // placeholders put back, the frame queued.
+            metrics::histogram!("carebridge_first_delta_seconds")
+                .record(arrived.elapsed().as_secs_f64());
+        }
     }
 }
 
