@@ -264,13 +264,14 @@ fn audit(command: AuditCommand, settings: &Settings) -> anyhow::Result<ExitCode>
                             std::fs::File::create(&path)
                                 .with_context(|| format!("creating {}", path.display()))?,
                         );
-                        let count = audit::export(backend.as_ref(), &mut file).await?;
+                        let count =
+                            audit::export(std::sync::Arc::clone(&backend), &mut file).await?;
                         file.flush()?;
                         count
                     }
                     None => {
                         let mut stdout = std::io::stdout();
-                        audit::export(backend.as_ref(), &mut stdout).await?
+                        audit::export(std::sync::Arc::clone(&backend), &mut stdout).await?
                     }
                 };
                 eprintln!("{count} audit entries exported");

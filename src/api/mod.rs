@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use futures_util::StreamExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
@@ -420,7 +421,9 @@ async fn model_request_preview(
     })))
 }
 
-/// The whole audit trail as JSON lines (what `carebridge audit export` writes).
+/// The whole audit trail as JSON lines (what `carebridge audit export` writes), streamed a page
+/// at a time. A store failure part-way ends the transfer without its last chunk, so the client
+/// sees a broken download rather than a short trail that looks complete.
 async fn audit_export(
     request: HttpRequest,
     state: web::Data<AppState>,
@@ -429,13 +432,13 @@ async fn audit_export(
     let audit = &state.services.audit;
     // The export should include the entry that records it.
     audit.flush(std::time::Duration::from_secs(5)).await;
-    let mut out = Vec::new();
-    crate::audit::export(audit.backend().as_ref(), &mut out)
-        .await
-        .map_err(|error| ApiError::NotReady(error.to_string()))?;
+    let pages = crate::audit::export_pages(Arc::clone(audit.backend())).map(|page| {
+        page.map(|page| web::Bytes::from(page.json_lines))
+            .inspect_err(|error| tracing::error!(error = %error, "audit export stopped part-way"))
+    });
     Ok(HttpResponse::Ok()
         .content_type("application/x-ndjson")
-        .body(out))
+        .streaming(pages))
 }
 
 /// Checks the trail's hash chain (what `carebridge audit verify` does).

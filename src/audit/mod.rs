@@ -282,32 +282,66 @@ pub async fn verify(backend: &dyn AuditBackend) -> Result<Verification, AuditSto
     })
 }
 
-/// Writes every entry as one JSON line.
+/// Entries read from the backend at a time by an export.
+const EXPORT_PAGE: usize = 1_000;
+
+/// Some entries of the trail, one JSON line each.
+pub struct ExportPage {
+    pub json_lines: Vec<u8>,
+    pub entries: u64,
+}
+
+/// The trail as JSON lines, one page of entries at a time: an export of any length holds one
+/// page in memory.
+pub fn export_pages(
+    backend: Arc<dyn AuditBackend>,
+) -> impl futures_util::Stream<Item = Result<ExportPage, AuditStoreError>> + Send {
+    futures_util::stream::try_unfold(0_u64, move |after| {
+        let backend = Arc::clone(&backend);
+        async move {
+            let page = backend.entries_after(after, EXPORT_PAGE).await?;
+            let Some(last) = page.last().map(|entry| entry.seq) else {
+                return Ok(None);
+            };
+            let exported = ExportPage {
+                json_lines: json_lines(&page)?,
+                entries: page.len() as u64,
+            };
+            Ok(Some((exported, last)))
+        }
+    })
+}
+
+fn json_lines(entries: &[AuditEntry]) -> Result<Vec<u8>, AuditStoreError> {
+    let mut out = Vec::with_capacity(entries.len() * 256);
+    for entry in entries {
+        serde_json::to_writer(&mut out, entry).map_err(|error| AuditStoreError::Unreadable {
+            position: entry.seq.to_string(),
+            detail: error.to_string(),
+        })?;
+        out.push(b'\n');
+    }
+    Ok(out)
+}
+
+/// Writes every entry as one JSON line; returns how many.
 ///
 /// # Errors
 /// The store cannot be read or the writer fails.
 pub async fn export(
-    backend: &dyn AuditBackend,
+    backend: Arc<dyn AuditBackend>,
     out: &mut (dyn std::io::Write + Send),
 ) -> Result<u64, AuditStoreError> {
-    let mut after = 0;
+    use futures_util::TryStreamExt;
+    let mut pages = std::pin::pin!(export_pages(backend));
     let mut count = 0;
-    loop {
-        let page = backend.entries_after(after, 1_000).await?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        for entry in &page {
-            let line =
-                serde_json::to_string(entry).map_err(|error| AuditStoreError::Unreadable {
-                    position: entry.seq.to_string(),
-                    detail: error.to_string(),
-                })?;
-            writeln!(out, "{line}").map_err(|source| AuditStoreError::File {
+    while let Some(page) = pages.try_next().await? {
+        out.write_all(&page.json_lines)
+            .map_err(|source| AuditStoreError::File {
                 path: PathBuf::from("<output>"),
                 source,
             })?;
-            count += 1;
-        }
+        count += page.entries;
     }
     Ok(count)
 }
@@ -369,7 +403,9 @@ mod tests {
     async fn an_export_verifies_and_a_reordered_export_does_not() {
         let backend = Arc::new(MemoryAudit::default());
         let auditor = Auditor::start(backend.clone(), 16);
-        for index in 0..5 {
+        // More than two pages, so the export crosses page boundaries.
+        let total = EXPORT_PAGE * 2 + 345;
+        for index in 0..total {
             auditor
                 .record(
                     Action::EscalationClaimed,
@@ -381,13 +417,17 @@ mod tests {
         }
         assert!(auditor.flush(Duration::from_secs(5)).await);
         let mut out = Vec::new();
-        assert_eq!(export(backend.as_ref(), &mut out).await.expect("export"), 5);
+        assert_eq!(
+            export(backend.clone(), &mut out).await.expect("export"),
+            total as u64
+        );
         let text = String::from_utf8(out).expect("utf-8");
         let mut lines: Vec<&str> = text.lines().collect();
         let parsed: Vec<AuditEntry> = lines
             .iter()
             .map(|line| serde_json::from_str(line).expect("entry"))
             .collect();
+        assert!(parsed.iter().map(|entry| entry.seq).eq(1..=total as u64));
         let mut verifier = Verifier::default();
         assert!(parsed.iter().all(|entry| verifier.push(entry).is_ok()));
 
