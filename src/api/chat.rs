@@ -480,8 +480,9 @@ impl PatientSocket {
         let cancel = self.turn_cancel.clone();
         let worker = tokio::spawn(async move {
             let mut latest_reply = 0;
+            let mut ended = std::time::Instant::now();
             while let Some(mut turn) = queue.recv().await {
-                turn.drop_history_older_than(latest_reply);
+                turn.after_earlier_reply(latest_reply, ended);
                 let stored = run_turn(
                     Arc::clone(&services),
                     session.clone(),
@@ -491,6 +492,7 @@ impl PatientSocket {
                 )
                 .await;
                 latest_reply = latest_reply.max(stored.unwrap_or(0));
+                ended = std::time::Instant::now();
             }
         });
         self.turns = Some(turns);

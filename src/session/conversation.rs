@@ -73,9 +73,9 @@ pub struct PendingTurn {
     /// The conversation's latest events as they were right after this message (and its alert),
     /// read with the write so the model request need not read again.
     pub history: Option<History>,
-    /// When the message reached the conversation: the time to the model request is measured
-    /// from here.
-    pub received: Instant,
+    /// When the turn could start: the message reached the conversation, or the reply before it
+    /// ended. The time to the model request is measured from here.
+    pub ready: Instant,
 }
 
 /// The latest events of a session, and the sequence number they run up to.
@@ -86,9 +86,12 @@ pub struct History {
 }
 
 impl PendingTurn {
-    /// Forgets the history read with the message when a reply stored since then is missing
-    /// from it (the turn waited behind an earlier one): the request then reads it afresh.
-    pub fn drop_history_older_than(&mut self, stored: u64) {
+    /// Called as the turn starts, with the sequence number of the latest reply stored and the
+    /// moment the reply before this turn ended. A turn that waited behind an earlier reply
+    /// forgets the history read with its message when that reply is missing from it (the request
+    /// then reads it afresh), and its time to the model request counts from the reply's end.
+    pub fn after_earlier_reply(&mut self, stored: u64, ended: Instant) {
+        self.ready = self.ready.max(ended);
         if self
             .history
             .as_ref()
@@ -175,7 +178,7 @@ impl Conversation {
         text: PatientText,
         frames: &FrameSender,
     ) -> Result<Option<PendingTurn>, Gone> {
-        let received = Instant::now();
+        let ready = Instant::now();
         let store = &self.services.store;
         // Ack only after the store confirmed the write: an ack promises the message survives.
         let recent = self.services.settings.llm.history_events.saturating_mul(2);
@@ -337,7 +340,7 @@ impl Conversation {
             flag_note,
             message_id,
             history,
-            received,
+            ready,
         }))
     }
 
@@ -520,7 +523,7 @@ pub async fn run_turn(
             // Everything Carebridge does between the patient's message and the model request:
             // the store write, the policies, the alert and escalation, the request itself.
             metrics::histogram!("carebridge_turn_start_seconds")
-                .record(turn.received.elapsed().as_secs_f64());
+                .record(turn.ready.elapsed().as_secs_f64());
         }
         let stream = tokio::select! {
             _ = cancel.cancelled() => return None,
