@@ -14,8 +14,7 @@ use async_openai::config::OpenAIConfig;
 use async_openai::error::OpenAIError;
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use super::{ChatModel, ChatRequest, LlmError, TokenStream};
 use crate::config::LlmSettings;
@@ -124,6 +123,18 @@ impl OpenAiModel {
     }
 }
 
+/// The request body, serialised straight from the conversation (no intermediate JSON tree).
+#[derive(Serialize)]
+struct Body<'a> {
+    model: &'a str,
+    messages: &'a [super::ChatTurn],
+    stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+}
+
 /// One streamed chunk, reading only what we use.
 #[derive(Debug, Deserialize)]
 struct Chunk {
@@ -184,17 +195,13 @@ impl ChatModel for OpenAiModel {
     fn stream(&self, request: ChatRequest) -> BoxFuture<'_, Result<TokenStream, LlmError>> {
         async move {
             self.breaker.check()?;
-            let mut body = json!({
-                "model": self.model,
-                "messages": request.turns,
-                "stream": true,
-            });
-            if let Some(temperature) = self.temperature {
-                body["temperature"] = json!(temperature);
-            }
-            if let Some(max_tokens) = self.max_tokens {
-                body["max_tokens"] = json!(max_tokens);
-            }
+            let body = Body {
+                model: &self.model,
+                messages: &request.turns,
+                stream: true,
+                temperature: self.temperature,
+                max_tokens: self.max_tokens,
+            };
             let opened = self
                 .client
                 .chat()

@@ -276,6 +276,32 @@ async fn a_message_sent_while_a_reply_streams_is_answered_knowing_that_reply() {
 }
 
 #[tokio::test]
+async fn the_request_carries_the_model_and_the_configured_options_only() {
+    let model = FakeModel::start(vec![("scripted", reply("Noted."))]).await;
+    let mut settings = model.settings("scripted");
+    settings.llm.temperature = Some(0.25);
+    settings.llm.max_tokens = Some(300);
+    let app = spawn_app(settings).await;
+    let (mut client, _) = app.patient_in_session("p1").await;
+    client.say("m1", "I have a cold").await;
+
+    let model_without = FakeModel::start(vec![("scripted", reply("Noted."))]).await;
+    let app_without = spawn_app(model_without.settings("scripted")).await;
+    let (mut client, _) = app_without.patient_in_session("p1").await;
+    client.say("m1", "I have a cold").await;
+
+    let with = model.requests.lock().expect("requests")[0].clone();
+    assert_eq!(with["model"], "scripted");
+    assert_eq!(with["stream"], true);
+    assert_eq!(with["temperature"], 0.25);
+    assert_eq!(with["max_tokens"], 300);
+    let without = model_without.requests.lock().expect("requests")[0].clone();
+    assert_eq!(without["stream"], true);
+    assert!(without.get("temperature").is_none(), "{without}");
+    assert!(without.get("max_tokens").is_none(), "{without}");
+}
+
+#[tokio::test]
 async fn the_model_is_told_the_guidance_a_red_flag_gave() {
     let model = FakeModel::start(vec![("scripted", reply("I understand."))]).await;
     let app = spawn_app(model.settings("scripted")).await;
