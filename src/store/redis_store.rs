@@ -104,8 +104,22 @@ fn key(session: &SessionId, part: &str) -> String {
     format!("cb:{{{session}}}:{part}")
 }
 
+/// How long a thread whose own connection could not be opened uses the shared one.
+const REOPEN_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
+#[derive(Clone)]
+enum ThreadConnection {
+    Own(RedisConnection),
+    Shared { since: std::time::Instant },
+}
+
 pub struct RedisStore {
     connection: RedisConnection,
+    url: String,
+    /// A connection per thread that uses the store (single server only): each connection's
+    /// driver task runs on the thread that opened it, so a server thread's commands do not
+    /// wait for another thread to write and read them.
+    per_thread: Mutex<HashMap<std::thread::ThreadId, ThreadConnection>>,
     retention_secs: u64,
     subscribers: Arc<Mutex<HashMap<String, broadcast::Sender<u64>>>>,
     append_patient: Script,
@@ -166,6 +180,8 @@ impl RedisStore {
         ));
         Ok(Self {
             connection,
+            url: url.to_owned(),
+            per_thread: Mutex::default(),
             retention_secs: retention_secs.max(1),
             subscribers,
             append_patient: Script::new(APPEND_PATIENT),
@@ -175,6 +191,43 @@ impl RedisStore {
             queue_notices,
             listener,
         })
+    }
+
+    /// This thread's connection, opened on first use. A Cluster connection is shared (it keeps
+    /// its own connections per node). If a thread's connection cannot be opened, the thread uses
+    /// the shared one and tries again after `REOPEN_AFTER`, so an outage does not add a connect
+    /// timeout to every command.
+    async fn connection(&self) -> RedisConnection {
+        if matches!(self.connection, RedisConnection::Cluster(_)) {
+            return self.connection.clone();
+        }
+        let thread = std::thread::current().id();
+        let known = self
+            .per_thread
+            .lock()
+            .ok()
+            .and_then(|map| map.get(&thread).cloned());
+        match known {
+            Some(ThreadConnection::Own(connection)) => return connection,
+            Some(ThreadConnection::Shared { since }) if since.elapsed() < REOPEN_AFTER => {
+                return self.connection.clone();
+            }
+            _ => {}
+        }
+        let opened = RedisConnection::open(&self.url, false).await;
+        let entry = match &opened {
+            Ok(connection) => ThreadConnection::Own(connection.clone()),
+            Err(error) => {
+                tracing::warn!(error = %error, "no Redis connection of this thread's own; using the shared one");
+                ThreadConnection::Shared {
+                    since: std::time::Instant::now(),
+                }
+            }
+        };
+        if let Ok(mut map) = self.per_thread.lock() {
+            map.insert(thread, entry);
+        }
+        opened.unwrap_or_else(|_| self.connection.clone())
     }
 
     fn encode(session: &SessionId, event: &SessionEvent) -> Result<String, StoreError> {
@@ -250,7 +303,7 @@ impl SessionStore for RedisStore {
         owner: &'a str,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         async move {
-            let mut connection = self.connection.clone();
+            let mut connection = self.connection().await;
             self.create
                 .key(key(session, "meta"))
                 .arg(owner)
@@ -268,7 +321,7 @@ impl SessionStore for RedisStore {
         session: &'a SessionId,
     ) -> BoxFuture<'a, Result<Option<SessionMeta>, StoreError>> {
         async move {
-            let mut connection = self.connection.clone();
+            let mut connection = self.connection().await;
             let fields: HashMap<String, String> = connection
                 .hgetall(key(session, "meta"))
                 .await
@@ -300,7 +353,7 @@ impl SessionStore for RedisStore {
                 text: text.to_owned(),
             };
             let encoded = Self::encode(session, &event)?;
-            let mut connection = self.connection.clone();
+            let mut connection = self.connection().await;
             let (seq, duplicate, mode, recent): (i64, i64, String, Vec<String>) = self
                 .append_patient
                 .key(key(session, "events"))
@@ -334,7 +387,7 @@ impl SessionStore for RedisStore {
     ) -> BoxFuture<'a, Result<u64, StoreError>> {
         async move {
             let encoded = Self::encode(session, event)?;
-            let mut connection = self.connection.clone();
+            let mut connection = self.connection().await;
             let seq: i64 = self
                 .append_event
                 .key(key(session, "events"))
@@ -363,7 +416,7 @@ impl SessionStore for RedisStore {
             if count == 0 {
                 return Ok(Vec::new());
             }
-            let mut connection = self.connection.clone();
+            let mut connection = self.connection().await;
             let from = -isize::try_from(count).unwrap_or(isize::MAX);
             let raw: Vec<String> = connection
                 .lrange(key(session, "events"), from, -1)
@@ -380,7 +433,7 @@ impl SessionStore for RedisStore {
         after: u64,
     ) -> BoxFuture<'a, Result<Vec<StoredEvent>, StoreError>> {
         async move {
-            let mut connection = self.connection.clone();
+            let mut connection = self.connection().await;
             let start = isize::try_from(after).unwrap_or(isize::MAX);
             let raw: Vec<String> = connection
                 .lrange(key(session, "events"), start, -1)
@@ -410,7 +463,7 @@ impl SessionStore for RedisStore {
         mode: Mode,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         async move {
-            let mut connection = self.connection.clone();
+            let mut connection = self.connection().await;
             let raw = serde_json::to_value(mode)
                 .ok()
                 .and_then(|value| value.as_str().map(str::to_owned))
@@ -443,7 +496,7 @@ impl SessionStore for RedisStore {
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         async move {
-            let mut connection = self.connection.clone();
+            let mut connection = self.connection().await;
             let _: String = redis::cmd("PING")
                 .query_async(&mut connection)
                 .await
@@ -458,7 +511,7 @@ impl SessionStore for RedisStore {
         session: &'a SessionId,
     ) -> BoxFuture<'a, Result<Option<Escalation>, StoreError>> {
         async move {
-            let mut connection = self.connection.clone();
+            let mut connection = self.connection().await;
             let raw: Option<String> = connection
                 .get(escalation_key(session))
                 .await
@@ -491,7 +544,7 @@ impl SessionStore for RedisStore {
                 EscalationState::Claimed => "claimed",
                 EscalationState::Closed => "closed",
             };
-            let mut connection = self.connection.clone();
+            let mut connection = self.connection().await;
             let written: i64 = self
                 .put_escalation
                 .key(escalation_key(&escalation.session))
@@ -519,7 +572,7 @@ impl SessionStore for RedisStore {
 
     fn list_escalations(&self) -> BoxFuture<'_, Result<Vec<Escalation>, StoreError>> {
         async move {
-            let mut connection = self.connection.clone();
+            let mut connection = self.connection().await;
             let sessions: Vec<String> =
                 connection.smembers(QUEUE_ALL).await.map_err(unavailable)?;
             if sessions.is_empty() {
@@ -549,7 +602,7 @@ impl SessionStore for RedisStore {
 
     fn rule_outcomes(&self) -> BoxFuture<'_, Result<Vec<RuleOutcome>, StoreError>> {
         async move {
-            let mut connection = self.connection.clone();
+            let mut connection = self.connection().await;
             let counts: HashMap<String, u64> = connection
                 .hgetall(QUEUE_OUTCOMES)
                 .await
