@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use carebridge::session::{SessionEvent, SessionId};
-use carebridge::store::{RedisStore, SessionStore, conformance};
+use carebridge::store::{RedisStore, SessionStore, StoreError, conformance};
 use serde_json::json;
 
 use crate::helpers::{
@@ -327,4 +327,55 @@ async fn the_store_runs_on_a_redis_cluster() {
         verified["entries"].as_u64().unwrap_or_default() >= 8,
         "{verified}"
     );
+}
+
+#[tokio::test]
+async fn a_thread_that_first_needs_redis_while_it_is_down_is_served_once_it_is_back() {
+    // Each server thread opens its own connection on first use. A thread whose first command
+    // comes during an outage gets a clear error, then answers through the shared connection once
+    // Redis is back, without waiting for its own to be retried.
+    let mut redis = TestRedis::start();
+    let store = std::sync::Arc::new(
+        RedisStore::connect(&redis.url(), false, 3600)
+            .await
+            .expect("connects"),
+    );
+    let session = SessionId::random();
+    store.create_session(&session, "p1").await.expect("create");
+
+    let on_thread = std::sync::Arc::clone(&store);
+    let other_thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            redis.kill();
+            let refused = on_thread
+                .append_patient_message(&session, "m1", "hello", 4)
+                .await;
+            assert!(
+                matches!(refused, Err(StoreError::Unavailable(_))),
+                "{refused:?}"
+            );
+            redis.restart();
+            for _ in 0..100 {
+                if let Ok(appended) = on_thread
+                    .append_patient_message(&session, "m1", "hello", 4)
+                    .await
+                {
+                    return appended;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("no answer on this thread after Redis came back");
+        })
+    });
+    // The shared connection is driven by this runtime: keep it running while the thread works.
+    let appended = tokio::task::spawn_blocking(move || other_thread.join())
+        .await
+        .expect("joined")
+        .expect("the thread did not panic");
+    assert_eq!(appended.seq, 1);
+    assert!(!appended.duplicate);
 }
