@@ -6,10 +6,15 @@ use serde_json::Value;
 use crate::helpers::{FakeModel, Script, reply_text, spawn_app};
 
 fn reply(text: &str) -> Script {
+    chunked(text, 5, 2)
+}
+
+/// A scripted reply streamed `chunk` characters at a time, `delay_ms` apart.
+fn chunked(text: &str, chunk: usize, delay_ms: u64) -> Script {
     Script::Reply {
         text: text.into(),
-        chunk: 5,
-        delay_ms: 2,
+        chunk,
+        delay_ms,
     }
 }
 
@@ -128,11 +133,7 @@ async fn a_malformed_chunk_ends_with_the_fallback() {
 async fn a_forbidden_phrase_split_across_chunks_never_reaches_the_patient() {
     // Self-harm method details are refused in any conversation.
     let text = "I understand. The lethal dose of paracetamol would be a lot of tablets.";
-    let script = Script::Reply {
-        text: text.into(),
-        chunk: 3,
-        delay_ms: 1,
-    };
+    let script = chunked(text, 3, 1);
     let (frames, _) = exchange(script, "I have a headache").await;
     let shown = reply_text(&frames).to_lowercase();
     assert!(!shown.contains("lethal"), "{shown}");
@@ -145,11 +146,7 @@ async fn a_forbidden_phrase_split_across_chunks_never_reaches_the_patient() {
 async fn the_first_words_go_out_with_the_providers_first_chunk() {
     // No output phrase begins with "Thank", so nothing is held back for the words after it.
     let text = "Thank you for telling me. Rest and drink plenty of fluids.";
-    let script = Script::Reply {
-        text: text.into(),
-        chunk: 6,
-        delay_ms: 5,
-    };
+    let script = chunked(text, 6, 5);
     let (frames, _) = exchange(script, "I have a cold").await;
     let deltas: Vec<&str> = frames
         .iter()
@@ -165,11 +162,7 @@ async fn the_start_of_a_reassurance_is_held_until_it_is_whole_then_replaced() {
     // In an emergency conversation "probably nothing" must never be shown, not even its first
     // word; the words before it go out as they come.
     let text = "I hear you. It is probably nothing serious, so rest.";
-    let script = Script::Reply {
-        text: text.into(),
-        chunk: 4,
-        delay_ms: 2,
-    };
+    let script = chunked(text, 4, 2);
     let (frames, _) = exchange(script, "I have crushing chest pain going down my left arm").await;
     let shown = reply_text(&frames);
     assert_eq!(shown, "I hear you. It is ", "{frames:?}");
@@ -236,11 +229,7 @@ async fn a_message_sent_while_a_reply_streams_is_answered_knowing_that_reply() {
     // the first reply is stored after that read and must still reach the second request (in the
     // log's order: it was stored after the second message).
     let first_reply = "Noted. Rest, drink water, and tell me if it gets worse.";
-    let script = Script::Reply {
-        text: first_reply.into(),
-        chunk: 4,
-        delay_ms: 15,
-    };
+    let script = chunked(first_reply, 4, 15);
     let model = FakeModel::start(vec![("scripted", script)]).await;
     let app = spawn_app(model.settings("scripted")).await;
     let (mut client, _) = app.patient_in_session("p1").await;
@@ -332,11 +321,7 @@ async fn the_model_is_told_the_guidance_a_red_flag_gave() {
 
 #[tokio::test]
 async fn identifiers_never_reach_an_external_provider_but_the_patient_sees_them() {
-    let script = Script::Reply {
-        text: "Thanks. I will note [PHONE_1] for the nurse.".into(),
-        chunk: 4,
-        delay_ms: 1,
-    };
+    let script = chunked("Thanks. I will note [PHONE_1] for the nurse.", 4, 1);
     let model = FakeModel::start(vec![("scripted", script)]).await;
     let app = spawn_app(model.settings("scripted")).await;
     let (mut client, session) = app.patient_in_session("p1").await;
@@ -408,11 +393,11 @@ async fn identifiers_never_reach_an_external_provider_but_the_patient_sees_them(
 
 /// A long reply for the disconnect tests: about 80 words, 5 characters every `delay_ms`.
 fn long_reply(delay_ms: u64) -> Script {
-    Script::Reply {
-        text: "A sore throat usually gets better by itself within a week. ".repeat(8),
-        chunk: 5,
+    chunked(
+        &"A sore throat usually gets better by itself within a week. ".repeat(8),
+        5,
         delay_ms,
-    }
+    )
 }
 
 /// Disconnects right after the first streamed words, then resumes on a new socket after `wait`
