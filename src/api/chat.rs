@@ -20,6 +20,7 @@ use crate::protocol::{
     parse_client_frame,
 };
 use crate::session::conversation::{Conversation, FrameSender, PendingTurn, Services, run_turn};
+use crate::session::tail::KnownTail;
 use crate::session::{Mode, SessionEvent, SessionId};
 use crate::store::EventNotices;
 
@@ -262,25 +263,10 @@ impl PatientSocket {
                 let Some(conversation) = self.conversation.as_mut() else {
                     return Ok(());
                 };
-                let pending = conversation
-                    .on_message(client_id, text, frames)
+                conversation
+                    .on_message(client_id, text, frames, self.turns.as_ref())
                     .await
-                    .map_err(|_| Ending::Gone)?;
-                if let (Some(pending), Some(turns)) = (pending, &self.turns)
-                    && turns.try_send(pending).is_err()
-                {
-                    send(
-                        frames,
-                        ServerFrame::Error {
-                            code: ErrorCode::RateLimited,
-                            message: "replies are still being written; your message is saved, wait for them before sending more".into(),
-                            retryable: true,
-                            retry_after_ms: Some(2_000),
-                        },
-                    )
-                    .await?;
-                }
-                Ok(())
+                    .map_err(|_| Ending::Gone)
             }
         }
     }
@@ -428,6 +414,7 @@ impl PatientSocket {
             Arc::clone(self.services()),
             session.clone(),
             crate::audit::Actor::from(&self.claims),
+            meta.mode,
         )
         .await
         {
@@ -440,16 +427,7 @@ impl PatientSocket {
                 .await;
             }
         };
-        let last_seq = match store.events_after(&session, 0).await {
-            Ok(events) => events.last().map_or(0, |event| event.seq),
-            Err(error) => {
-                return send(
-                    frames,
-                    ServerFrame::error(ErrorCode::Unavailable, error.to_string()),
-                )
-                .await;
-            }
-        };
+        let last_seq = conversation.logged_up_to();
         send(
             frames,
             ServerFrame::Welcome {
@@ -466,13 +444,21 @@ impl PatientSocket {
                 .map_err(|_| Ending::Gone)?,
             None => conversation.delivered = last_seq,
         }
+        let known = conversation.take_tail();
         self.conversation = Some(conversation);
         self.notices = Some(notices);
-        self.start_turn_worker(session, frames.clone());
+        self.start_turn_worker(session, frames.clone(), known);
         Ok(())
     }
 
-    fn start_turn_worker(&mut self, session: SessionId, frames: FrameSender) {
+    /// Starts the worker that writes this socket's replies, one at a time, knowing the session's
+    /// latest events as `known` says (`None`: it learns them from the first message's write).
+    fn start_turn_worker(
+        &mut self,
+        session: SessionId,
+        frames: FrameSender,
+        mut known: Option<KnownTail>,
+    ) {
         self.turn_cancel.cancel();
         self.turn_cancel = CancellationToken::new();
         let (turns, mut queue) = mpsc::channel::<PendingTurn>(QUEUED_TURNS);
@@ -489,9 +475,13 @@ impl PatientSocket {
                     turn,
                     frames.clone(),
                     cancel.clone(),
+                    &mut known,
                 )
                 .await;
-                latest_reply = latest_reply.max(stored.unwrap_or(0));
+                if let Some(reply) = stored {
+                    latest_reply = latest_reply.max(reply.seq);
+                    KnownTail::reply_stored(&mut known, reply);
+                }
                 ended = std::time::Instant::now();
             }
         });
@@ -552,7 +542,7 @@ impl PatientSocket {
         if nurse_joined {
             // The nurse took over: the model's reply stops at once (the upstream request is
             // dropped), and replies start afresh once the conversation is handed back.
-            self.start_turn_worker(session, frames.clone());
+            self.start_turn_worker(session, frames.clone(), None);
         }
         for frame in frames_out {
             send(frames, frame).await?;

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::tail::KnownTail;
 use super::{Mode, SessionEvent, SessionId, StoredEvent};
 use crate::config::Settings;
 use crate::guard::Guard;
@@ -60,26 +61,47 @@ pub struct Conversation {
     own_replies: OwnReplies,
     /// The patient, as the audit trail names them.
     patient: crate::audit::Actor,
+    logged_up_to: u64,
+    tail: Option<KnownTail>,
 }
 
-/// A reply to produce after a message was accepted.
-#[derive(Debug, Clone)]
+/// A reply to produce for a patient's message. It reaches the turn worker before the store has
+/// confirmed the message, so that the model request can leave while the message is being
+/// written (see `tail`); `stored` brings the store's answer.
+#[derive(Debug)]
 pub struct PendingTurn {
     pub flag: Severity,
     pub flag_note: Option<String>,
     /// Chosen before the reply starts, so that live delivery knows the stored reply is this
     /// socket's own even if its notice arrives before the reply task finishes.
     pub message_id: String,
-    /// The conversation's latest events as they were right after this message (and its alert),
-    /// read with the write so the model request need not read again.
-    pub history: Option<History>,
+    /// The message and its alert, as they are being written.
+    pub written: Vec<SessionEvent>,
+    /// The store's answer. Dropped unanswered when the message was not stored, was a retry of
+    /// one already stored, or the socket went away: the turn is then abandoned.
+    pub stored: oneshot::Receiver<Stored>,
+    /// The latest reply stored before this turn started: a history without it is stale.
+    waited_behind: u64,
     /// When the turn could start: the message reached the conversation, or the reply before it
     /// ended. The time to the model request is measured from here.
     pub ready: Instant,
 }
 
+/// The store's account of a patient's message, once it is stored and the patient has its `ack`
+/// (and alert).
+#[derive(Debug)]
+pub struct Stored {
+    /// The model answers: no nurse holds the conversation.
+    pub answer: bool,
+    /// The session's mode right after the write.
+    pub mode: Mode,
+    /// The conversation's latest events right after this message and its alert, read with the
+    /// write; `None` when something else was written between the two.
+    pub history: Option<History>,
+}
+
 /// The latest events of a session, and the sequence number they run up to.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct History {
     pub events: Vec<SessionEvent>,
     pub up_to: u64,
@@ -88,17 +110,16 @@ pub struct History {
 impl PendingTurn {
     /// Called as the turn starts, with the sequence number of the latest reply stored and the
     /// moment the reply before this turn ended. A turn that waited behind an earlier reply
-    /// forgets the history read with its message when that reply is missing from it (the request
-    /// then reads it afresh), and its time to the model request counts from the reply's end.
+    /// does not use a history read with its message that misses that reply (the request then
+    /// reads it afresh), and its time to the model request counts from the reply's end.
     pub fn after_earlier_reply(&mut self, stored: u64, ended: Instant) {
         self.ready = self.ready.max(ended);
-        if self
-            .history
-            .as_ref()
-            .is_some_and(|history| history.up_to < stored)
-        {
-            self.history = None;
-        }
+        self.waited_behind = stored;
+    }
+
+    /// The history read with the message, unless it misses a reply stored since.
+    fn current(&self, history: Option<History>) -> Option<History> {
+        history.filter(|history| history.up_to >= self.waited_behind)
     }
 }
 
@@ -114,8 +135,20 @@ impl Conversation {
         services: Arc<Services>,
         session: SessionId,
         patient: crate::audit::Actor,
+        mode: Mode,
     ) -> Result<Self, StoreError> {
         let events = services.store.events_after(&session, 0).await?;
+        let logged_up_to = events.last().map_or(0, |stored| stored.seq);
+        let keep = services.settings.llm.history_events.saturating_mul(2);
+        let tail = KnownTail::new(
+            events[events.len().saturating_sub(keep)..]
+                .iter()
+                .map(|stored| stored.event.clone())
+                .collect(),
+            logged_up_to,
+            mode,
+            keep,
+        );
         let window = services.settings.policies.window_messages;
         let mut recent = VecDeque::with_capacity(window + 1);
         let mut flag = Severity::Routine;
@@ -140,11 +173,24 @@ impl Conversation {
             own_seqs: std::collections::BTreeSet::new(),
             own_replies: OwnReplies::default(),
             patient,
+            logged_up_to,
+            tail: Some(tail),
         })
     }
 
     pub fn flag(&self) -> Severity {
         self.flag
+    }
+
+    /// The sequence number of the last event in the log when the conversation was opened.
+    pub fn logged_up_to(&self) -> u64 {
+        self.logged_up_to
+    }
+
+    /// The session's latest events as read when the conversation was opened, for the first turn
+    /// worker (once: a later worker starts knowing nothing).
+    pub fn take_tail(&mut self) -> Option<KnownTail> {
+        self.tail.take()
     }
 
     /// Whether this socket already sent `stored` in its own way (and forgets it: each is
@@ -168,7 +214,10 @@ impl Conversation {
         self.own_seqs.retain(|&own| own > delivered);
     }
 
-    /// Handles one patient message. Returns the reply to produce, if the model should answer.
+    /// Handles one patient message: checks it against the policies, hands its reply to the turn
+    /// worker (which may send the model request while the message is being stored), stores it,
+    /// acknowledges it, alerts and escalates when it is a red flag, then tells the worker how the
+    /// write went.
     ///
     /// # Errors
     /// Only a closed frame channel (the socket is gone).
@@ -177,8 +226,64 @@ impl Conversation {
         client_id: ClientId,
         text: PatientText,
         frames: &FrameSender,
-    ) -> Result<Option<PendingTurn>, Gone> {
+        turns: Option<&mpsc::Sender<PendingTurn>>,
+    ) -> Result<(), Gone> {
         let ready = Instant::now();
+        let policies = self.services.policies.current();
+        for (earlier, findings) in &mut self.recent {
+            if !findings.is_for(&policies) {
+                *findings = policies.findings_for_later(earlier);
+            }
+        }
+        let (decision, findings) = policies.evaluate_after(
+            text.as_str(),
+            self.recent.iter().map(|(_, findings)| findings),
+        );
+        let alert = decision.lead().map(|lead| SessionEvent::Alert {
+            severity: lead.severity,
+            rule: lead.rule.clone(),
+            guidance: lead.guidance.clone(),
+            span: lead.matched.clone(),
+            escalate: decision.escalates(),
+        });
+        let flag = decision
+            .lead()
+            .map_or(self.flag, |lead| self.flag.max(lead.severity));
+        let flag_note = decision
+            .lead()
+            .filter(|lead| lead.severity >= Severity::Urgent)
+            .map(|lead| {
+                format!(
+                    "the patient's message was flagged {} ({}).",
+                    lead.severity.as_str(),
+                    lead.summary
+                )
+            });
+        let message_id = uuid::Uuid::new_v4().simple().to_string();
+        let (answer, stored) = oneshot::channel();
+        let mut turn = Some(PendingTurn {
+            flag,
+            flag_note,
+            message_id: message_id.clone(),
+            written: std::iter::once(SessionEvent::PatientMessage {
+                client_id: client_id.as_str().to_owned(),
+                text: text.as_str().to_owned(),
+            })
+            .chain(alert.clone())
+            .collect(),
+            stored,
+            waited_behind: 0,
+            ready,
+        });
+        self.own_reply(&message_id, true);
+        // The worker gets the turn now when it has room for it; otherwise once the message is
+        // stored, if it has room then.
+        if let Some(permit) = turns.and_then(|turns| turns.try_reserve().ok())
+            && let Some(turn) = turn.take()
+        {
+            permit.send(turn);
+        }
+
         let store = &self.services.store;
         // Ack only after the store confirmed the write: an ack promises the message survives.
         let recent = self.services.settings.llm.history_events.saturating_mul(2);
@@ -188,14 +293,15 @@ impl Conversation {
         {
             Ok(appended) => appended,
             Err(error) => {
+                // Dropping `answer` abandons the turn (and cancels a request already sent).
+                self.own_reply(&message_id, false);
                 tracing::warn!(session = %self.session, error = %error, "patient message not stored");
                 metrics::counter!("carebridge_store_errors_total").increment(1);
-                send(
+                return send(
                     frames,
                     ServerFrame::error(ErrorCode::Unavailable, error.to_string()),
                 )
-                .await?;
-                return Ok(None);
+                .await;
             }
         };
         send(
@@ -208,24 +314,15 @@ impl Conversation {
         .await?;
         self.own_seqs.insert(appended.seq);
         if appended.duplicate {
-            return Ok(None);
+            self.own_reply(&message_id, false);
+            return Ok(());
         }
         metrics::counter!("carebridge_messages_total").increment(1);
-
-        let policies = self.services.policies.current();
-        for (earlier, findings) in &mut self.recent {
-            if !findings.is_for(&policies) {
-                *findings = policies.findings_for_later(earlier);
-            }
-        }
-        let (decision, findings) = policies.evaluate_after(
-            text.as_str(),
-            self.recent.iter().map(|(_, findings)| findings),
-        );
         self.recent.push_back((text.into_inner(), findings));
         if self.recent.len() > self.services.settings.policies.window_messages {
             self.recent.pop_front();
         }
+        self.flag = flag;
         metrics::counter!("carebridge_decisions_total", "level" => decision.level.as_str())
             .increment(1);
         let audited = decision_record(&decision, policies.version(), appended.seq);
@@ -234,15 +331,7 @@ impl Conversation {
             up_to: appended.seq,
         });
 
-        let mut flag_note = None;
-        if let Some(lead) = decision.lead() {
-            let event = SessionEvent::Alert {
-                severity: lead.severity,
-                rule: lead.rule.clone(),
-                guidance: lead.guidance.clone(),
-                span: lead.matched.clone(),
-                escalate: decision.escalates(),
-            };
+        if let (Some(lead), Some(event)) = (decision.lead(), alert) {
             for fired in &decision.fired {
                 metrics::counter!("carebridge_rule_fired_total", "rule" => fired.rule.clone(), "severity" => fired.severity.as_str()).increment(1);
             }
@@ -282,13 +371,14 @@ impl Conversation {
                         .take()
                         .filter(|history| history.up_to + 1 == seq)
                         .map(|mut history| {
-                            history.events.push(event.clone());
+                            history.events.push(event);
                             history.up_to = seq;
                             history
                         });
                     seq
                 }
                 Err(error) => {
+                    history = None;
                     tracing::error!(session = %self.session, error = %error, "alert not stored");
                     0
                 }
@@ -306,14 +396,41 @@ impl Conversation {
             .await?;
             metrics::counter!("carebridge_alerts_total", "severity" => lead.severity.as_str())
                 .increment(1);
-            self.flag = self.flag.max(lead.severity);
-            if lead.severity >= Severity::Urgent {
-                flag_note = Some(format!(
-                    "the patient's message was flagged {} ({}).",
-                    lead.severity.as_str(),
-                    lead.summary
-                ));
+        }
+
+        // The patient has the ack and any alert: from here the reply may reach them. While a
+        // nurse holds the conversation the model is silent; the nurse reads the message.
+        let answering = !matches!(appended.mode, Mode::Nurse | Mode::Closed);
+        if !answering {
+            self.own_reply(&message_id, false);
+        }
+        let stored = Stored {
+            answer: answering,
+            mode: appended.mode,
+            history,
+        };
+        match turn {
+            // Handed over already: it may be waiting for exactly this.
+            None => {
+                let _ = answer.send(stored);
             }
+            Some(turn) if answering => {
+                let _ = answer.send(stored);
+                if turns.is_none_or(|turns| turns.try_send(turn).is_err()) {
+                    self.own_reply(&message_id, false);
+                    send(
+                        frames,
+                        ServerFrame::Error {
+                            code: ErrorCode::RateLimited,
+                            message: "replies are still being written; your message is saved, wait for them before sending more".into(),
+                            retryable: true,
+                            retry_after_ms: Some(2_000),
+                        },
+                    )
+                    .await?;
+                }
+            }
+            Some(_) => {}
         }
 
         // Recorded after the patient has the guidance: the trail must not delay it.
@@ -326,22 +443,19 @@ impl Conversation {
                 audited,
             )
             .await;
+        Ok(())
+    }
 
-        // While a nurse holds the conversation the model is silent; the nurse reads the message.
-        if matches!(appended.mode, Mode::Nurse | Mode::Closed) {
-            return Ok(None);
+    /// Marks a reply id as this socket's own (it streams that reply itself), or forgets it when
+    /// no such reply will be stored.
+    fn own_reply(&self, message_id: &str, own: bool) {
+        if let Ok(mut replies) = self.own_replies.lock() {
+            if own {
+                replies.insert(message_id.to_owned());
+            } else {
+                replies.remove(message_id);
+            }
         }
-        let message_id = uuid::Uuid::new_v4().simple().to_string();
-        if let Ok(mut own) = self.own_replies.lock() {
-            own.insert(message_id.clone());
-        }
-        Ok(Some(PendingTurn {
-            flag: self.flag,
-            flag_note,
-            message_id,
-            history,
-            ready,
-        }))
     }
 
     /// Replays the log after `last_seq`.
@@ -461,44 +575,23 @@ impl Outbox {
 }
 
 /// Produces one model reply: builds the request, streams it through the guard, stores the text
-/// the patient saw, and returns its sequence number. Runs as its own task; `cancel` stops it
-/// (a nurse took over, or the shutdown grace ran out).
+/// the patient saw, and returns it with its sequence number. Runs as its own task; `cancel`
+/// stops it (a nurse took over, or the shutdown grace ran out).
+///
+/// `known` is what this socket's worker knows of the session's latest events. When the message
+/// is still being stored as the turn starts, the request leaves at once, built from `known` and
+/// the message; it is kept only if the store's answer shows nothing else was written in between.
+/// Nothing reaches the patient before that answer, which comes after the `ack` and any alert.
 pub async fn run_turn(
     services: Arc<Services>,
     session: SessionId,
-    turn: PendingTurn,
+    mut turn: PendingTurn,
     frames: FrameSender,
     cancel: CancellationToken,
-) -> Option<u64> {
-    let (request, placeholders, redacted) =
-        build_request(&services, &session, turn.flag_note.as_deref(), turn.history).await;
-    if !redacted.is_empty() {
-        // Which kinds and how many, never the values.
-        services
-            .audit
-            .record(
-                crate::audit::Action::Redaction,
-                &crate::audit::Actor::system(),
-                Some(session.as_str()),
-                serde_json::json!({ "kinds": redacted }),
-            )
-            .await;
-    }
-    let mut outbox = Outbox {
-        frames,
-        detached: false,
-        restorer: Restorer {
-            placeholders,
-            carry: String::new(),
-        },
-    };
-    let frames = &mut outbox;
+    known: &mut Option<KnownTail>,
+) -> Option<StoredEvent> {
     let llm = &services.settings.llm;
-    let policies = services.policies.current();
-    let rules = policies.output_rules();
-    let message_id = turn.message_id.clone();
-    let mut guard = Guard::new(rules, turn.flag);
-    let mut shown = String::new();
+    let keep = llm.history_events.saturating_mul(2);
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + Duration::from_millis(llm.reply_timeout_ms);
 
@@ -511,6 +604,88 @@ pub async fn run_turn(
             Arc::clone(&services.model_streams).acquire_owned(),
         ) => permit.ok().and_then(Result::ok),
     };
+
+    let answered = match turn.stored.try_recv() {
+        Ok(stored) => Some(stored),
+        Err(oneshot::error::TryRecvError::Empty) => None,
+        Err(oneshot::error::TryRecvError::Closed) => {
+            *known = None;
+            return None;
+        }
+    };
+    let predicted = match (&answered, &stream_permit) {
+        (None, Some(_)) => known.as_ref().and_then(|tail| tail.predict(&turn.written)),
+        _ => None,
+    };
+    let mut opened_early = None;
+    let mut request_sent = false;
+    let (request, placeholders) = if let Some(predicted) = predicted {
+        let up_to = predicted.up_to;
+        let (request, placeholders) =
+            prepare_request(&services, &session, &turn, Some(predicted)).await;
+        metrics::histogram!("carebridge_turn_start_seconds")
+            .record(turn.ready.elapsed().as_secs_f64());
+        request_sent = true;
+        let opening = tokio::time::timeout(
+            Duration::from_millis(llm.first_token_timeout_ms),
+            services.model.stream(request.clone()),
+        );
+        let (opened, stored) = tokio::select! {
+            _ = cancel.cancelled() => return None,
+            both = async { tokio::join!(opening, &mut turn.stored) } => both,
+        };
+        // Not stored: dropping the early stream cancels the request upstream.
+        let Ok(stored) = stored else {
+            *known = None;
+            return None;
+        };
+        let history = settle(&turn, stored, known, keep)?;
+        if history
+            .as_ref()
+            .is_some_and(|history| history.up_to == up_to)
+        {
+            metrics::counter!("carebridge_early_requests_total", "outcome" => "kept").increment(1);
+            opened_early = Some(opened);
+            (request, placeholders)
+        } else {
+            metrics::counter!("carebridge_early_requests_total", "outcome" => "sent_again")
+                .increment(1);
+            drop(opened);
+            prepare_request(&services, &session, &turn, history).await
+        }
+    } else {
+        let stored = match answered {
+            Some(stored) => stored,
+            None => tokio::select! {
+                _ = cancel.cancelled() => return None,
+                stored = &mut turn.stored => match stored {
+                    Ok(stored) => stored,
+                    Err(_) => {
+                        *known = None;
+                        return None;
+                    }
+                },
+            },
+        };
+        let history = settle(&turn, stored, known, keep)?;
+        prepare_request(&services, &session, &turn, history).await
+    };
+
+    let mut outbox = Outbox {
+        frames,
+        detached: false,
+        restorer: Restorer {
+            placeholders,
+            carry: String::new(),
+        },
+    };
+    let frames = &mut outbox;
+    let policies = services.policies.current();
+    let rules = policies.output_rules();
+    let message_id = turn.message_id.clone();
+    let mut guard = Guard::new(rules, turn.flag);
+    let mut shown = String::new();
+
     let mut attempt = 0;
     let outcome: Result<(), LlmError> = 'attempts: loop {
         if stream_permit.is_none() {
@@ -519,29 +694,40 @@ pub async fn run_turn(
             });
         }
         attempt += 1;
-        if attempt == 1 {
+        if !request_sent {
             // Everything Carebridge does between the patient's message and the model request:
-            // the store write, the policies, the alert and escalation, the request itself.
+            // the policies, the store write, the alert and escalation, the request itself.
             metrics::histogram!("carebridge_turn_start_seconds")
                 .record(turn.ready.elapsed().as_secs_f64());
+            request_sent = true;
         }
-        let stream = tokio::select! {
-            _ = cancel.cancelled() => return None,
-            opened = tokio::time::timeout(
-                Duration::from_millis(llm.first_token_timeout_ms),
-                services.model.stream(request.clone()),
-            ) => match opened {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(error)) => {
-                    if error.is_retryable() && attempt < llm.max_attempts { continue 'attempts; }
-                    break 'attempts Err(error);
-                }
-                Err(_) => {
-                    let error = LlmError::FirstTokenTimeout { limit_ms: llm.first_token_timeout_ms };
-                    if attempt < llm.max_attempts { continue 'attempts; }
-                    break 'attempts Err(error);
-                }
+        let opened = match opened_early.take() {
+            Some(opened) => opened,
+            None => tokio::select! {
+                _ = cancel.cancelled() => return None,
+                opened = tokio::time::timeout(
+                    Duration::from_millis(llm.first_token_timeout_ms),
+                    services.model.stream(request.clone()),
+                ) => opened,
             },
+        };
+        let stream = match opened {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                if error.is_retryable() && attempt < llm.max_attempts {
+                    continue 'attempts;
+                }
+                break 'attempts Err(error);
+            }
+            Err(_) => {
+                let error = LlmError::FirstTokenTimeout {
+                    limit_ms: llm.first_token_timeout_ms,
+                };
+                if attempt < llm.max_attempts {
+                    continue 'attempts;
+                }
+                break 'attempts Err(error);
+            }
         };
         match pump(
             &services,
@@ -563,10 +749,11 @@ pub async fn run_turn(
                 if shown.is_empty() {
                     return None;
                 }
-                let seq =
+                let reply =
                     store_reply(&services, &session, &message_id, shown, Some("interrupted")).await;
+                let seq = reply.seq;
                 frames.send(ServerFrame::Done { message_id, seq }).await;
-                return Some(seq);
+                return Some(reply);
             }
             Pumped::Replaced(replacement) => {
                 audit_guard(&services, &session, &guard, &message_id).await;
@@ -597,9 +784,10 @@ pub async fn run_turn(
             }
             frames.delta(&message_id, &step.release, &mut shown).await;
             frames.flush(&message_id, &mut shown).await;
-            let seq = store_reply(&services, &session, &message_id, shown, None).await;
+            let reply = store_reply(&services, &session, &message_id, shown, None).await;
+            let seq = reply.seq;
             frames.send(ServerFrame::Done { message_id, seq }).await;
-            Some(seq)
+            Some(reply)
         }
         Err(error) => {
             metrics::counter!("carebridge_provider_errors_total", "kind" => error.kind())
@@ -618,6 +806,43 @@ pub async fn run_turn(
     }
 }
 
+/// The store's answer as the turn's worker takes it: what it learns of the session, and the
+/// history to answer from (`None` inside: read it afresh). `None` when the model stays silent.
+fn settle(
+    turn: &PendingTurn,
+    stored: Stored,
+    known: &mut Option<KnownTail>,
+    keep: usize,
+) -> Option<Option<History>> {
+    let history = turn.current(stored.history);
+    KnownTail::confirmed(known, history.as_ref(), stored.mode, keep);
+    stored.answer.then_some(history)
+}
+
+/// Builds the model request and records which identifiers it had replaced.
+async fn prepare_request(
+    services: &Services,
+    session: &SessionId,
+    turn: &PendingTurn,
+    history: Option<History>,
+) -> (ChatRequest, Placeholders) {
+    let (request, placeholders, redacted) =
+        build_request(services, session, turn.flag_note.as_deref(), history).await;
+    if !redacted.is_empty() {
+        // Which kinds and how many, never the values.
+        services
+            .audit
+            .record(
+                crate::audit::Action::Redaction,
+                &crate::audit::Actor::system(),
+                Some(session.as_str()),
+                serde_json::json!({ "kinds": redacted }),
+            )
+            .await;
+    }
+    (request, placeholders)
+}
+
 fn join_shown(shown: &str, tail: &str) -> String {
     if shown.is_empty() {
         tail.to_owned()
@@ -629,8 +854,8 @@ fn join_shown(shown: &str, tail: &str) -> String {
 }
 
 /// Stores a reply the guard stopped (what the patient saw, then the safe text) and tells the
-/// patient. Returns the stored sequence number (0 when the store failed: the patient still gets
-/// the safe text).
+/// patient. Returns the stored reply (sequence number 0 when the store failed: the patient still
+/// gets the safe text).
 async fn replace_reply(
     services: &Services,
     session: &SessionId,
@@ -638,8 +863,8 @@ async fn replace_reply(
     shown: &str,
     replacement: crate::guard::Replacement,
     frames: &mut Outbox,
-) -> u64 {
-    let seq = store_reply(
+) -> StoredEvent {
+    let reply = store_reply(
         services,
         session,
         &message_id,
@@ -650,36 +875,37 @@ async fn replace_reply(
     frames
         .send(ServerFrame::Replaced {
             message_id,
-            seq,
+            seq: reply.seq,
             text: replacement.text,
             rule: replacement.rule,
         })
         .await;
-    seq
+    reply
 }
 
-/// Stores the text of a reply as the patient saw it. Returns its sequence number, or 0 when the
-/// store failed: the patient already has the text, and the failure is logged and counted.
+/// Stores the text of a reply as the patient saw it. Returns it with its sequence number, 0 when
+/// the store failed: the patient already has the text, and the failure is logged and counted.
 async fn store_reply(
     services: &Services,
     session: &SessionId,
     message_id: &str,
     text: String,
     replaced_by: Option<&str>,
-) -> u64 {
+) -> StoredEvent {
     let event = SessionEvent::AssistantMessage {
         message_id: message_id.to_owned(),
         text,
         replaced_by: replaced_by.map(str::to_owned),
     };
-    match services.store.append_event(session, &event).await {
+    let seq = match services.store.append_event(session, &event).await {
         Ok(seq) => seq,
         Err(error) => {
             metrics::counter!("carebridge_store_errors_total").increment(1);
             tracing::error!(session = %session, error = %error, "reply not stored");
             0
         }
-    }
+    };
+    StoredEvent { seq, event }
 }
 
 /// Records what the output guard did to a reply, when it did anything.

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::policy::Severity;
 
 pub mod conversation;
+pub mod tail;
 
 /// A session's id: 32 lower-case hex characters (a random UUID without dashes).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -4,6 +4,7 @@
 mod audit;
 mod auth;
 mod chat;
+mod early;
 mod helpers;
 mod limits;
 mod metrics;

@@ -1,0 +1,207 @@
+//! The model request that leaves while the patient's message is still being stored (Redis, where
+//! the write is a network round trip): it carries exactly the conversation the store then holds,
+//! it is sent again when something else was written first, and nothing of its reply reaches the
+//! patient before the `ack` and the alert, or at all when the message was not stored.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    FakeModel, Script, TestApp, TestRedis, reply_text, settings_with_redis, spawn_app,
+};
+
+const REPLY: &str = "Noted, thank you.";
+
+async fn app_on_redis(model: &FakeModel, redis: &TestRedis) -> TestApp {
+    let mut settings = model.settings("scripted");
+    let on_redis = settings_with_redis(redis);
+    settings.store = on_redis.store;
+    spawn_app(settings).await
+}
+
+/// At once, in one chunk: the provider's first token can come before the store's answer.
+fn instant(text: &str) -> Script {
+    Script::Reply {
+        text: text.into(),
+        chunk: 64,
+        delay_ms: 0,
+    }
+}
+
+fn request_lines(request: &Value) -> Vec<(String, String)> {
+    request["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .skip(1)
+        .map(|message| {
+            (
+                message["role"].as_str().unwrap_or_default().to_owned(),
+                message["content"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn lines(expected: &[(&str, &str)]) -> Vec<(String, String)> {
+    expected
+        .iter()
+        .map(|(role, content)| ((*role).to_owned(), (*content).to_owned()))
+        .collect()
+}
+
+/// The value of one `carebridge_early_requests_total` series, 0 when absent.
+async fn early_requests(app: &TestApp, outcome: &str) -> u64 {
+    let text = reqwest::get(app.url("/metrics"))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body");
+    let series = format!("carebridge_early_requests_total{{outcome=\"{outcome}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn an_early_request_carries_the_whole_conversation_and_is_sent_once() {
+    let redis = TestRedis::start();
+    let model = FakeModel::start(vec![("scripted", instant(REPLY))]).await;
+    let app = app_on_redis(&model, &redis).await;
+    let (mut client, _) = app.patient_in_session("p1").await;
+    for (id, text) in [
+        ("m1", "I have a cold"),
+        ("m2", "and a cough"),
+        ("m3", "since Monday"),
+    ] {
+        let frames = client.say(id, text).await;
+        assert_eq!(reply_text(&frames), REPLY, "{frames:?}");
+    }
+
+    let requests = model.requests.lock().expect("requests").clone();
+    assert_eq!(
+        requests.len(),
+        3,
+        "nothing else was written: no request is sent twice"
+    );
+    assert_eq!(
+        request_lines(&requests[2]),
+        lines(&[
+            ("user", "I have a cold"),
+            ("assistant", REPLY),
+            ("user", "and a cough"),
+            ("assistant", REPLY),
+            ("user", "since Monday"),
+        ])
+    );
+    assert!(
+        early_requests(&app, "kept").await >= 1,
+        "with Redis the request leaves while the message is being stored"
+    );
+    assert_eq!(early_requests(&app, "sent_again").await, 0);
+}
+
+#[tokio::test]
+async fn an_early_request_is_sent_again_when_another_device_wrote_first() {
+    let redis = TestRedis::start();
+    let model = FakeModel::start(vec![("scripted", instant(REPLY))]).await;
+    let app = app_on_redis(&model, &redis).await;
+    let (mut phone, session) = app.patient_in_session("p1").await;
+    phone.say("a1", "I have a cold").await;
+
+    // The same patient on a second device: its message and reply are written by another socket,
+    // which the phone's worker does not know of when its next message comes.
+    let mut laptop = app.patient("p1").await;
+    laptop
+        .send(json!({"type": "resume", "session_id": session, "last_seq": 0}))
+        .await;
+    laptop.expect("welcome").await;
+    laptop.say("b1", "and a headache").await;
+
+    let frames = phone.say("a2", "since Monday").await;
+    assert_eq!(
+        reply_text(&frames),
+        REPLY,
+        "one reply, not the dropped one as well: {frames:?}"
+    );
+    let requests = model.requests.lock().expect("requests").clone();
+    let last = requests.last().expect("requests");
+    assert_eq!(
+        request_lines(last),
+        lines(&[
+            ("user", "I have a cold"),
+            ("assistant", REPLY),
+            ("user", "and a headache"),
+            ("assistant", REPLY),
+            ("user", "since Monday"),
+        ]),
+        "the reply is written knowing what the other device wrote"
+    );
+    assert!(early_requests(&app, "sent_again").await >= 1);
+}
+
+#[tokio::test]
+async fn the_reply_never_overtakes_the_ack_or_the_alert() {
+    let redis = TestRedis::start();
+    let model = FakeModel::start(vec![("scripted", instant(REPLY))]).await;
+    let app = app_on_redis(&model, &redis).await;
+    let (mut client, _) = app.patient_in_session("p1").await;
+    for round in 0..5 {
+        let frames = client.say(&format!("r{round}"), "I have a cold").await;
+        let kinds: Vec<&str> = frames
+            .iter()
+            .map(|frame| frame["type"].as_str().unwrap_or_default())
+            .collect();
+        assert_eq!(kinds.first(), Some(&"ack"), "{kinds:?}");
+
+        let frames = client
+            .say(
+                &format!("e{round}"),
+                "crushing pain in my chest and my left arm is numb",
+            )
+            .await;
+        let kinds: Vec<&str> = frames
+            .iter()
+            .map(|frame| frame["type"].as_str().unwrap_or_default())
+            .collect();
+        assert_eq!(kinds.get(..2), Some(&["ack", "alert"][..]), "{kinds:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_message_the_store_refuses_gets_no_reply() {
+    let mut redis = TestRedis::start();
+    let model = FakeModel::start(vec![("scripted", instant(REPLY))]).await;
+    let app = app_on_redis(&model, &redis).await;
+    let (mut client, _) = app.patient_in_session("p1").await;
+    client.say("m1", "I have a cold").await;
+
+    redis.kill();
+    client
+        .send(json!({"type": "message", "client_id": "m2", "text": "and a cough"}))
+        .await;
+    let error = loop {
+        let frame = client.next().await;
+        assert_not_answered(&frame);
+        if frame["type"] == "error" {
+            break frame;
+        }
+    };
+    assert_eq!(error["code"], "unavailable", "{error}");
+    // The request may have left before the store failed; its reply must not follow.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(700);
+    while let Ok(frame) = tokio::time::timeout_at(deadline, client.next()).await {
+        assert_not_answered(&frame);
+    }
+}
+
+fn assert_not_answered(frame: &Value) {
+    let kind = frame["type"].as_str().unwrap_or_default();
+    assert!(
+        !matches!(kind, "delta" | "done" | "replaced" | "ack"),
+        "an unstored message was answered: {frame}"
+    );
+}
