@@ -282,6 +282,10 @@ impl Conversation {
             && let Some(turn) = turn.take()
         {
             permit.send(turn);
+            // Let the worker send the request before this task writes the message: a store that
+            // answers at once (memory) would otherwise finish the write, the ack and the audit
+            // record before the provider's wait has even begun.
+            tokio::task::yield_now().await;
         }
 
         let store = &self.services.store;
