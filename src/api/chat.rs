@@ -498,7 +498,7 @@ impl PatientSocket {
         let Some(conversation) = self.conversation.as_mut() else {
             return Ok(());
         };
-        if latest <= conversation.delivered {
+        if latest <= conversation.delivered || conversation.skip_own_up_to(latest) {
             return Ok(());
         }
         let store = Arc::clone(&self.state.services.store);

@@ -207,6 +207,20 @@ impl Conversation {
         false
     }
 
+    /// Marks the log delivered up to `latest` without reading it when every event after what was
+    /// delivered is one this socket sent itself (its messages' `ack`s and alerts): on Redis, a
+    /// read saved for each notice of the socket's own writes. False when some other event may be
+    /// among them, which must then be read.
+    pub fn skip_own_up_to(&mut self, latest: u64) -> bool {
+        let unread = latest.saturating_sub(self.delivered);
+        let all_own = unread <= self.own_seqs.len() as u64
+            && (self.delivered + 1..=latest).all(|seq| self.own_seqs.contains(&seq));
+        if all_own {
+            self.delivered_up_to(latest);
+        }
+        all_own
+    }
+
     /// Marks the log delivered up to `seq`, forgetting own events at or before it.
     pub fn delivered_up_to(&mut self, seq: u64) {
         self.delivered = self.delivered.max(seq);

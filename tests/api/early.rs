@@ -122,6 +122,12 @@ async fn an_early_request_is_sent_again_when_another_device_wrote_first() {
     laptop.say("b1", "and a headache").await;
 
     let frames = phone.say("a2", "since Monday").await;
+    assert!(
+        frames.iter().any(|frame| frame["type"] == "event"
+            && frame["event"]["kind"] == "patient_message"
+            && frame["event"]["text"] == "and a headache"),
+        "the other device's message reached the phone live: {frames:?}"
+    );
     assert_eq!(
         reply_text(&frames),
         REPLY,
