@@ -13,11 +13,14 @@ use crate::helpers::{
 
 const REPLY: &str = "Noted, thank you.";
 
-async fn app_on_redis(model: &FakeModel, redis: &TestRedis) -> TestApp {
+/// A throwaway Redis, a fake provider that answers at once, and the server using both.
+async fn app_on_redis() -> (TestRedis, FakeModel, TestApp) {
+    let redis = TestRedis::start();
+    let model = FakeModel::start(vec![("scripted", instant(REPLY))]).await;
     let mut settings = model.settings("scripted");
-    let on_redis = settings_with_redis(redis);
-    settings.store = on_redis.store;
-    spawn_app(settings).await
+    settings.store = settings_with_redis(&redis).store;
+    let app = spawn_app(settings).await;
+    (redis, model, app)
 }
 
 /// At once, in one chunk: the provider's first token can come before the store's answer.
@@ -53,12 +56,7 @@ fn lines(expected: &[(&str, &str)]) -> Vec<(String, String)> {
 
 /// The value of one `carebridge_early_requests_total` series, 0 when absent.
 async fn early_requests(app: &TestApp, outcome: &str) -> u64 {
-    let text = reqwest::get(app.url("/metrics"))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("body");
+    let text = app.metrics().await;
     let series = format!("carebridge_early_requests_total{{outcome=\"{outcome}\"}} ");
     text.lines()
         .find_map(|line| line.strip_prefix(&series))
@@ -68,9 +66,7 @@ async fn early_requests(app: &TestApp, outcome: &str) -> u64 {
 
 #[tokio::test]
 async fn an_early_request_carries_the_whole_conversation_and_is_sent_once() {
-    let redis = TestRedis::start();
-    let model = FakeModel::start(vec![("scripted", instant(REPLY))]).await;
-    let app = app_on_redis(&model, &redis).await;
+    let (_redis, model, app) = app_on_redis().await;
     let (mut client, _) = app.patient_in_session("p1").await;
     for (id, text) in [
         ("m1", "I have a cold"),
@@ -106,9 +102,7 @@ async fn an_early_request_carries_the_whole_conversation_and_is_sent_once() {
 
 #[tokio::test]
 async fn an_early_request_is_sent_again_when_another_device_wrote_first() {
-    let redis = TestRedis::start();
-    let model = FakeModel::start(vec![("scripted", instant(REPLY))]).await;
-    let app = app_on_redis(&model, &redis).await;
+    let (_redis, model, app) = app_on_redis().await;
     let (mut phone, session) = app.patient_in_session("p1").await;
     phone.say("a1", "I have a cold").await;
 
@@ -151,9 +145,7 @@ async fn an_early_request_is_sent_again_when_another_device_wrote_first() {
 
 #[tokio::test]
 async fn the_reply_never_overtakes_the_ack_or_the_alert() {
-    let redis = TestRedis::start();
-    let model = FakeModel::start(vec![("scripted", instant(REPLY))]).await;
-    let app = app_on_redis(&model, &redis).await;
+    let (_redis, _model, app) = app_on_redis().await;
     let (mut client, _) = app.patient_in_session("p1").await;
     for round in 0..5 {
         let frames = client.say(&format!("r{round}"), "I have a cold").await;
@@ -179,9 +171,7 @@ async fn the_reply_never_overtakes_the_ack_or_the_alert() {
 
 #[tokio::test]
 async fn a_message_the_store_refuses_gets_no_reply() {
-    let mut redis = TestRedis::start();
-    let model = FakeModel::start(vec![("scripted", instant(REPLY))]).await;
-    let app = app_on_redis(&model, &redis).await;
+    let (mut redis, _model, app) = app_on_redis().await;
     let (mut client, _) = app.patient_in_session("p1").await;
     client.say("m1", "I have a cold").await;
 

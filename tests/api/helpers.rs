@@ -96,6 +96,16 @@ impl TestApp {
             .expect("token")
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.url("/metrics"))
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("body")
+    }
+
     /// A patient socket for `subject`.
     pub async fn patient(&self, subject: &str) -> Client {
         Client::connect(

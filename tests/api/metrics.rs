@@ -38,12 +38,7 @@ async fn the_metrics_cover_decisions_alerts_escalations_the_model_and_limits() {
     assert!(reload.status().is_success());
     tokio::time::sleep(std::time::Duration::from_millis(150)).await;
 
-    let text = reqwest::get(app.url("/metrics"))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("body");
+    let text = app.metrics().await;
     for family in [
         "carebridge_messages_total",
         "carebridge_decisions_total{level=\"emergency\"}",
