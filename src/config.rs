@@ -190,6 +190,14 @@ impl Default for LimitSettings {
     }
 }
 
+impl LlmSettings {
+    /// How many of a session's latest events are read to build a request: twice the lines sent,
+    /// which leaves room for the mode changes that are not sent.
+    pub fn events_to_read(&self) -> usize {
+        self.history_events.saturating_mul(2)
+    }
+}
+
 impl Default for LlmSettings {
     fn default() -> Self {
         Self {

@@ -91,9 +91,7 @@ pub struct PendingTurn {
 /// (and alert).
 #[derive(Debug)]
 pub struct Stored {
-    /// The model answers: no nurse holds the conversation.
-    pub answer: bool,
-    /// The session's mode right after the write.
+    /// The session's mode right after the write: it says whether the model answers.
     pub mode: Mode,
     /// The conversation's latest events right after this message and its alert, read with the
     /// write; `None` when something else was written between the two.
@@ -139,7 +137,7 @@ impl Conversation {
     ) -> Result<Self, StoreError> {
         let events = services.store.events_after(&session, 0).await?;
         let logged_up_to = events.last().map_or(0, |stored| stored.seq);
-        let keep = services.settings.llm.history_events.saturating_mul(2);
+        let keep = services.settings.llm.events_to_read();
         let tail = KnownTail::new(
             events[events.len().saturating_sub(keep)..]
                 .iter()
@@ -304,7 +302,7 @@ impl Conversation {
 
         let store = &self.services.store;
         // Ack only after the store confirmed the write: an ack promises the message survives.
-        let recent = self.services.settings.llm.history_events.saturating_mul(2);
+        let recent = self.services.settings.llm.events_to_read();
         let appended = match store
             .append_patient_message(&self.session, client_id.as_str(), text.as_str(), recent)
             .await
@@ -418,12 +416,11 @@ impl Conversation {
 
         // The patient has the ack and any alert: from here the reply may reach them. While a
         // nurse holds the conversation the model is silent; the nurse reads the message.
-        let answering = !matches!(appended.mode, Mode::Nurse | Mode::Closed);
+        let answering = appended.mode.model_answers();
         if !answering {
             self.own_reply(&message_id, false);
         }
         let stored = Stored {
-            answer: answering,
             mode: appended.mode,
             history,
         };
@@ -609,7 +606,7 @@ pub async fn run_turn(
     known: &mut Option<KnownTail>,
 ) -> Option<StoredEvent> {
     let llm = &services.settings.llm;
-    let keep = llm.history_events.saturating_mul(2);
+    let keep = llm.events_to_read();
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + Duration::from_millis(llm.reply_timeout_ms);
 
@@ -648,11 +645,18 @@ pub async fn run_turn(
             Duration::from_millis(llm.first_token_timeout_ms),
             services.model.stream(request.clone()),
         );
-        let (opened, stored) = tokio::select! {
-            _ = cancel.cancelled() => return None,
-            both = async { tokio::join!(opening, &mut turn.stored) } => both,
+        tokio::pin!(opening);
+        // The request goes on while the store answers, but the answer is acted on as soon as it
+        // comes: an early request that must be dropped is not waited for.
+        let mut opened = None;
+        let stored = loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return None,
+                done = &mut opening, if opened.is_none() => opened = Some(done),
+                stored = &mut turn.stored => break stored,
+            }
         };
-        // Not stored: dropping the early stream cancels the request upstream.
+        // Not stored: dropping the early request cancels it upstream.
         let Ok(stored) = stored else {
             *known = None;
             return None;
@@ -663,12 +667,17 @@ pub async fn run_turn(
             .is_some_and(|history| history.up_to == up_to)
         {
             metrics::counter!("carebridge_early_requests_total", "outcome" => "kept").increment(1);
-            opened_early = Some(opened);
+            opened_early = Some(match opened {
+                Some(done) => done,
+                None => tokio::select! {
+                    _ = cancel.cancelled() => return None,
+                    done = &mut opening => done,
+                },
+            });
             (request, placeholders)
         } else {
             metrics::counter!("carebridge_early_requests_total", "outcome" => "sent_again")
                 .increment(1);
-            drop(opened);
             prepare_request(&services, &session, &turn, history).await
         }
     } else {
@@ -834,7 +843,7 @@ fn settle(
 ) -> Option<Option<History>> {
     let history = turn.current(stored.history);
     KnownTail::confirmed(known, history.as_ref(), stored.mode, keep);
-    stored.answer.then_some(history)
+    stored.mode.model_answers().then_some(history)
 }
 
 /// Builds the model request and records which identifiers it had replaced.
@@ -1057,7 +1066,7 @@ async fn build_request(
         Some(history) => history.events,
         None => services
             .store
-            .latest_events(session, llm.history_events.saturating_mul(2))
+            .latest_events(session, llm.events_to_read())
             .await
             .unwrap_or_default(),
     };

@@ -75,6 +75,14 @@ pub enum Mode {
     Closed,
 }
 
+impl Mode {
+    /// Whether the model answers the patient: not while a nurse holds the conversation or after
+    /// it is closed (waiting for a nurse, the model still answers).
+    pub fn model_answers(self) -> bool {
+        !matches!(self, Self::Nurse | Self::Closed)
+    }
+}
+
 /// One entry of a session's log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

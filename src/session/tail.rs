@@ -42,7 +42,7 @@ impl KnownTail {
     /// is stored, provided nothing else is written first. None while a nurse holds the
     /// conversation (or it is closed): the model stays silent then, so no request should leave.
     pub fn predict(&self, written: &[SessionEvent]) -> Option<History> {
-        if matches!(self.mode, Mode::Nurse | Mode::Closed) || written.is_empty() {
+        if !self.mode.model_answers() || written.is_empty() {
             return None;
         }
         let skip = (self.events.len() + written.len()).saturating_sub(self.keep);
