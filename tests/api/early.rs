@@ -13,10 +13,10 @@ use crate::helpers::{
 
 const REPLY: &str = "Noted, thank you.";
 
-/// A throwaway Redis, a fake provider that answers at once, and the server using both.
-async fn app_on_redis() -> (TestRedis, FakeModel, TestApp) {
+/// A throwaway Redis, a fake provider answering with `script`, and the server using both.
+async fn app_on_redis(script: Script) -> (TestRedis, FakeModel, TestApp) {
     let redis = TestRedis::start();
-    let model = FakeModel::start(vec![("scripted", instant(REPLY))]).await;
+    let model = FakeModel::start(vec![("scripted", script)]).await;
     let mut settings = model.settings("scripted");
     settings.store = settings_with_redis(&redis).store;
     let app = spawn_app(settings).await;
@@ -66,7 +66,7 @@ async fn early_requests(app: &TestApp, outcome: &str) -> u64 {
 
 #[tokio::test]
 async fn an_early_request_carries_the_whole_conversation_and_is_sent_once() {
-    let (_redis, model, app) = app_on_redis().await;
+    let (_redis, model, app) = app_on_redis(instant(REPLY)).await;
     let (mut client, _) = app.patient_in_session("p1").await;
     for (id, text) in [
         ("m1", "I have a cold"),
@@ -102,9 +102,14 @@ async fn an_early_request_carries_the_whole_conversation_and_is_sent_once() {
 
 #[tokio::test]
 async fn an_early_request_is_sent_again_when_another_device_wrote_first() {
-    let (_redis, model, app) = app_on_redis().await;
+    // Each reply says how many conversation lines its request carried, so the reply the phone
+    // gets shows which request it came from: the early one knew 3 lines, the one sent again 5.
+    let (_redis, model, app) = app_on_redis(Script::CountTurns).await;
     let (mut phone, session) = app.patient_in_session("p1").await;
-    phone.say("a1", "I have a cold").await;
+    assert_eq!(
+        reply_text(&phone.say("a1", "I have a cold").await),
+        "turns: 1"
+    );
 
     // The same patient on a second device: its message and reply are written by another socket,
     // which the phone's worker does not know of when its next message comes.
@@ -113,7 +118,10 @@ async fn an_early_request_is_sent_again_when_another_device_wrote_first() {
         .send(json!({"type": "resume", "session_id": session, "last_seq": 0}))
         .await;
     laptop.expect("welcome").await;
-    laptop.say("b1", "and a headache").await;
+    assert_eq!(
+        reply_text(&laptop.say("b1", "and a headache").await),
+        "turns: 3"
+    );
 
     let frames = phone.say("a2", "since Monday").await;
     assert!(
@@ -124,28 +132,29 @@ async fn an_early_request_is_sent_again_when_another_device_wrote_first() {
     );
     assert_eq!(
         reply_text(&frames),
-        REPLY,
-        "one reply, not the dropped one as well: {frames:?}"
+        "turns: 5",
+        "one reply, from the request that knew what the other device wrote: {frames:?}"
     );
+    let expected = lines(&[
+        ("user", "I have a cold"),
+        ("assistant", "turns: 1"),
+        ("user", "and a headache"),
+        ("assistant", "turns: 3"),
+        ("user", "since Monday"),
+    ]);
     let requests = model.requests.lock().expect("requests").clone();
-    let last = requests.last().expect("requests");
-    assert_eq!(
-        request_lines(last),
-        lines(&[
-            ("user", "I have a cold"),
-            ("assistant", REPLY),
-            ("user", "and a headache"),
-            ("assistant", REPLY),
-            ("user", "since Monday"),
-        ]),
-        "the reply is written knowing what the other device wrote"
+    assert!(
+        requests
+            .iter()
+            .any(|request| request_lines(request) == expected),
+        "the reply is written knowing what the other device wrote: {requests:?}"
     );
     assert!(early_requests(&app, "sent_again").await >= 1);
 }
 
 #[tokio::test]
 async fn the_reply_never_overtakes_the_ack_or_the_alert() {
-    let (_redis, _model, app) = app_on_redis().await;
+    let (_redis, _model, app) = app_on_redis(instant(REPLY)).await;
     let (mut client, _) = app.patient_in_session("p1").await;
     for round in 0..5 {
         let frames = client.say(&format!("r{round}"), "I have a cold").await;
@@ -171,7 +180,7 @@ async fn the_reply_never_overtakes_the_ack_or_the_alert() {
 
 #[tokio::test]
 async fn a_message_the_store_refuses_gets_no_reply() {
-    let (mut redis, _model, app) = app_on_redis().await;
+    let (mut redis, _model, app) = app_on_redis(instant(REPLY)).await;
     let (mut client, _) = app.patient_in_session("p1").await;
     client.say("m1", "I have a cold").await;
 

@@ -374,6 +374,9 @@ pub enum Script {
     DropAfter(String),
     /// Send a chunk that is not JSON.
     Malformed,
+    /// Answer "turns: N", N being the conversation lines the request carried (system prompt
+    /// left out): shows which request a reply came from.
+    CountTurns,
 }
 
 /// A fake OpenAI-compatible server: real HTTP, real SSE (`data: {…}` lines and `[DONE]`).
@@ -452,6 +455,12 @@ async fn completions(
     requests: web::Data<Mutex<Vec<Value>>>,
 ) -> HttpResponse {
     let model = body["model"].as_str().unwrap_or_default().to_owned();
+    let turns = body["messages"].as_array().map_or(0, |messages| {
+        messages
+            .iter()
+            .filter(|message| message["role"] != "system")
+            .count()
+    });
     if let Ok(mut seen) = requests.lock() {
         seen.push(body.into_inner());
     }
@@ -512,6 +521,14 @@ async fn completions(
                 let _ = sender
                     .send(Err(std::io::Error::other("connection dropped")))
                     .await;
+            });
+        }
+        Script::CountTurns => {
+            tokio::spawn(async move {
+                let _ = sender
+                    .send(Ok(web::Bytes::from(sse_chunk(&format!("turns: {turns}")))))
+                    .await;
+                let _ = sender.send(Ok(web::Bytes::from("data: [DONE]\n\n"))).await;
             });
         }
         Script::Malformed => {
