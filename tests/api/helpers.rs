@@ -96,14 +96,10 @@ impl TestApp {
             .expect("token")
     }
 
-    /// The Prometheus text of `/metrics`.
+    /// The Prometheus text of `/metrics`. The recorder is global: in-process servers of tests
+    /// running side by side count into the same families.
     pub async fn metrics(&self) -> String {
-        reqwest::get(self.url("/metrics"))
-            .await
-            .expect("scrape")
-            .text()
-            .await
-            .expect("body")
+        metrics_text(self.port).await
     }
 
     /// A patient socket for `subject`.
@@ -619,6 +615,20 @@ impl ProcessApp {
             .await
             .expect("connects")
     }
+
+    /// The Prometheus text of this process's own `/metrics`.
+    pub async fn metrics(&self) -> String {
+        metrics_text(self.port).await
+    }
+}
+
+async fn metrics_text(port: u16) -> String {
+    reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body")
 }
 
 impl Drop for ProcessApp {
