@@ -189,7 +189,7 @@ impl Normalizer {
     /// Normalises `text`. Never fails and never panics, whatever the input.
     pub fn normalize(&self, text: &str) -> NormalizedText {
         let folded = fold_chars(text);
-        let raw_tokens = join_spaced_letters(tokenize(&folded));
+        let raw_tokens = join_spaced_letters(text, tokenize(&folded));
         let mut tokens = Vec::with_capacity(raw_tokens.len());
         for token in raw_tokens {
             if token.kind == TokenKind::Word
@@ -210,18 +210,39 @@ impl Normalizer {
 }
 
 /// `c u t`, `b l e e d i n g`: three or more single letters in a row are one word spelt out to
-/// slip past a filter.
-fn join_spaced_letters(tokens: Vec<Token>) -> Vec<Token> {
-    fn flush(run: &mut Vec<Token>, out: &mut Vec<Token>) {
-        if let (true, Some(first), Some(last)) = (run.len() >= 3, run.first(), run.last()) {
-            let plain: String = run.iter().map(|token| token.plain.as_str()).collect();
-            let mut joined = make_token(TokenKind::Word, plain, first.start, last.end);
-            joined.spelt = true;
-            out.push(joined);
-            run.clear();
-        } else {
+/// slip past a filter. Wider gaps between the letters (`c h e s t  p a i n`) separate words: two
+/// letters or more between such gaps are a word of their own, a lone letter stays one.
+fn join_spaced_letters(text: &str, tokens: Vec<Token>) -> Vec<Token> {
+    fn joined(group: &[Token]) -> Option<Token> {
+        let (first, last) = (group.first()?, group.last()?);
+        let plain: String = group.iter().map(|token| token.plain.as_str()).collect();
+        let mut word = make_token(TokenKind::Word, plain, first.start, last.end);
+        word.spelt = true;
+        Some(word)
+    }
+    fn flush(text: &str, run: &mut Vec<Token>, out: &mut Vec<Token>) {
+        if run.len() < 3 {
             out.append(run);
+            return;
         }
+        let mut group_start = 0;
+        for index in 1..=run.len() {
+            let ends_group = index == run.len() || wide_gap(text, &run[index - 1], &run[index]);
+            if !ends_group {
+                continue;
+            }
+            let group = &run[group_start..index];
+            // A lone letter between wide gaps (`i`, `a`) is a word as written; a whole run
+            // without wide gaps is joined however short its groups would be.
+            let whole_run = group_start == 0 && index == run.len();
+            if group.len() >= 2 || whole_run {
+                out.extend(joined(group));
+            } else {
+                out.extend_from_slice(group);
+            }
+            group_start = index;
+        }
+        run.clear();
     }
     let mut out = Vec::with_capacity(tokens.len());
     let mut run = Vec::new();
@@ -229,12 +250,25 @@ fn join_spaced_letters(tokens: Vec<Token>) -> Vec<Token> {
         if token.spelt {
             run.push(token);
         } else {
-            flush(&mut run, &mut out);
+            flush(text, &mut run, &mut out);
             out.push(token);
         }
     }
-    flush(&mut run, &mut out);
+    flush(text, &mut run, &mut out);
     out
+}
+
+/// Two or more blank characters between two spelt-out letters: a space between words, as
+/// opposed to the single space between the letters of one word.
+fn wide_gap(text: &str, before: &Token, after: &Token) -> bool {
+    text.get(before.end..after.start).is_some_and(|between| {
+        between
+            .chars()
+            .filter(|ch| ch.is_whitespace())
+            .take(2)
+            .count()
+            >= 2
+    })
 }
 
 fn make_token(kind: TokenKind, plain: String, start: usize, end: usize) -> Token {
@@ -319,6 +353,41 @@ fn squeezed_if_different(word: &str) -> Option<String> {
         out.push(ch);
     }
     Some(out)
+}
+
+/// A letter written three times or more in a row is a word stretched for emphasis (`chesssst`,
+/// `heeeelp`): no English word has such a run, and patterns, unlike phrases, do not read the
+/// squeezed form, so the run becomes one letter. Doubled letters are left alone (`bleeding`).
+fn unstretched(word: String) -> String {
+    let mut chars = word.chars().peekable();
+    let mut stretched = false;
+    let mut previous = None;
+    let mut run = 0;
+    for ch in word.chars() {
+        run = if Some(ch) == previous { run + 1 } else { 1 };
+        previous = Some(ch);
+        if run >= 3 && ch.is_alphabetic() {
+            stretched = true;
+            break;
+        }
+    }
+    if !stretched {
+        return word;
+    }
+    let mut out = String::with_capacity(word.len());
+    while let Some(ch) = chars.next() {
+        let mut count = 1;
+        while chars.next_if_eq(&ch).is_some() {
+            count += 1;
+        }
+        let keep = if count >= 3 && ch.is_alphabetic() {
+            1
+        } else {
+            count
+        };
+        out.extend(std::iter::repeat_n(ch, keep));
+    }
+    out
 }
 
 /// Invisible characters that only serve to split a word for a human eye's benefit.
@@ -507,17 +576,26 @@ fn read_word(chars: &[Folded], start_index: usize, tokens: &mut Vec<Token>) -> u
                 break;
             }
         } else if let Some(letter) = leet_letter(ch) {
-            // `k1ll`, `su!c!de`, `bl00d`: digits or symbols between letters, or closing a word of
-            // letters.
+            // `k1ll`, `su!c!de`, `bl00d`: digits or symbols between letters, or one or two digits
+            // closing a word of letters (`n0`, `d13`; not `x3`, a count).
+            let closing_digits = chars[index..]
+                .iter()
+                .take_while(|folded| folded.ch.is_ascii_digit())
+                .count();
             let closes_word = previous_is_letter
+                && word != "x"
+                && (1..=2).contains(&closing_digits)
+                && chars[index..index + closing_digits]
+                    .iter()
+                    .all(|folded| leet_letter(folded.ch).is_some())
                 && chars
-                    .get(index + 1)
+                    .get(index + closing_digits)
                     .is_none_or(|next| !next.ch.is_alphanumeric());
             // Each run is looked ahead once: a long run must not be rescanned per character.
             if leet_run_end <= index {
                 leet_run_end = leet_run_end_with_letter(chars, index).unwrap_or(index);
             }
-            if !(index < leet_run_end || (closes_word && ch.is_ascii_digit() && word.len() >= 2)) {
+            if !(index < leet_run_end || (closes_word && ch.is_ascii_digit())) {
                 break;
             }
             word.push(letter);
@@ -528,7 +606,7 @@ fn read_word(chars: &[Folded], start_index: usize, tokens: &mut Vec<Token>) -> u
         index += 1;
     }
     if !word.is_empty() {
-        tokens.push(make_token(TokenKind::Word, word, start, end));
+        tokens.push(make_token(TokenKind::Word, unstretched(word), start, end));
     }
     index.max(start_index + 1)
 }
@@ -631,16 +709,37 @@ mod tests {
         assert_eq!(plain("vomiting bl00d"), "vomiting blood");
         assert_eq!(plain("k!ll mys€lf"), "kill myself");
         assert_eq!(plain("a b"), "a b", "two letters stay apart");
+        assert_eq!(
+            plain("c h e s t  p a i n  c r u s h i n g"),
+            "chest pain crushing"
+        );
+        assert_eq!(
+            plain("t a k e n  a  l o t"),
+            "taken a lot",
+            "a lone letter stays a word"
+        );
+        assert_eq!(plain("b l a c k   t a r r y"), "black tarry");
+        assert_eq!(
+            plain("heeeelp my chesssst is numbbb"),
+            "help my chest is numb"
+        );
+        assert_eq!(plain("bleeding 1000mg zzz"), "bleeding 1000 mg z");
         assert_eq!(plain("covid19 jab"), "covid 19 jab");
+        assert_eq!(plain("n0 ch3st p41n"), "no chest pain");
+        assert_eq!(plain("w4nt 2 d13"), "want 2 die");
+        assert_eq!(
+            plain("took it x3, b12 and 500mg"),
+            "took it x 3 , b 12 and 500 mg"
+        );
         assert!(
             !plain("it costs €20").contains('e'),
             "a price is not a letter"
         );
         let long_run = format!("a{}b", "!".repeat(8_000));
         assert_eq!(
-            plain(&long_run).len(),
-            8_002,
-            "a long run is read once, as letters"
+            plain(&long_run),
+            "aib",
+            "a long run is read once, as letters (then one stretched letter)"
         );
     }
     use crate::policy::file::LexiconFile;
