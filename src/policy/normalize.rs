@@ -435,6 +435,12 @@ fn fold_confusable(ch: char) -> char {
         'х' | 'χ' => 'x',
         'у' | 'γ' | 'ү' => 'y',
         'ʐ' => 'z',
+        // Letters with a stroke, which NFD does not take apart like an accent: Polish `ł` is
+        // often typed as `l`, Danish `ø` as `o`.
+        'ł' => 'l',
+        'ø' => 'o',
+        'đ' => 'd',
+        'ħ' => 'h',
         other => other,
     }
 }
@@ -762,6 +768,7 @@ mod tests {
     #[test]
     fn accents_case_and_repeats_fold() {
         assert_eq!(words("Me DUELE el CORAZÓN"), "me duele el corazon");
+        assert_eq!(words("połknął"), words("polknal"));
         assert_eq!(words("paaaaain"), "pain");
         assert_eq!(words("bleeding"), words("bleding"));
     }
