@@ -6,7 +6,9 @@
 //! that keeps failing, for a while, so patients get the fallback text at once instead of waiting
 //! for every timeout.
 
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use async_openai::Client;
@@ -20,7 +22,13 @@ use super::{ChatModel, ChatRequest, LlmError, TokenStream};
 use crate::config::LlmSettings;
 
 pub struct OpenAiModel {
-    client: Client<OpenAIConfig>,
+    config: OpenAIConfig,
+    connect_timeout: Duration,
+    /// An HTTP client per server thread that calls the provider. A connection's driver task runs
+    /// on the thread that opened it; with one shared pool, a reply streamed on another thread
+    /// crossed threads twice per chunk (the body channel wakes the reader, the reader wakes the
+    /// driver for more), and each crossing is a wake-up that waits for a busy core.
+    per_thread: Mutex<HashMap<ThreadId, Arc<Client<OpenAIConfig>>>>,
     model: String,
     temperature: Option<f32>,
     max_tokens: Option<u32>,
@@ -105,12 +113,17 @@ impl OpenAiModel {
         let config = OpenAIConfig::new()
             .with_api_base(settings.base_url.trim_end_matches('/'))
             .with_api_key(key);
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
-            .build()
-            .map_err(|error| OpenAiSetupError::Http(error.to_string()))?;
+        let connect_timeout = Duration::from_millis(settings.connect_timeout_ms);
+        // Built once here so that a client that cannot be built stops start-up, not a turn.
+        let first = http_client(connect_timeout)?;
+        let per_thread = HashMap::from([(
+            std::thread::current().id(),
+            Arc::new(Client::with_config(config.clone()).with_http_client(first)),
+        )]);
         Ok(Self {
-            client: Client::with_config(config).with_http_client(http),
+            config,
+            connect_timeout,
+            per_thread: Mutex::new(per_thread),
             model: settings.model.clone(),
             temperature: settings.temperature,
             max_tokens: settings.max_tokens,
@@ -120,6 +133,32 @@ impl OpenAiModel {
                 state: Mutex::new(BreakerState::default()),
             }),
         })
+    }
+}
+
+fn http_client(connect_timeout: Duration) -> Result<reqwest::Client, OpenAiSetupError> {
+    reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .build()
+        .map_err(|error| OpenAiSetupError::Http(error.to_string()))
+}
+
+impl OpenAiModel {
+    /// This thread's client, built on first use. The map holds one entry per server thread.
+    fn client(&self) -> Result<Arc<Client<OpenAIConfig>>, LlmError> {
+        let mut clients = self
+            .per_thread
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let thread = std::thread::current().id();
+        if let Some(client) = clients.get(&thread) {
+            return Ok(Arc::clone(client));
+        }
+        let http = http_client(self.connect_timeout)
+            .map_err(|error| LlmError::Connect(error.to_string()))?;
+        let client = Arc::new(Client::with_config(self.config.clone()).with_http_client(http));
+        clients.insert(thread, Arc::clone(&client));
+        Ok(client)
     }
 }
 
@@ -202,11 +241,8 @@ impl ChatModel for OpenAiModel {
                 temperature: self.temperature,
                 max_tokens: self.max_tokens,
             };
-            let opened = self
-                .client
-                .chat()
-                .create_stream_byot::<_, Chunk>(body)
-                .await;
+            let client = self.client()?;
+            let opened = client.chat().create_stream_byot::<_, Chunk>(body).await;
             let stream = match opened {
                 Ok(stream) => stream,
                 Err(error) => {
@@ -240,5 +276,25 @@ impl ChatModel for OpenAiModel {
             Ok(Box::pin(tokens) as TokenStream)
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_thread_streams_through_a_client_of_its_own() {
+        let model = OpenAiModel::new(&LlmSettings::default()).expect("a client with defaults");
+        let here = model.client().expect("this thread's client");
+        let again = model.client().expect("this thread's client again");
+        assert!(Arc::ptr_eq(&here, &again), "one client per thread, kept");
+        let there = std::thread::scope(|scope| {
+            scope
+                .spawn(|| model.client().expect("another thread's client"))
+                .join()
+                .expect("the other thread finished")
+        });
+        assert!(!Arc::ptr_eq(&here, &there), "another thread gets its own");
     }
 }
