@@ -218,18 +218,25 @@ mod tests {
     #[test]
     fn unknown_languages_fall_back_to_english_and_advice_is_included() {
         let prompts = shipped(Region::Eu);
-        assert!(!prompts.has_guidance("emergency", "de"));
+        assert!(!prompts.has_guidance("emergency", "sv"));
         let text = prompts
-            .guidance("emergency", "de", "Use your auto-injector")
+            .guidance("emergency", "sv", "Use your auto-injector")
             .expect("renders");
         assert!(text.starts_with("This may be") && text.contains("112"));
         assert!(text.contains("Use your auto-injector."));
     }
 
     #[test]
-    fn french_and_portuguese_have_their_own_guidance() {
+    fn every_language_with_triggers_has_its_own_guidance() {
         let prompts = shipped(Region::Eu);
-        for (language, opening) in [("fr", "Ceci peut"), ("pt", "Isto pode")] {
+        for (language, opening) in [
+            ("fr", "Ceci peut"),
+            ("pt", "Isto pode"),
+            ("de", "Dies kann"),
+            ("it", "Potrebbe"),
+            ("nl", "Dit kan"),
+            ("pl", "To może"),
+        ] {
             for name in ["emergency", "urgent", "crisis", "support", "nurse"] {
                 assert!(prompts.has_guidance(name, language), "{name}.{language}");
             }
