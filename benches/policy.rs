@@ -14,10 +14,15 @@ use carebridge::policy::{PolicySet, Severity};
 use carebridge::prompts::{Prompts, Region};
 use criterion::{Criterion, Throughput, criterion_group};
 
+/// The shipped set, or the one in `CAREBRIDGE_BENCH_POLICIES` to price a change to the policy
+/// files against the same code (for example an older commit's `policies/`).
 fn shipped() -> PolicySet {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let prompts = Prompts::load(&root.join("prompts"), Region::Uk).expect("prompts");
-    PolicySet::load(&root.join("policies"), &prompts).expect("policies")
+    let policies = std::env::var_os("CAREBRIDGE_BENCH_POLICIES")
+        .filter(|dir| !dir.is_empty())
+        .map_or_else(|| root.join("policies"), std::path::PathBuf::from);
+    PolicySet::load(&policies, &prompts).expect("policies")
 }
 
 /// About 1 KB of ordinary patient text with one red flag in the middle.
@@ -43,6 +48,16 @@ fn scan(criterion: &mut Criterion) {
     group.throughput(Throughput::Bytes(message.len() as u64));
     group.bench_function("1KB message, full shipped set", |bench| {
         bench.iter(|| black_box(set.evaluate(black_box(&message))))
+    });
+    // An emoji or a degree sign once made every pattern fall back to a slow search.
+    let with_symbols = format!("{} 38.5°C 😷", &message[..message.len() - 12]);
+    group.bench_function(
+        "1KB message with an emoji and °C, full shipped set",
+        |bench| bench.iter(|| black_box(set.evaluate(black_box(&with_symbols)))),
+    );
+    // The share of the scan that is normalisation, which does not grow with the policy files.
+    group.bench_function("1KB message, normalisation only", |bench| {
+        bench.iter(|| black_box(set.normalizer().normalize(black_box(&message))))
     });
     group.finish();
 }
