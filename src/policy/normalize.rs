@@ -277,7 +277,10 @@ fn make_token(kind: TokenKind, plain: String, start: usize, end: usize) -> Token
     } else {
         None
     };
-    let spelt = kind == TokenKind::Word && plain.chars().count() == 1;
+    let spelt = kind == TokenKind::Word && {
+        let mut chars = plain.chars();
+        chars.next().is_some() && chars.next().is_none()
+    };
     Token {
         kind,
         plain,
@@ -328,6 +331,14 @@ pub fn squeeze(word: &str) -> String {
 
 /// The squeezed form of `word`, or `None` when it has no doubled letter (the usual case).
 fn squeezed_if_different(word: &str) -> Option<String> {
+    if word.is_ascii()
+        && !word
+            .as_bytes()
+            .windows(2)
+            .any(|pair| pair[0] == pair[1] && pair[0].is_ascii_alphabetic())
+    {
+        return None;
+    }
     let mut chars = word.chars();
     let doubled = chars.next().is_some_and(|first| {
         chars
@@ -450,25 +461,19 @@ fn fold_chars(text: &str) -> Vec<Folded> {
     let mut out = Vec::with_capacity(text.len());
     for (start, original) in text.char_indices() {
         let end = start + original.len_utf8();
-        if is_invisible(original) {
-            continue;
-        }
-        if original == '\n' || original == '\r' {
-            out.push(Folded {
-                ch: '\n',
-                start,
-                end,
-            });
-            continue;
-        }
-        // Most text is ASCII, where NFKC, NFD and the look-alike table change nothing: only
-        // the case changes. The full path costs an order of magnitude more per character.
+        // Most text is ASCII, where NFKC, NFD and the look-alike table change nothing and no
+        // character is invisible: only the case changes. The full path costs an order of
+        // magnitude more per character.
         if original.is_ascii() {
-            out.push(Folded {
-                ch: original.to_ascii_lowercase(),
-                start,
-                end,
-            });
+            let ch = if original == '\r' {
+                '\n'
+            } else {
+                original.to_ascii_lowercase()
+            };
+            out.push(Folded { ch, start, end });
+            continue;
+        }
+        if is_invisible(original) {
             continue;
         }
         for compat_char in std::iter::once(original).nfkc() {

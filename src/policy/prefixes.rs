@@ -21,8 +21,10 @@ use regex_automata::{Anchored, MatchKind};
 
 use super::phrases::{Haystack, PhraseExpression};
 
-/// How much one cache may hold before it is cleared and rebuilt; a walk needs far less.
-const CACHE_BYTES: usize = 256 * 1024;
+/// How much one cache may hold before it is cleared and rebuilt. With the output rules in eight
+/// languages a warmed cache for a mixed reply holds about 270 KiB; this leaves room to grow. It is
+/// a ceiling, not an allocation: a cache holds only the states its replies visited.
+const CACHE_BYTES: usize = 512 * 1024;
 /// How many idle caches each automaton keeps for the next replies. A warmed cache for the
 /// shipped rules holds 75–165 KiB, so the pools of all three flags stay under about 25 MiB even
 /// after a burst of concurrent replies under each; replies beyond the pool warm a cache of
