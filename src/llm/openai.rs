@@ -134,16 +134,7 @@ impl OpenAiModel {
             }),
         })
     }
-}
 
-fn http_client(connect_timeout: Duration) -> Result<reqwest::Client, OpenAiSetupError> {
-    reqwest::Client::builder()
-        .connect_timeout(connect_timeout)
-        .build()
-        .map_err(|error| OpenAiSetupError::Http(error.to_string()))
-}
-
-impl OpenAiModel {
     /// This thread's client, built on first use. The map holds one entry per server thread.
     fn client(&self) -> Result<Arc<Client<OpenAIConfig>>, LlmError> {
         let mut clients = self
@@ -160,6 +151,13 @@ impl OpenAiModel {
         clients.insert(thread, Arc::clone(&client));
         Ok(client)
     }
+}
+
+fn http_client(connect_timeout: Duration) -> Result<reqwest::Client, OpenAiSetupError> {
+    reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .build()
+        .map_err(|error| OpenAiSetupError::Http(error.to_string()))
 }
 
 /// The request body, serialised straight from the conversation (no intermediate JSON tree).

@@ -370,7 +370,6 @@ fn squeezed_if_different(word: &str) -> Option<String> {
 /// `heeeelp`): no English word has such a run, and patterns, unlike phrases, do not read the
 /// squeezed form, so the run becomes one letter. Doubled letters are left alone (`bleeding`).
 fn unstretched(word: String) -> String {
-    let mut chars = word.chars().peekable();
     let mut stretched = false;
     let mut previous = None;
     let mut run = 0;
@@ -386,6 +385,7 @@ fn unstretched(word: String) -> String {
         return word;
     }
     let mut out = String::with_capacity(word.len());
+    let mut chars = word.chars().peekable();
     while let Some(ch) = chars.next() {
         let mut count = 1;
         while chars.next_if_eq(&ch).is_some() {
@@ -589,8 +589,12 @@ fn read_word(chars: &[Folded], start_index: usize, tokens: &mut Vec<Token>) -> u
         } else if let Some(letter) = leet_letter(ch) {
             // `k1ll`, `su!c!de`, `bl00d`: digits or symbols between letters, or one or two digits
             // closing a word of letters (`n0`, `d13`; not `x3`, a count).
+            // Counted no further than one past the two that may close a word: a long run of
+            // digits inside a word is met once per character, and counting it whole each time
+            // made a message of digits between two letters quadratic.
             let closing_digits = chars[index..]
                 .iter()
+                .take(3)
                 .take_while(|folded| folded.ch.is_ascii_digit())
                 .count();
             let closes_word = previous_is_letter
@@ -746,6 +750,8 @@ mod tests {
             !plain("it costs €20").contains('e'),
             "a price is not a letter"
         );
+        let digits = format!("a{}b", "1".repeat(8_000));
+        assert_eq!(plain(&digits), "aib", "a long run of digits is read once");
         let long_run = format!("a{}b", "!".repeat(8_000));
         assert_eq!(
             plain(&long_run),
