@@ -115,17 +115,12 @@ fn number_word(word: &str) -> Option<f64> {
 /// Reads the measures of a message.
 pub fn extract(text: &NormalizedText) -> Measures {
     let tokens = &text.tokens;
-    let word = |index: usize| {
-        tokens
-            .get(index)
-            .map(|token| token.plain.as_str())
-            .unwrap_or("")
-    };
+    let word = |index: usize| text.plain_of(index);
     let mut measures = Measures::default();
     for (index, token) in tokens.iter().enumerate() {
         let value = match token.kind {
-            TokenKind::Number => token.plain.parse::<f64>().ok(),
-            TokenKind::Word => number_word(&token.plain),
+            TokenKind::Number => word(index).parse::<f64>().ok(),
+            TokenKind::Word => number_word(word(index)),
             _ => None,
         };
         let Some(value) = value else { continue };
@@ -227,8 +222,8 @@ pub fn extract(text: &NormalizedText) -> Measures {
                 Some(measures.tablet_count.map_or(value, |seen| seen.max(value)));
         }
     }
-    for (index, token) in tokens.iter().enumerate() {
-        match token.plain.as_str() {
+    for index in 0..tokens.len() {
+        match word(index) {
             "newborn" | "neonate" | "recien" if measures.age_months.is_none() => {
                 measures.age_months = Some(0.5);
             }

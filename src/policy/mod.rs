@@ -793,27 +793,21 @@ fn locate(
     sentence: &NormalizedText,
     concept: &str,
 ) -> Option<(usize, usize)> {
-    let words: Vec<String> = normalizer
-        .normalize(concept)
-        .tokens
-        .into_iter()
-        .map(|token| token.squeezed().to_owned())
+    let concept = normalizer.normalize(concept);
+    let words: Vec<&str> = (0..concept.tokens.len())
+        .map(|index| concept.squeezed_of(index))
         .collect();
-    let first_word = words.first()?;
+    let first_word = *words.first()?;
     let tokens = &sentence.tokens;
     let whole = (0..tokens.len()).find(|&start| {
         words.iter().enumerate().all(|(offset, word)| {
-            tokens
-                .get(start + offset)
-                .is_some_and(|token| token.squeezed() == word)
+            start + offset < tokens.len() && sentence.squeezed_of(start + offset) == *word
         })
     });
     if let Some(start) = whole {
         return Some((start, start + words.len() - 1));
     }
-    let start = tokens
-        .iter()
-        .position(|token| token.squeezed() == first_word)?;
+    let start = (0..tokens.len()).position(|index| sentence.squeezed_of(index) == first_word)?;
     Some((start, start))
 }
 

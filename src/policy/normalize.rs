@@ -22,16 +22,12 @@ pub enum TokenKind {
     SentenceEnd,
 }
 
-/// One token of normalised text, with where it came from in the original.
-#[derive(Debug, Clone, PartialEq)]
+/// One token of normalised text, with where it came from in the original. Its words live in
+/// the [`NormalizedText`] it belongs to ([`NormalizedText::plain_of`], `squeezed_of`): a string
+/// of its own per token was most of the normaliser's cost (an allocation and a free per word).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Token {
     pub kind: TokenKind,
-    /// Lower case, folded, accents stripped: what patterns see.
-    pub plain: String,
-    /// `plain` with runs of a repeated letter collapsed (what phrases see), kept only when it
-    /// differs: most words have no doubled letter, and a second string per word was a large
-    /// part of the scan's cost.
-    squeezed: Option<String>,
     /// Byte range in the original text.
     pub start: usize,
     pub end: usize,
@@ -41,20 +37,15 @@ pub struct Token {
     pub spelt: bool,
 }
 
-impl Token {
-    /// `plain` with runs of a repeated letter collapsed: what phrases see.
-    pub fn squeezed(&self) -> &str {
-        self.squeezed.as_deref().unwrap_or(&self.plain)
-    }
-}
-
 /// A message after normalisation.
 #[derive(Debug, Clone, Default)]
 pub struct NormalizedText {
     pub tokens: Vec<Token>,
-    /// Tokens' `plain` forms joined by single spaces.
+    /// Each token lower case, folded, accents stripped (what patterns see), joined by single
+    /// spaces.
     pub plain: String,
-    /// Tokens' `squeezed` forms joined the same way.
+    /// The same with runs of a repeated letter collapsed in words (what phrases see), with a
+    /// space before and after every token.
     pub squeezed: String,
     plain_ends: Vec<usize>,
     squeezed_ends: Vec<usize>,
@@ -63,6 +54,54 @@ pub struct NormalizedText {
 }
 
 impl NormalizedText {
+    fn with_capacity(tokens: usize, bytes: usize) -> Self {
+        // Phrases see every word with a space on each side; patterns see the plain text without
+        // padding, so `^` and `$` mean the message's ends.
+        let mut squeezed = String::with_capacity(bytes + tokens + 2);
+        squeezed.push(' ');
+        Self {
+            tokens: Vec::with_capacity(tokens),
+            plain: String::with_capacity(bytes + tokens),
+            squeezed,
+            plain_ends: Vec::with_capacity(tokens),
+            squeezed_ends: Vec::with_capacity(tokens),
+            plain_starts: Vec::with_capacity(tokens),
+            squeezed_starts: Vec::with_capacity(tokens),
+        }
+    }
+
+    fn push(&mut self, token: Token, plain: &str) {
+        if !self.tokens.is_empty() {
+            self.plain.push(' ');
+        }
+        self.plain_starts.push(self.plain.len());
+        self.plain.push_str(plain);
+        self.plain_ends.push(self.plain.len());
+        self.squeezed_starts.push(self.squeezed.len());
+        if token.kind == TokenKind::Word {
+            push_squeezed(&mut self.squeezed, plain);
+        } else {
+            self.squeezed.push_str(plain);
+        }
+        self.squeezed_ends.push(self.squeezed.len());
+        self.squeezed.push(' ');
+        self.tokens.push(token);
+    }
+
+    /// Token `index` as patterns see it (empty past the end).
+    pub fn plain_of(&self, index: usize) -> &str {
+        self.plain_span(index)
+            .and_then(|(start, end)| self.plain.get(start..end))
+            .unwrap_or("")
+    }
+
+    /// Token `index` as phrases see it: runs of a repeated letter collapsed.
+    pub fn squeezed_of(&self, index: usize) -> &str {
+        self.squeezed_span(index)
+            .and_then(|(start, end)| self.squeezed.get(start..end))
+            .unwrap_or("")
+    }
+
     /// The tokens covered by a byte range of `plain` (or `squeezed` when `squeezed` is true).
     pub fn token_range(&self, start: usize, end: usize, squeezed: bool) -> Option<(usize, usize)> {
         let (starts, ends) = if squeezed {
@@ -119,18 +158,13 @@ impl Lexicon {
         let bare = Normalizer::new(Lexicon::default());
         let mut words = HashMap::default();
         for (from, to) in entries {
-            let key: String = bare
-                .normalize(&from)
-                .tokens
-                .iter()
-                .map(|token| token.plain.clone())
-                .collect::<Vec<_>>()
-                .concat();
-            let replacement: Vec<String> = bare
-                .normalize(&to)
-                .tokens
-                .into_iter()
-                .map(|token| token.plain)
+            let from = bare.normalize(&from);
+            let key: String = (0..from.tokens.len())
+                .map(|index| from.plain_of(index))
+                .collect();
+            let to = bare.normalize(&to);
+            let replacement: Vec<String> = (0..to.tokens.len())
+                .map(|index| to.plain_of(index).to_owned())
                 .collect();
             if !key.is_empty() && !replacement.is_empty() {
                 words.insert(key, replacement);
@@ -177,6 +211,59 @@ struct Folded {
     end: usize,
 }
 
+/// A token before the lexicon is applied: its text is a range of one buffer shared by all the
+/// message's tokens, each written right after the one before.
+#[derive(Clone, Copy)]
+struct RawToken {
+    token: Token,
+    text_start: usize,
+    text_end: usize,
+}
+
+/// Everything the tokenizer has read so far: the tokens and the one buffer their text is in.
+struct RawTokens {
+    tokens: Vec<RawToken>,
+    text: String,
+}
+
+impl RawTokens {
+    fn with_capacity(chars: usize) -> Self {
+        Self {
+            // About one token per five characters of ordinary text.
+            tokens: Vec::with_capacity(chars / 4 + 1),
+            text: String::with_capacity(chars),
+        }
+    }
+
+    /// Closes the token whose text was written since `text_start`.
+    fn close(&mut self, kind: TokenKind, text_start: usize, start: usize, end: usize) {
+        let spelt = kind == TokenKind::Word && {
+            let mut chars = self.text[text_start..].chars();
+            chars.next().is_some() && chars.next().is_none()
+        };
+        self.tokens.push(RawToken {
+            token: Token {
+                kind,
+                start,
+                end,
+                spelt,
+            },
+            text_start,
+            text_end: self.text.len(),
+        });
+    }
+
+    fn push(&mut self, kind: TokenKind, text: char, start: usize, end: usize) {
+        let text_start = self.text.len();
+        self.text.push(text);
+        self.close(kind, text_start, start, end);
+    }
+
+    fn last(&self) -> Option<&Token> {
+        self.tokens.last().map(|raw| &raw.token)
+    }
+}
+
 impl Normalizer {
     pub fn new(lexicon: Lexicon) -> Self {
         Self { lexicon }
@@ -189,45 +276,58 @@ impl Normalizer {
     /// Normalises `text`. Never fails and never panics, whatever the input.
     pub fn normalize(&self, text: &str) -> NormalizedText {
         let folded = fold_chars(text);
-        let raw_tokens = join_spaced_letters(text, tokenize(&folded));
-        let mut tokens = Vec::with_capacity(raw_tokens.len());
-        for token in raw_tokens {
+        let raw = tokenize(&folded);
+        let tokens = join_spaced_letters(text, raw.tokens);
+        let mut normalized = NormalizedText::with_capacity(tokens.len(), raw.text.len());
+        for RawToken {
+            token,
+            text_start,
+            text_end,
+        } in tokens
+        {
+            let word = raw.text.get(text_start..text_end).unwrap_or_default();
             if token.kind == TokenKind::Word
-                && let Some(replacement) = self.lexicon.lookup(&token.plain)
+                && let Some(replacement) = self.lexicon.lookup(word)
             {
-                for word in replacement {
-                    let mut expanded =
-                        make_token(TokenKind::Word, word.clone(), token.start, token.end);
-                    expanded.spelt = token.spelt;
-                    tokens.push(expanded);
+                for expansion in replacement {
+                    normalized.push(token, expansion);
                 }
                 continue;
             }
-            tokens.push(token);
+            normalized.push(token, word);
         }
-        join(tokens)
+        normalized
     }
 }
 
 /// `c u t`, `b l e e d i n g`: three or more single letters in a row are one word spelt out to
 /// slip past a filter. Wider gaps between the letters (`c h e s t  p a i n`) separate words: two
 /// letters or more between such gaps are a word of their own, a lone letter stays one.
-fn join_spaced_letters(text: &str, tokens: Vec<Token>) -> Vec<Token> {
-    fn joined(group: &[Token]) -> Option<Token> {
+fn join_spaced_letters(text: &str, tokens: Vec<RawToken>) -> Vec<RawToken> {
+    /// The letters of a run are next to each other in the text buffer, so the word they spell
+    /// is the buffer from the first letter to the last.
+    fn joined(group: &[RawToken]) -> Option<RawToken> {
         let (first, last) = (group.first()?, group.last()?);
-        let plain: String = group.iter().map(|token| token.plain.as_str()).collect();
-        let mut word = make_token(TokenKind::Word, plain, first.start, last.end);
-        word.spelt = true;
-        Some(word)
+        Some(RawToken {
+            token: Token {
+                kind: TokenKind::Word,
+                start: first.token.start,
+                end: last.token.end,
+                spelt: true,
+            },
+            text_start: first.text_start,
+            text_end: last.text_end,
+        })
     }
-    fn flush(text: &str, run: &mut Vec<Token>, out: &mut Vec<Token>) {
+    fn flush(text: &str, run: &mut Vec<RawToken>, out: &mut Vec<RawToken>) {
         if run.len() < 3 {
             out.append(run);
             return;
         }
         let mut group_start = 0;
         for index in 1..=run.len() {
-            let ends_group = index == run.len() || wide_gap(text, &run[index - 1], &run[index]);
+            let ends_group =
+                index == run.len() || wide_gap(text, &run[index - 1].token, &run[index].token);
             if !ends_group {
                 continue;
             }
@@ -247,7 +347,7 @@ fn join_spaced_letters(text: &str, tokens: Vec<Token>) -> Vec<Token> {
     let mut out = Vec::with_capacity(tokens.len());
     let mut run = Vec::new();
     for token in tokens {
-        if token.spelt {
+        if token.token.spelt {
             run.push(token);
         } else {
             flush(text, &mut run, &mut out);
@@ -271,90 +371,25 @@ fn wide_gap(text: &str, before: &Token, after: &Token) -> bool {
     })
 }
 
-fn make_token(kind: TokenKind, plain: String, start: usize, end: usize) -> Token {
-    let squeezed = if kind == TokenKind::Word {
-        squeezed_if_different(&plain)
-    } else {
-        None
-    };
-    let spelt = kind == TokenKind::Word && {
-        let mut chars = plain.chars();
-        chars.next().is_some() && chars.next().is_none()
-    };
-    Token {
-        kind,
-        plain,
-        squeezed,
-        start,
-        end,
-        spelt,
-    }
-}
-
-fn join(tokens: Vec<Token>) -> NormalizedText {
-    let mut plain = String::with_capacity(tokens.len() * 6 + 2);
-    let mut squeezed = String::with_capacity(tokens.len() * 6 + 2);
-    let mut plain_starts = Vec::with_capacity(tokens.len());
-    let mut squeezed_starts = Vec::with_capacity(tokens.len());
-    let mut plain_ends = Vec::with_capacity(tokens.len());
-    let mut squeezed_ends = Vec::with_capacity(tokens.len());
-    // Patterns see the plain text without padding, so `^` and `$` mean the message's ends;
-    // phrases see the squeezed text padded with spaces, so every word has a space on each side.
-    squeezed.push(' ');
-    for (index, token) in tokens.iter().enumerate() {
-        if index > 0 {
-            plain.push(' ');
-        }
-        plain_starts.push(plain.len());
-        plain.push_str(&token.plain);
-        plain_ends.push(plain.len());
-        squeezed_starts.push(squeezed.len());
-        squeezed.push_str(token.squeezed());
-        squeezed_ends.push(squeezed.len());
-        squeezed.push(' ');
-    }
-    NormalizedText {
-        tokens,
-        plain,
-        squeezed,
-        plain_ends,
-        squeezed_ends,
-        plain_starts,
-        squeezed_starts,
-    }
-}
-
 /// Collapses runs of one repeated letter: `paaain` and `bleding` both read as `pain`, `bleding`.
 pub fn squeeze(word: &str) -> String {
-    squeezed_if_different(word).unwrap_or_else(|| word.to_owned())
+    let mut out = String::with_capacity(word.len());
+    push_squeezed(&mut out, word);
+    out
 }
 
-/// The squeezed form of `word`, or `None` when it has no doubled letter (the usual case).
-fn squeezed_if_different(word: &str) -> Option<String> {
-    if word.is_ascii()
-        && !word
-            .as_bytes()
-            .windows(2)
-            .any(|pair| pair[0] == pair[1] && pair[0].is_ascii_alphabetic())
-    {
-        return None;
+/// Writes `word` with runs of one repeated letter collapsed.
+fn push_squeezed(out: &mut String, word: &str) {
+    if word.is_ascii() {
+        let mut previous = 0;
+        for &byte in word.as_bytes() {
+            if !(byte == previous && byte.is_ascii_alphabetic()) {
+                out.push(char::from(byte));
+            }
+            previous = byte;
+        }
+        return;
     }
-    let mut chars = word.chars();
-    let doubled = chars.next().is_some_and(|first| {
-        chars
-            .try_fold(first, |previous, ch| {
-                if ch == previous && ch.is_alphabetic() {
-                    None
-                } else {
-                    Some(ch)
-                }
-            })
-            .is_none()
-    });
-    if !doubled {
-        return None;
-    }
-    let mut out = String::with_capacity(word.len());
     let mut previous = None;
     for ch in word.chars() {
         if Some(ch) == previous && ch.is_alphabetic() {
@@ -363,13 +398,16 @@ fn squeezed_if_different(word: &str) -> Option<String> {
         previous = Some(ch);
         out.push(ch);
     }
-    Some(out)
 }
 
 /// A letter written three times or more in a row is a word stretched for emphasis (`chesssst`,
 /// `heeeelp`): no English word has such a run, and patterns, unlike phrases, do not read the
 /// squeezed form, so the run becomes one letter. Doubled letters are left alone (`bleeding`).
-fn unstretched(word: String) -> String {
+/// The word is the end of `text` from `from`, and is rewritten there when stretched.
+fn unstretch_tail(text: &mut String, from: usize) {
+    let Some(word) = text.get(from..) else {
+        return;
+    };
     let mut stretched = false;
     let mut previous = None;
     let mut run = 0;
@@ -382,8 +420,14 @@ fn unstretched(word: String) -> String {
         }
     }
     if !stretched {
-        return word;
+        return;
     }
+    let unstretched = unstretched(word);
+    text.truncate(from);
+    text.push_str(&unstretched);
+}
+
+fn unstretched(word: &str) -> String {
     let mut out = String::with_capacity(word.len());
     let mut chars = word.chars().peekable();
     while let Some(ch) = chars.next() {
@@ -533,9 +577,8 @@ fn is_emoji(ch: char) -> bool {
         || (0x2B00..=0x2BFF).contains(&code)
 }
 
-fn tokenize(chars: &[Folded]) -> Vec<Token> {
-    // About one token per five characters of ordinary text.
-    let mut tokens = Vec::with_capacity(chars.len() / 4 + 1);
+fn tokenize(chars: &[Folded]) -> RawTokens {
+    let mut tokens = RawTokens::with_capacity(chars.len());
     let mut index = 0;
     while index < chars.len() {
         let current = chars[index];
@@ -545,12 +588,7 @@ fn tokenize(chars: &[Folded]) -> Vec<Token> {
         } else if ch.is_ascii_digit() || ch.is_numeric() {
             index = read_number(chars, index, &mut tokens);
         } else if is_emoji(ch) {
-            tokens.push(make_token(
-                TokenKind::Emoji,
-                ch.to_string(),
-                current.start,
-                current.end,
-            ));
+            tokens.push(TokenKind::Emoji, ch, current.start, current.end);
             index += 1;
         } else if ch.is_whitespace() && ch != '\n' {
             index += 1;
@@ -561,8 +599,8 @@ fn tokenize(chars: &[Folded]) -> Vec<Token> {
     tokens
 }
 
-fn read_word(chars: &[Folded], start_index: usize, tokens: &mut Vec<Token>) -> usize {
-    let mut word = String::with_capacity(16);
+fn read_word(chars: &[Folded], start_index: usize, tokens: &mut RawTokens) -> usize {
+    let text_start = tokens.text.len();
     let start = chars[start_index].start;
     let mut end = chars[start_index].end;
     let mut index = start_index;
@@ -572,15 +610,16 @@ fn read_word(chars: &[Folded], start_index: usize, tokens: &mut Vec<Token>) -> u
         let ch = chars[index].ch;
         // Letters are nearly every character: take them before looking around.
         if is_word_char(ch) {
-            word.push(ch);
+            tokens.text.push(ch);
             end = chars[index].end;
             index += 1;
             continue;
         }
+        let word = &tokens.text[text_start..];
         let next_is_letter = chars
             .get(index + 1)
             .is_some_and(|next| is_word_char(next.ch));
-        let previous_is_letter = word.chars().last().is_some_and(char::is_alphabetic);
+        let previous_is_letter = word.chars().next_back().is_some_and(char::is_alphabetic);
         if ch == '\'' || ch == '’' || ch == '`' {
             // Apostrophes inside a word are dropped (`can't` → `cant`); a trailing one ends it.
             if !next_is_letter {
@@ -613,21 +652,22 @@ fn read_word(chars: &[Folded], start_index: usize, tokens: &mut Vec<Token>) -> u
             if !(index < leet_run_end || (closes_word && ch.is_ascii_digit())) {
                 break;
             }
-            word.push(letter);
+            tokens.text.push(letter);
         } else {
             break;
         }
         end = chars[index].end;
         index += 1;
     }
-    if !word.is_empty() {
-        tokens.push(make_token(TokenKind::Word, unstretched(word), start, end));
+    if tokens.text.len() > text_start {
+        unstretch_tail(&mut tokens.text, text_start);
+        tokens.close(TokenKind::Word, text_start, start, end);
     }
     index.max(start_index + 1)
 }
 
-fn read_number(chars: &[Folded], start_index: usize, tokens: &mut Vec<Token>) -> usize {
-    let mut number = String::new();
+fn read_number(chars: &[Folded], start_index: usize, tokens: &mut RawTokens) -> usize {
+    let text_start = tokens.text.len();
     let start = chars[start_index].start;
     let mut end = chars[start_index].end;
     let mut index = start_index;
@@ -635,7 +675,7 @@ fn read_number(chars: &[Folded], start_index: usize, tokens: &mut Vec<Token>) ->
     while index < chars.len() {
         let ch = chars[index].ch;
         if let Some(digit) = ch.to_digit(10) {
-            number.push(char::from_digit(digit, 10).unwrap_or('0'));
+            tokens.text.push(char::from_digit(digit, 10).unwrap_or('0'));
         } else if (ch == '.' || ch == ',')
             && !seen_separator
             && chars
@@ -644,21 +684,21 @@ fn read_number(chars: &[Folded], start_index: usize, tokens: &mut Vec<Token>) ->
         {
             // `38,5` is a decimal in most of Europe; read it as `38.5`.
             seen_separator = true;
-            number.push('.');
+            tokens.text.push('.');
         } else {
             break;
         }
         end = chars[index].end;
         index += 1;
     }
-    if number.is_empty() {
+    if tokens.text.len() == text_start {
         return start_index + 1;
     }
-    tokens.push(make_token(TokenKind::Number, number, start, end));
+    tokens.close(TokenKind::Number, text_start, start, end);
     index
 }
 
-fn read_punct(chars: &[Folded], index: usize, tokens: &mut Vec<Token>) -> usize {
+fn read_punct(chars: &[Folded], index: usize, tokens: &mut RawTokens) -> usize {
     let current = chars[index];
     let ch = current.ch;
     // A hyphen or slash between words joins nothing and ends nothing: `self-harm` = `self harm`.
@@ -675,33 +715,20 @@ fn read_punct(chars: &[Folded], index: usize, tokens: &mut Vec<Token>) -> usize 
     let ends_sentence = matches!(ch, '.' | '!' | '?' | ';' | '\n' | '。' | '¡' | '¿' | '…');
     if ends_sentence {
         // A run of `?!...` is one break.
-        if tokens
-            .last()
-            .is_some_and(|token| token.kind == TokenKind::SentenceEnd)
+        if let Some(last) = tokens.tokens.last_mut()
+            && last.token.kind == TokenKind::SentenceEnd
         {
-            if let Some(last) = tokens.last_mut() {
-                last.end = current.end;
-            }
+            last.token.end = current.end;
             return index + 1;
         }
-        tokens.push(make_token(
-            TokenKind::SentenceEnd,
-            ".".into(),
-            current.start,
-            current.end,
-        ));
+        tokens.push(TokenKind::SentenceEnd, '.', current.start, current.end);
     } else if !ch.is_control() {
         let shown = if ch.is_ascii_punctuation() || ch == '°' {
-            ch.to_string()
+            ch
         } else {
-            ",".to_owned()
+            ','
         };
-        tokens.push(make_token(
-            TokenKind::Punct,
-            shown,
-            current.start,
-            current.end,
-        ));
+        tokens.push(TokenKind::Punct, shown, current.start, current.end);
     }
     index + 1
 }
@@ -850,11 +877,18 @@ mod tests {
                 token
             );
             prop_assert!(text.is_char_boundary(token.start) && text.is_char_boundary(token.end));
+            let (plain, squeezed) = (normalized.plain_of(index), normalized.squeezed_of(index));
+            prop_assert!(!plain.is_empty() && !squeezed.is_empty(), "{:?}", token);
             prop_assert!(
-                !token.plain.is_empty() && !token.squeezed().is_empty(),
+                !plain.contains(' ') && !squeezed.contains(' '),
                 "{:?}",
                 token
             );
+            if token.kind == TokenKind::Word {
+                prop_assert_eq!(squeezed, squeeze(plain));
+            } else {
+                prop_assert_eq!(squeezed, plain);
+            }
             prop_assert_eq!(
                 normalized.original_span(index, index),
                 (token.start, token.end)
@@ -869,27 +903,23 @@ mod tests {
             }
             previous = Some(token);
         }
-        let plain: Vec<&str> = normalized
-            .tokens
-            .iter()
-            .map(|token| token.plain.as_str())
+        let plain: Vec<&str> = (0..normalized.tokens.len())
+            .map(|index| normalized.plain_of(index))
             .collect();
         prop_assert_eq!(&normalized.plain, &plain.join(" "));
-        let squeezed: String = normalized
-            .tokens
-            .iter()
-            .map(|token| format!("{} ", token.squeezed()))
+        let squeezed: String = (0..normalized.tokens.len())
+            .map(|index| format!("{} ", normalized.squeezed_of(index)))
             .collect();
         prop_assert_eq!(&normalized.squeezed, &format!(" {squeezed}"));
         // Each token's own range of `plain` and of `squeezed` leads back to that token alone.
         let (mut plain_at, mut squeezed_at) = (0, 1);
-        for (index, token) in normalized.tokens.iter().enumerate() {
-            let plain_end = plain_at + token.plain.len();
+        for index in 0..normalized.tokens.len() {
+            let plain_end = plain_at + normalized.plain_of(index).len();
             prop_assert_eq!(
                 normalized.token_range(plain_at, plain_end, false),
                 Some((index, index))
             );
-            let squeezed_end = squeezed_at + token.squeezed().len();
+            let squeezed_end = squeezed_at + normalized.squeezed_of(index).len();
             prop_assert_eq!(
                 normalized.token_range(squeezed_at, squeezed_end, true),
                 Some((index, index))

@@ -81,15 +81,18 @@ impl PhraseSetBuilder {
                 "**" => PhrasePart::Gap { most: 3 },
                 "<number>" => PhrasePart::Number,
                 "<year>" => PhrasePart::Year,
-                other => PhrasePart::Words(
-                    normalizer
-                        .normalize(other)
-                        .tokens
-                        .into_iter()
-                        .filter(|token| token.kind != TokenKind::SentenceEnd)
-                        .map(|token| token.squeezed().to_owned())
-                        .collect(),
-                ),
+                other => {
+                    let normalized = normalizer.normalize(other);
+                    PhrasePart::Words(
+                        normalized
+                            .tokens
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, token)| token.kind != TokenKind::SentenceEnd)
+                            .map(|(index, _)| normalized.squeezed_of(index).to_owned())
+                            .collect(),
+                    )
+                }
             })
             .collect();
         let words: usize = parts
