@@ -411,6 +411,8 @@ impl PolicySet {
                 outputs: file.output_test,
             });
         }
+        // Messages are read knowing the policies' words, for words spelt with digits in front.
+        let normalizer = normalizer.with_vocabulary(builder.words());
         let phrases = builder.build().map_err(PolicyLoadError::Compile)?;
         let output = output::OutputRules::compile(&normalizer, output_specs)?;
         Ok(Self {

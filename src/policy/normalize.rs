@@ -5,7 +5,7 @@
 //! variants it folds: NFKC, case, invisible characters, look-alike letters, accents, digits used as
 //! letters, apostrophes, the lexicon's spellings and abbreviations, and repeated letters.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use unicode_normalization::UnicodeNormalization;
 use unicode_normalization::char::is_combining_mark;
@@ -197,10 +197,25 @@ impl Lexicon {
     }
 }
 
-/// Turns text into tokens. Cheap to share: it holds only the lexicon.
+/// The words the policies are written in, squeezed as phrases see them. A word that begins with
+/// a digit (`0verdosed`, `5uicide`) is read as letters only when that makes one of these words and
+/// the letters after the digits alone do not: `3kids`, `30paracetamol` and `4weeks` stay counts.
+#[derive(Debug, Clone, Default)]
+pub struct Vocabulary {
+    words: HashSet<String, foldhash::fast::RandomState>,
+}
+
+impl Vocabulary {
+    fn knows(&self, word: &str) -> bool {
+        self.words.contains(&squeeze(word))
+    }
+}
+
+/// Turns text into tokens. Cheap to share: it holds only the lexicon and the vocabulary.
 #[derive(Debug, Clone, Default)]
 pub struct Normalizer {
     lexicon: Lexicon,
+    vocabulary: Vocabulary,
 }
 
 /// A character after folding, still tied to the original character it came from.
@@ -266,7 +281,22 @@ impl RawTokens {
 
 impl Normalizer {
     pub fn new(lexicon: Lexicon) -> Self {
-        Self { lexicon }
+        Self {
+            lexicon,
+            vocabulary: Vocabulary::default(),
+        }
+    }
+
+    /// The same normaliser, knowing the policies' words (squeezed) and the lexicon's.
+    pub fn with_vocabulary<'a>(mut self, words: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut known: HashSet<String, foldhash::fast::RandomState> =
+            words.into_iter().map(squeeze).collect();
+        for (key, replacement) in &self.lexicon.words {
+            known.insert(squeeze(key));
+            known.extend(replacement.iter().map(|word| squeeze(word)));
+        }
+        self.vocabulary = Vocabulary { words: known };
+        self
     }
 
     pub fn lexicon(&self) -> &Lexicon {
@@ -276,7 +306,7 @@ impl Normalizer {
     /// Normalises `text`. Never fails and never panics, whatever the input.
     pub fn normalize(&self, text: &str) -> NormalizedText {
         let folded = fold_chars(text);
-        let raw = tokenize(&folded);
+        let raw = tokenize(&folded, &self.vocabulary);
         let tokens = join_spaced_letters(text, raw.tokens);
         let mut normalized = NormalizedText::with_capacity(tokens.len(), raw.text.len());
         for RawToken {
@@ -530,16 +560,33 @@ fn fold_chars(text: &str) -> Vec<Folded> {
                     // Fold look-alikes again once the accent is off: `ѐ` and `ί` decompose to
                     // Cyrillic `е` and Greek `ι`, which would otherwise slip past the table
                     // (`kίll` read as `kιll`, not `kill`) and make normalising not idempotent.
-                    out.push(Folded {
-                        ch: fold_confusable(base),
-                        start,
-                        end,
-                    });
+                    let folded = fold_confusable(base);
+                    for ch in spelt_out(folded).unwrap_or_default().chars() {
+                        out.push(Folded { ch, start, end });
+                    }
+                    if spelt_out(folded).is_none() {
+                        out.push(Folded {
+                            ch: folded,
+                            start,
+                            end,
+                        });
+                    }
                 }
             }
         }
     }
     out
+}
+
+/// Letters that most keyboards do not have, as people type them instead: `œil` as `oeil`, `heiß`
+/// as `heiss`.
+fn spelt_out(ch: char) -> Option<&'static str> {
+    match ch {
+        'œ' => Some("oe"),
+        'æ' => Some("ae"),
+        'ß' => Some("ss"),
+        _ => None,
+    }
 }
 
 /// Digits and symbols people use for letters, read only inside a word that starts with a letter.
@@ -577,7 +624,7 @@ fn is_emoji(ch: char) -> bool {
         || (0x2B00..=0x2BFF).contains(&code)
 }
 
-fn tokenize(chars: &[Folded]) -> RawTokens {
+fn tokenize(chars: &[Folded], vocabulary: &Vocabulary) -> RawTokens {
     let mut tokens = RawTokens::with_capacity(chars.len());
     let mut index = 0;
     while index < chars.len() {
@@ -586,7 +633,8 @@ fn tokenize(chars: &[Folded]) -> RawTokens {
         if is_word_char(ch) {
             index = read_word(chars, index, &mut tokens);
         } else if ch.is_ascii_digit() || ch.is_numeric() {
-            index = read_number(chars, index, &mut tokens);
+            index = read_leading_leet(chars, index, &mut tokens, vocabulary)
+                .unwrap_or_else(|| read_number(chars, index, &mut tokens));
         } else if is_emoji(ch) {
             tokens.push(TokenKind::Emoji, ch, current.start, current.end);
             index += 1;
@@ -664,6 +712,64 @@ fn read_word(chars: &[Folded], start_index: usize, tokens: &mut RawTokens) -> us
         tokens.close(TokenKind::Word, text_start, start, end);
     }
     index.max(start_index + 1)
+}
+
+/// What follows a number written against it (`1st`, `5am`, `10mg`, `3yo`): never letters of a word.
+const NUMBER_SUFFIXES: &[&str] = &[
+    "st", "nd", "rd", "th", "am", "pm", "mg", "mcg", "ml", "kg", "cm", "mm", "hr", "hrs", "yo",
+    "yr", "yrs", "wk", "wks", "mo", "mos", "min", "mins", "lb", "lbs", "oz", "ft", "iu",
+];
+
+/// A word spelt with one or two digits in front (`0verdosed`, `5uicidal`, `4ll`), read as a word
+/// when the [`Vocabulary`] says so. `None` leaves the digits to be read as a number.
+fn read_leading_leet(
+    chars: &[Folded],
+    index: usize,
+    tokens: &mut RawTokens,
+    vocabulary: &Vocabulary,
+) -> Option<usize> {
+    if vocabulary.words.is_empty()
+        || index
+            .checked_sub(1)
+            .is_some_and(|before| chars[before].ch.is_alphanumeric())
+    {
+        return None;
+    }
+    let digits = chars[index..]
+        .iter()
+        .take(3)
+        .take_while(|folded| folded.ch.is_ascii_digit() && leet_letter(folded.ch).is_some())
+        .count();
+    if !(1..=2).contains(&digits)
+        || !chars
+            .get(index + digits)
+            .is_some_and(|folded| is_word_char(folded.ch))
+    {
+        return None;
+    }
+    let (text_len, token_count) = (tokens.text.len(), tokens.tokens.len());
+    let next = read_word(chars, index, tokens);
+    // The digits became one ASCII letter each, so the letters as written start `digits` bytes in.
+    let accepted = tokens.tokens.len() == token_count + 1
+        && tokens.text.get(text_len..).is_some_and(|word| {
+            word.get(digits..).is_some_and(|rest| {
+                // A lone letter left over (`4ll` leaves `l`) is no word of its own.
+                let rest_is_a_word = {
+                    let rest = squeeze(rest);
+                    rest.len() >= 2 && vocabulary.words.contains(&rest)
+                };
+                rest.len() >= 2
+                    && !NUMBER_SUFFIXES.contains(&rest)
+                    && vocabulary.knows(word)
+                    && !rest_is_a_word
+            })
+        });
+    if accepted {
+        return Some(next);
+    }
+    tokens.text.truncate(text_len);
+    tokens.tokens.truncate(token_count);
+    None
 }
 
 fn read_number(chars: &[Folded], start_index: usize, tokens: &mut RawTokens) -> usize {
@@ -840,6 +946,50 @@ mod tests {
         assert_eq!(&text[start..end], "сhest");
         let at = normalized.squeezed.find("chest").expect("found");
         assert_eq!(normalized.token_range(at, at + 5, true), Some((1, 1)));
+    }
+
+    #[test]
+    fn letters_keyboards_lack_are_spelt_out() {
+        assert_eq!(words("mal à l'Œil"), "mal a loeil");
+        assert_eq!(words("es ist so heiß"), words("es ist so heiss"));
+        assert_eq!(words("Cæsar"), "caesar");
+    }
+
+    #[test]
+    fn digits_in_front_of_a_word_are_letters_only_when_the_policies_know_the_word() {
+        let normalizer = Normalizer::default().with_vocabulary([
+            "overdosed",
+            "suicidal",
+            "all",
+            "emergency",
+            "kids",
+            "paracetamol",
+            "weeks",
+            "ist",
+        ]);
+        let plain = |text: &str| normalizer.normalize(text).plain;
+        assert_eq!(plain("0verdosed on 5uicidal"), "overdosed on suicidal");
+        assert_eq!(plain("4ll of them, 3mergency"), "all of them , emergency");
+        assert_eq!(plain("3kids"), "3 kids", "the rest is a word of its own");
+        assert_eq!(plain("took 30paracetamol"), "took 30 paracetamol");
+        assert_eq!(plain("4weeks"), "4 weeks");
+        assert_eq!(plain("1st time"), "1 st time", "an ordinal, not `ist`");
+        assert_eq!(plain("5am 10mg"), "5 am 10 mg");
+        assert_eq!(
+            plain("0verdose"),
+            "0 verdose",
+            "not a word the policies use"
+        );
+        assert_eq!(
+            plain("2.0verdosed"),
+            "2.0 verdosed",
+            "digits after a number"
+        );
+        assert_eq!(
+            Normalizer::default().normalize("0verdosed").plain,
+            "0 verdosed",
+            "without a vocabulary digits stay numbers"
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! plain phrases, and two regex sets for phrases with gaps and for operators' patterns. However
 //! many rules there are, a message is read once by each.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex::{Regex, RegexSet, RegexSetBuilder};
@@ -55,6 +55,8 @@ pub struct PhraseSetBuilder {
     gapped: Vec<(String, PhraseId)>,
     patterns: Vec<(String, PhraseId)>,
     next_id: PhraseId,
+    /// Every word of every phrase, squeezed.
+    words: HashSet<String>,
 }
 
 /// What one word of a phrase means.
@@ -104,6 +106,11 @@ impl PhraseSetBuilder {
             .sum();
         if words == 0 {
             return Err(PhraseError::Empty(text.to_owned()));
+        }
+        for part in &parts {
+            if let PhrasePart::Words(words) = part {
+                self.words.extend(words.iter().cloned());
+            }
         }
         let id = self.next_id;
         self.next_id += 1;
@@ -196,6 +203,11 @@ impl PhraseSetBuilder {
                 regex: regex.clone(),
             });
         literals.chain(gapped).chain(patterns).collect()
+    }
+
+    /// Every word the phrases added so far are written in, squeezed.
+    pub fn words(&self) -> impl Iterator<Item = &str> {
+        self.words.iter().map(String::as_str)
     }
 
     /// # Errors
