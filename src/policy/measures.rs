@@ -54,19 +54,92 @@ impl Measures {
     }
 }
 
-const TEMPERATURE_WORDS: [&str; 9] = [
+/// Words that name a temperature, in the eight languages the policies speak (accents stripped).
+const TEMPERATURE_WORDS: &[&str] = &[
     "temperature",
     "temp",
     "fever",
     "febre",
     "fiebre",
+    "calentura",
     "temperatura",
     "thermometer",
+    "termometro",
+    "thermometre",
     "reading",
     "hot",
+    "fievre",
+    "fieber",
+    "temperatur",
+    "febbre",
+    "koorts",
+    "temperatuur",
+    "thermometer",
+    "goraczka",
+    "goraczke",
+    "goraczki",
+    "termometr",
 ];
-const GLUCOSE_WORDS: [&str; 9] = [
-    "sugar", "sugars", "glucose", "bm", "bg", "glucosa", "azucar", "reading", "level",
+/// Degrees in the other languages: Celsius unless the number is only plausible in Fahrenheit.
+const DEGREE_WORDS: &[&str] = &[
+    "degrees", "deg", "°", "degres", "degre", "grad", "grade", "gradi", "graus", "graden",
+    "stopni", "stopnie", "stopnia",
+];
+/// Words that name a blood glucose reading.
+const GLUCOSE_WORDS: &[&str] = &[
+    "sugar",
+    "sugars",
+    "glucose",
+    "bm",
+    "bg",
+    "bs",
+    "glucosa",
+    "glucemia",
+    "azucar",
+    "reading",
+    "level",
+    "glycemie",
+    "glicemia",
+    "glicose",
+    "blutzucker",
+    "zucker",
+    "bz",
+    "glicemia",
+    "bloedsuiker",
+    "suiker",
+    "cukier",
+    "cukru",
+    "glukoza",
+    "glukozy",
+];
+/// Words that may sit between a glucose word and its reading ("sugar is 2.4", "bg: 2.4").
+const GLUCOSE_LINKS: &[&str] = &[
+    "is", "was", "of", "at", "level", "levels", "reading", ":", "=", "es", "de", "est", "ist", "e",
+    "is", "wynosi", "marca", "a", "van", "di",
+];
+/// Words after an age that make it a pregnancy's length, not a child's age.
+const PREGNANCY_WORDS: &[&str] = &[
+    "pregnant",
+    "gestation",
+    "embarazada",
+    "embarazo",
+    "gestacion",
+    "enceinte",
+    "grossesse",
+    "sa",
+    "gravida",
+    "gestacao",
+    "gravidez",
+    "schwanger",
+    "schwangerschaft",
+    "ssw",
+    "incinta",
+    "gravidanza",
+    "zwanger",
+    "zwangerschap",
+    "ciazy",
+    "ciaza",
+    "w",
 ];
 const TABLET_WORDS: [&str; 16] = [
     "tablets",
@@ -112,11 +185,28 @@ fn number_word(word: &str) -> Option<f64> {
     Some(value)
 }
 
+/// A glucose reading and how it was given.
+#[derive(Clone, Copy)]
+struct GlucoseReading {
+    mmol: f64,
+    /// Right after a glucose word or with its unit, not merely near one.
+    direct: bool,
+}
+
+impl GlucoseReading {
+    /// A direct reading tells more than one merely near a glucose word; between two alike, the
+    /// one furthest from normal (about 6 mmol/L).
+    fn tells_more_than(&self, other: &Self) -> bool {
+        (self.direct, (self.mmol - 6.0).abs()) > (other.direct, (other.mmol - 6.0).abs())
+    }
+}
+
 /// Reads the measures of a message.
 pub fn extract(text: &NormalizedText) -> Measures {
     let tokens = &text.tokens;
     let word = |index: usize| text.plain_of(index);
     let mut measures = Measures::default();
+    let mut glucose: Option<GlucoseReading> = None;
     for (index, token) in tokens.iter().enumerate() {
         let value = match token.kind {
             TokenKind::Number => word(index).parse::<f64>().ok(),
@@ -139,14 +229,15 @@ pub fn extract(text: &NormalizedText) -> Measures {
             let unit = match next {
                 "c" | "celsius" | "centigrade" | "grados" => Some(false),
                 "f" | "fahrenheit" => Some(true),
-                "degrees" | "deg" | "°" => match after_next {
+                _ if DEGREE_WORDS.contains(&next) => match after_next {
                     "f" | "fahrenheit" => Some(true),
                     _ => Some(value > 50.0),
                 },
                 _ if degree
-                    || near(&TEMPERATURE_WORDS)
+                    || near(TEMPERATURE_WORDS)
                     || TEMPERATURE_WORDS.contains(&next)
-                    || (next == "de" && TEMPERATURE_WORDS.contains(&after_next)) =>
+                    || (matches!(next, "de" | "di" | "van")
+                        && TEMPERATURE_WORDS.contains(&after_next)) =>
                 {
                     Some(value > 50.0)
                 }
@@ -170,16 +261,32 @@ pub fn extract(text: &NormalizedText) -> Measures {
 
         // Age: "6 week old", "3 months old", "10 day old baby", "2 meses".
         let months_per_unit = match next.trim_end_matches('s') {
-            "day" | "dia" => Some(1.0 / 30.4),
-            "wk" | "week" | "semana" => Some(12.0 / 52.0),
-            "month" | "mo" | "mese" | "me" | "m" => Some(1.0),
-            "year" | "yr" | "ano" | "y" => Some(12.0),
+            "day" | "dia" | "jour" | "tag" | "tage" | "tagen" | "giorno" | "giorni" | "dag"
+            | "dagen" | "dzien" | "dni" => Some(1.0 / 30.4),
+            "wk" | "week" | "semana" | "semaine" | "woche" | "wochen" | "settimana"
+            | "settimane" | "weken" | "tydzien" | "tygodni" | "tygodnie" => Some(12.0 / 52.0),
+            "month" | "mo" | "mese" | "me" | "m" | "mes" | "moi" | "monat" | "monate"
+            | "monaten" | "mesi" | "maand" | "maanden" | "miesiac" | "miesiace" | "miesiecy" => {
+                Some(1.0)
+            }
+            "year" | "yr" | "ano" | "y" | "an" | "jahr" | "jahre" | "jahren" | "anno" | "anni"
+            | "jaar" | "jaren" | "rok" | "lata" | "lat" => Some(12.0),
             _ => None,
         };
+        // "is 7 weeks", "tiene 7 semanas", "a 7 semaines", "ist 7 Wochen": an age said with a
+        // verb, unless what follows makes it a pregnancy's length.
+        let said_with_a_verb = matches!(
+            word(index.wrapping_sub(1)),
+            "is" | "tiene" | "tem" | "a" | "ist" | "ha" | "ma" | "heeft" | "esta" | "est"
+        ) && !PREGNANCY_WORDS.contains(&after_next)
+            && !(after_next == "de" && PREGNANCY_WORDS.contains(&word(index + 3 + skip)));
         let is_age = matches!(
             after_next,
             "old" | "baby" | "infant" | "son" | "daughter" | "boy" | "girl" | "de" | "bebe"
-        ) || (next == "yo" || next == "mo")
+                | "alt" | "oud"
+        ) && !(after_next == "de" && PREGNANCY_WORDS.contains(&word(index + 3 + skip)))
+            || (next == "yo" || next == "mo")
+            || said_with_a_verb
             // Spanish puts the age after the noun: "bebé de 6 semanas", "hijo de 2 años".
             || (word(index.wrapping_sub(1)) == "de"
                 && matches!(
@@ -195,17 +302,29 @@ pub fn extract(text: &NormalizedText) -> Measures {
         // Blood glucose, near a glucose word; mg/dL when so labelled or implausible as mmol/L.
         let glucose_after =
             GLUCOSE_WORDS.contains(&next) || (next == "de" && GLUCOSE_WORDS.contains(&after_next));
-        if numeric && (near(&GLUCOSE_WORDS) || glucose_after || matches!(next, "mmol" | "mg")) {
-            let mmol = if next == "mg" || value > 40.0 {
+        // A number straight after a glucose word ("bg 2.4", "sugar is 2.4") or with its unit is
+        // the reading; a number merely near one ("ate glucose tabs, rechecking in 15") counts
+        // only when no such reading was given.
+        let direct = matches!(next, "mmol" | "mg")
+            || (next == "g" && after_next == "l")
+            || GLUCOSE_WORDS.contains(&word(index.wrapping_sub(1)))
+            || (GLUCOSE_LINKS.contains(&word(index.wrapping_sub(1)))
+                && GLUCOSE_WORDS.contains(&word(index.wrapping_sub(2))))
+            || glucose_after;
+        if numeric && (direct || near(GLUCOSE_WORDS)) {
+            // mg/dL when so labelled or implausible as mmol/L; g/L (French) is a tenth of that.
+            let mmol = if next == "g" && after_next == "l" {
+                value * 100.0 / 18.0
+            } else if next == "mg" || value > 40.0 {
                 value / 18.0
             } else {
                 value
             };
             if (0.5..=60.0).contains(&mmol) {
-                measures.glucose_mmol = Some(match measures.glucose_mmol {
-                    // The reading furthest from normal (about 6 mmol/L) is the telling one.
-                    Some(seen) if (seen - 6.0).abs() > (mmol - 6.0).abs() => seen,
-                    _ => mmol,
+                let reading = GlucoseReading { mmol, direct };
+                glucose = Some(match glucose {
+                    Some(seen) if seen.tells_more_than(&reading) => seen,
+                    _ => reading,
                 });
             }
         }
@@ -222,6 +341,7 @@ pub fn extract(text: &NormalizedText) -> Measures {
                 Some(measures.tablet_count.map_or(value, |seen| seen.max(value)));
         }
     }
+    measures.glucose_mmol = glucose.map(|reading| reading.mmol);
     for index in 0..tokens.len() {
         match word(index) {
             "newborn" | "neonate" | "recien" if measures.age_months.is_none() => {
@@ -276,6 +396,35 @@ mod tests {
         assert_eq!(measures("my sugar is 2.4").glucose_mmol, Some(2.4));
         assert_eq!(measures("marca 2,9 de glucosa").glucose_mmol, Some(2.9));
         assert_eq!(measures("blood glucose 450 mg/dl").glucose_mmol, Some(25.0));
+    }
+
+    #[test]
+    fn the_other_languages_name_temperatures_ages_and_readings_too() {
+        assert_eq!(measures("Fieber 39,2").temperature_c, Some(39.2));
+        assert_eq!(measures("38 Grad seit gestern").temperature_c, Some(38.0));
+        assert_eq!(measures("gorączka 38,6").temperature_c, Some(38.6));
+        assert_eq!(measures("il a 39 de fièvre").temperature_c, Some(39.0));
+        let weeks = |text: &str| measures(text).age_months.map(|months| months * 52.0 / 12.0);
+        assert!(weeks("mein Baby ist 7 Wochen alt").is_some_and(|w| (w - 7.0).abs() < 0.01));
+        assert!(weeks("mi bebé tiene 7 semanas").is_some_and(|w| (w - 7.0).abs() < 0.01));
+        assert!(weeks("il a 6 semaines").is_some_and(|w| (w - 6.0).abs() < 0.01));
+        assert!(weeks("ons kindje is 5 weken oud").is_some_and(|w| (w - 5.0).abs() < 0.01));
+        assert_eq!(measures("she is 7 weeks pregnant").age_months, None);
+        assert_eq!(measures("tiene 7 semanas de embarazo").age_months, None);
+        assert_eq!(measures("bloedsuiker 26").glucose_mmol, Some(26.0));
+        assert_eq!(measures("glycémie à 0,45 g/l").glucose_mmol, Some(2.5));
+    }
+
+    #[test]
+    fn a_glucose_reading_beats_a_number_that_is_merely_near_a_glucose_word() {
+        assert_eq!(
+            measures("bg 2.4 ate glucose tabs, rechecking in 15").glucose_mmol,
+            Some(2.4)
+        );
+        assert_eq!(
+            measures("sugar is 2.4, was 15 last night").glucose_mmol,
+            Some(2.4)
+        );
     }
 
     #[test]
