@@ -11,6 +11,9 @@ use super::Severity;
 #[serde(deny_unknown_fields)]
 pub struct PolicyFile {
     pub meta: Meta,
+    /// Named phrase lists that rules anywhere in the set use as `@id`.
+    #[serde(default)]
+    pub concept: Vec<ConceptSpec>,
     #[serde(default)]
     pub rule: Vec<RuleSpec>,
     #[serde(default)]
@@ -29,6 +32,17 @@ pub struct Meta {
     pub title: String,
     #[serde(default)]
     pub sources: Vec<String>,
+}
+
+/// A named list of phrases: written once, used by every rule that names it as `@id` in its
+/// `triggers`, `requires` or `unless`, so a wording added to it reaches all of them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConceptSpec {
+    pub id: String,
+    #[serde(default)]
+    pub summary: String,
+    pub phrases: Phrases,
 }
 
 /// Phrases either as a plain list (English) or by language.
@@ -98,8 +112,9 @@ pub struct RuleSpec {
     pub advice: BTreeMap<String, String>,
     #[serde(default)]
     pub triggers: Phrases,
+    /// Regular expressions, as a plain list (English) or by language like `triggers`.
     #[serde(default)]
-    pub patterns: Vec<String>,
+    pub patterns: Phrases,
     #[serde(default)]
     pub requires: Vec<Vec<String>>,
     #[serde(default)]

@@ -60,6 +60,12 @@ pub enum PolicyLoadError {
     },
     #[error("{path}: invalid policy file: {reason}")]
     Parse { path: PathBuf, reason: String },
+    #[error("{path}: concept `{concept}`: {reason}")]
+    Concept {
+        path: PathBuf,
+        concept: String,
+        reason: String,
+    },
     #[error("{path}: rule `{rule}`: {reason}")]
     Rule {
         path: PathBuf,
@@ -282,12 +288,9 @@ impl PolicySet {
             return Err(PolicyLoadError::Empty(dir.to_owned()));
         }
 
-        let mut rules: Vec<Rule> = Vec::new();
-        let mut seen_ids: HashMap<String, ()> = HashMap::new();
-        let mut output_specs = Vec::new();
-        let mut tests = Vec::new();
-        for path in &paths {
-            let raw = std::fs::read_to_string(path).map_err(|source| PolicyLoadError::Read {
+        let mut files: Vec<(PathBuf, PolicyFile)> = Vec::with_capacity(paths.len());
+        for path in paths {
+            let raw = std::fs::read_to_string(&path).map_err(|source| PolicyLoadError::Read {
                 path: path.clone(),
                 source,
             })?;
@@ -302,6 +305,15 @@ impl PolicySet {
                     path: path.clone(),
                     reason: error.to_string(),
                 })?;
+            files.push((path, file));
+        }
+        let concepts = Concepts::gather(&files)?;
+
+        let mut rules: Vec<Rule> = Vec::new();
+        let mut seen_ids: HashMap<String, ()> = HashMap::new();
+        let mut output_specs = Vec::new();
+        let mut tests = Vec::new();
+        for (path, file) in &files {
             for spec in &file.rule {
                 if seen_ids.insert(spec.id.clone(), ()).is_some() {
                     return Err(PolicyLoadError::DuplicateRule(spec.id.clone()));
@@ -315,14 +327,15 @@ impl PolicySet {
                     return Err(rule_error("has no triggers and no patterns".into()));
                 }
                 let index = rules.len();
-                for (language, phrase) in spec.triggers.iter() {
+                let triggers = concepts.expand(spec.triggers.iter()).map_err(&rule_error)?;
+                for &(language, phrase) in &triggers {
                     let role = Role::Trigger {
                         rule: index,
                         language: language.to_owned(),
                     };
                     add_phrase(&mut builder, &mut roles, path, phrase, role)?;
                 }
-                for pattern in &spec.patterns {
+                for (language, pattern) in spec.patterns.iter() {
                     let id =
                         builder
                             .pattern(pattern)
@@ -335,7 +348,7 @@ impl PolicySet {
                         id,
                         Role::Trigger {
                             rule: index,
-                            language: "en".into(),
+                            language: language.to_owned(),
                         },
                     );
                 }
@@ -343,12 +356,18 @@ impl PolicySet {
                     if phrases.is_empty() {
                         return Err(rule_error(format!("requires group {group} is empty")));
                     }
-                    for phrase in phrases {
+                    let phrases = concepts
+                        .expand(phrases.iter().map(|phrase| ("en", phrase.as_str())))
+                        .map_err(&rule_error)?;
+                    for (_, phrase) in phrases {
                         let role = Role::Require { rule: index, group };
                         add_phrase(&mut builder, &mut roles, path, phrase, role)?;
                     }
                 }
-                for phrase in &spec.unless {
+                let unless = concepts
+                    .expand(spec.unless.iter().map(|phrase| ("en", phrase.as_str())))
+                    .map_err(&rule_error)?;
+                for (_, phrase) in unless {
                     add_phrase(
                         &mut builder,
                         &mut roles,
@@ -366,8 +385,11 @@ impl PolicySet {
                     })?;
                     measures.push((measure, *bounds));
                 }
-                let mut languages: Vec<&str> =
-                    spec.triggers.iter().map(|(language, _)| language).collect();
+                let mut languages: Vec<&str> = triggers
+                    .iter()
+                    .map(|&(language, _)| language)
+                    .chain(spec.patterns.iter().map(|(language, _)| language))
+                    .collect();
                 languages.push("en");
                 languages.sort_unstable();
                 languages.dedup();
@@ -404,9 +426,11 @@ impl PolicySet {
                     guidance,
                 });
             }
+        }
+        for (path, file) in files {
             output_specs.push((path.clone(), file.output_rule));
             tests.push(testing::FileTests {
-                path: path.clone(),
+                path,
                 inputs: file.test,
                 outputs: file.output_test,
             });
@@ -813,6 +837,69 @@ fn locate(
     Some((start, start))
 }
 
+/// The set's concepts by id, each with the file that defines it.
+struct Concepts<'a> {
+    by_id: HashMap<&'a str, &'a file::Phrases>,
+}
+
+impl<'a> Concepts<'a> {
+    fn gather(files: &'a [(PathBuf, PolicyFile)]) -> Result<Self, PolicyLoadError> {
+        let mut by_id = HashMap::new();
+        for (path, file) in files {
+            for concept in &file.concept {
+                let error = |reason: &str| PolicyLoadError::Concept {
+                    path: path.clone(),
+                    concept: concept.id.clone(),
+                    reason: reason.to_owned(),
+                };
+                if concept.phrases.is_empty() {
+                    return Err(error("has no phrases"));
+                }
+                if concept
+                    .phrases
+                    .iter()
+                    .any(|(_, phrase)| phrase.trim_start().starts_with('@'))
+                {
+                    return Err(error("names another concept; concepts hold phrases only"));
+                }
+                if by_id
+                    .insert(concept.id.as_str(), &concept.phrases)
+                    .is_some()
+                {
+                    return Err(error(
+                        "is defined twice; concept ids must be unique across the policy set",
+                    ));
+                }
+            }
+        }
+        Ok(Self { by_id })
+    }
+
+    /// `(language, phrase)` pairs with every `@id` replaced by that concept's own pairs.
+    fn expand<'p>(
+        &self,
+        phrases: impl Iterator<Item = (&'p str, &'p str)>,
+    ) -> Result<Vec<(&'p str, &'p str)>, String>
+    where
+        'a: 'p,
+    {
+        let mut out = Vec::new();
+        for (language, phrase) in phrases {
+            match phrase.trim().strip_prefix('@') {
+                Some(id) => {
+                    let concept = self
+                        .by_id
+                        .get(id)
+                        .ok_or_else(|| format!("names concept `@{id}`, which no file defines"))?;
+                    out.extend(concept.iter());
+                }
+                None => out.push((language, phrase)),
+            }
+        }
+        Ok(out)
+    }
+}
+
 fn cue_lists(context: &ContextFile) -> Vec<(&Vec<String>, CueKind)> {
     let mut lists: Vec<(&Vec<String>, CueKind)> = Vec::new();
     for (spec, make) in [
@@ -867,6 +954,93 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let prompts = Prompts::load(&root.join("prompts"), Region::Uk).expect("prompts");
         PolicySet::load(&root.join("policies"), &prompts).expect("policies")
+    }
+
+    /// A policy set of one topic file (and the shipped prompts), or the error loading it gives.
+    fn load_one(topic: &str) -> Result<PolicySet, PolicyLoadError> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let prompts = Prompts::load(&root.join("prompts"), Region::Uk).expect("prompts");
+        let dir = tempfile::tempdir().expect("temporary directory");
+        std::fs::write(dir.path().join("topic.toml"), topic).expect("write the topic file");
+        PolicySet::load(dir.path(), &prompts)
+    }
+
+    const CONCEPTS: &str = r#"
+[meta]
+id = "topic"
+
+[[concept]]
+id = "chest"
+phrases.en = ["chest pain", "tight band round my chest"]
+phrases.fr = ["douleur thoracique"]
+
+[[concept]]
+id = "spreading"
+phrases = ["into my jaw", "down my arm"]
+
+[[rule]]
+id = "topic.chest"
+severity = "emergency"
+guidance = "emergency"
+triggers = ["@chest"]
+requires = [["@spreading", "sweating"]]
+unless = ["@never"]
+"#;
+
+    #[test]
+    fn a_concept_named_by_a_rule_stands_for_all_its_phrases_in_their_languages() {
+        let error = load_one(CONCEPTS)
+            .err()
+            .expect("`@never` is defined nowhere");
+        assert!(error.to_string().contains("`@never`"), "{error}");
+
+        let set = load_one(&CONCEPTS.replace(r#"unless = ["@never"]"#, ""))
+            .expect("a set whose concepts are all defined");
+        let band = set.evaluate("a tight band round my chest going into my jaw");
+        assert_eq!(band.rule_ids(), ["topic.chest"]);
+        assert_eq!(
+            set.evaluate("chest pain, no sweat").level,
+            Severity::Routine,
+            "the requirement still applies"
+        );
+        let french = set.evaluate("douleur thoracique, je suis en sueur, sweating");
+        assert_eq!(
+            french.fired.first().map(|fired| fired.language.as_str()),
+            Some("fr")
+        );
+    }
+
+    #[test]
+    fn concepts_hold_phrases_only_and_are_defined_once() {
+        let nested = CONCEPTS.replace(r#""down my arm""#, r#""@chest""#);
+        assert!(
+            load_one(&nested).is_err_and(|error| error.to_string().contains("another concept"))
+        );
+        let twice = CONCEPTS.replace(r#"id = "spreading""#, r#"id = "chest""#);
+        assert!(load_one(&twice).is_err_and(|error| error.to_string().contains("defined twice")));
+    }
+
+    #[test]
+    fn a_pattern_written_under_a_language_reports_that_language() {
+        let set = load_one(
+            r#"
+[meta]
+id = "topic"
+
+[[rule]]
+id = "topic.stroke"
+severity = "emergency"
+guidance = "emergency"
+patterns.de = ['\bgesicht\b(?: \S+){0,3} (?:hangt|schief)\b']
+"#,
+        )
+        .expect("a set with a German pattern");
+        let decision = set.evaluate("sein Gesicht ist plötzlich ganz schief");
+        assert_eq!(
+            decision.fired.first().map(|fired| fired.language.as_str()),
+            Some("de"),
+            "{decision:?}"
+        );
     }
 
     #[test]
