@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use super::normalize::{NormalizedText, TokenKind};
+use super::number_words;
 
 /// The measures a rule may name in `[rule.measures]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -207,19 +208,33 @@ pub fn extract(text: &NormalizedText) -> Measures {
     let word = |index: usize| text.plain_of(index);
     let mut measures = Measures::default();
     let mut glucose: Option<GlucoseReading> = None;
+    // Words of a number already read ("thirty eight": "eight" is not read again).
+    let mut read_until = 0;
     for (index, token) in tokens.iter().enumerate() {
-        let value = match token.kind {
-            TokenKind::Number => word(index).parse::<f64>().ok(),
-            TokenKind::Word => number_word(word(index)),
-            _ => None,
+        if index < read_until {
+            continue;
+        }
+        // `end`: the first token after the number; `numeric`: plainly a number, not an article.
+        let (value, end, numeric) = match token.kind {
+            TokenKind::Number => match word(index).parse::<f64>() {
+                Ok(value) => (value, index + 1, true),
+                Err(_) => continue,
+            },
+            TokenKind::Word => match number_words::read(word, index) {
+                Some(spelt) => (spelt.value, spelt.end, spelt.compound),
+                None => match number_word(word(index)) {
+                    Some(value) => (value, index + 1, false),
+                    None => continue,
+                },
+            },
+            _ => continue,
         };
-        let Some(value) = value else { continue };
-        let numeric = token.kind == TokenKind::Number;
+        read_until = end;
         // "38 °C": the degree sign is a token of its own; read past it.
-        let degree = word(index + 1) == "°";
+        let degree = word(end) == "°";
         let skip = usize::from(degree);
-        let next = word(index + 1 + skip);
-        let after_next = word(index + 2 + skip);
+        let next = word(end + skip);
+        let after_next = word(end + 1 + skip);
         let near = |words: &[&str]| {
             (index.saturating_sub(5)..index).any(|before| words.contains(&word(before)))
         };
@@ -279,12 +294,12 @@ pub fn extract(text: &NormalizedText) -> Measures {
             word(index.wrapping_sub(1)),
             "is" | "tiene" | "tem" | "a" | "ist" | "ha" | "ma" | "heeft" | "esta" | "est"
         ) && !PREGNANCY_WORDS.contains(&after_next)
-            && !(after_next == "de" && PREGNANCY_WORDS.contains(&word(index + 3 + skip)));
+            && !(after_next == "de" && PREGNANCY_WORDS.contains(&word(end + 2 + skip)));
         let is_age = matches!(
             after_next,
             "old" | "baby" | "infant" | "son" | "daughter" | "boy" | "girl" | "de" | "bebe"
                 | "alt" | "oud"
-        ) && !(after_next == "de" && PREGNANCY_WORDS.contains(&word(index + 3 + skip)))
+        ) && !(after_next == "de" && PREGNANCY_WORDS.contains(&word(end + 2 + skip)))
             || (next == "yo" || next == "mo")
             || said_with_a_verb
             // Spanish puts the age after the noun: "bebé de 6 semanas", "hijo de 2 años".
@@ -332,9 +347,9 @@ pub fn extract(text: &NormalizedText) -> Measures {
         // Tablets: "30 paracetamol", "twenty pills", "16 x 500mg tablets".
         let counted = TABLET_WORDS.contains(&next)
             || (matches!(next, "x" | "of") && TABLET_WORDS.contains(&after_next))
-            || ((2..=4).any(|ahead| TABLET_WORDS.contains(&word(index + ahead)))
+            || ((1..=3).any(|ahead| TABLET_WORDS.contains(&word(end + ahead)))
                 && tokens
-                    .get(index + 1)
+                    .get(end)
                     .is_some_and(|following| following.kind == TokenKind::Number));
         if counted && value >= 1.0 {
             measures.tablet_count =
@@ -413,6 +428,24 @@ mod tests {
         assert_eq!(measures("tiene 7 semanas de embarazo").age_months, None);
         assert_eq!(measures("bloedsuiker 26").glucose_mmol, Some(26.0));
         assert_eq!(measures("glycémie à 0,45 g/l").glucose_mmol, Some(2.5));
+    }
+
+    #[test]
+    fn numbers_written_in_words_are_measures_too() {
+        let baby =
+            measures("baby is seven weeks old and the thermometer said thirty eight point three");
+        assert_eq!(baby.temperature_c, Some(38.3));
+        assert!(baby.age_months.is_some_and(|months| months < 2.0));
+        let spanish =
+            measures("mi bebe tiene dos meses y el termometro marca treinta y ocho con cuatro");
+        assert_eq!(spanish.temperature_c, Some(38.4));
+        assert_eq!(spanish.age_months, Some(2.0));
+        assert_eq!(
+            measures("fever of thirty nine and a half").temperature_c,
+            Some(39.5)
+        );
+        assert_eq!(measures("took thirty two pills").tablet_count, Some(32.0));
+        assert_eq!(measures("a fever, one of those days").temperature_c, None);
     }
 
     #[test]

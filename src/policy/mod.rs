@@ -14,6 +14,7 @@ pub mod eval;
 pub mod file;
 pub mod measures;
 pub mod normalize;
+mod number_words;
 pub mod output;
 pub mod phrases;
 pub mod prefixes;

@@ -1,0 +1,219 @@
+//! Numbers written out in words, in the eight languages the policies speak: "thirty eight point
+//! three", "treinta y ocho con cuatro", "achtunddreißig Komma fünf", "seven weeks". Words are read
+//! as the normaliser leaves them: lower case, accents stripped, hyphens and `ß` spelt out.
+
+/// A number read from one or more words.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SpeltNumber {
+    pub value: f64,
+    /// The index of the first word after the number.
+    pub end: usize,
+    /// More than one word ("thirty eight") or a decimal part: unmistakably a number, where a lone
+    /// "one" or "a" may be an article.
+    pub compound: bool,
+}
+
+/// Words between the tens and the units ("treinta y ocho", "trinta e oito", "vingt et un").
+const AND: &[&str] = &["y", "e", "et"];
+
+/// "and a half" after a number: "trentotto e mezzo", "treinta y ocho y medio", "i pol".
+const HALF: &[&str] = &[
+    "half", "medio", "media", "demi", "meio", "meia", "mezzo", "halb", "pol",
+];
+
+/// Words that introduce the decimal part.
+const POINT: &[&str] = &[
+    "point",
+    "punto",
+    "coma",
+    "con",
+    "virgule",
+    "virgula",
+    "komma",
+    "virgola",
+    "przecinek",
+];
+
+fn units(word: &str) -> Option<u32> {
+    Some(match word {
+        "zero" | "cero" | "null" | "nul" => 0,
+        "one" | "uno" | "una" | "un" | "une" | "um" | "uma" | "eins" | "ein" | "eine" | "een"
+        | "jeden" | "jedna" | "jedno" => 1,
+        "two" | "dos" | "deux" | "dois" | "duas" | "zwei" | "due" | "twee" | "dwa" | "dwie" => 2,
+        "three" | "tres" | "trois" | "drei" | "tre" | "drie" | "trzy" => 3,
+        "four" | "cuatro" | "quatre" | "quatro" | "vier" | "quattro" | "cztery" => 4,
+        "five" | "cinco" | "cinq" | "funf" | "fuenf" | "cinque" | "vijf" | "piec" => 5,
+        "six" | "seis" | "sechs" | "sei" | "zes" | "szesc" => 6,
+        "seven" | "siete" | "sept" | "sete" | "sieben" | "sette" | "zeven" | "siedem" => 7,
+        "eight" | "ocho" | "huit" | "oito" | "acht" | "otto" | "osiem" => 8,
+        "nine" | "nueve" | "neuf" | "nove" | "neun" | "negen" | "dziewiec" => 9,
+        _ => return None,
+    })
+}
+
+fn teens(word: &str) -> Option<u32> {
+    Some(match word {
+        "ten" | "diez" | "dix" | "dez" | "zehn" | "dieci" | "tien" | "dziesiec" => 10,
+        "eleven" | "once" | "onze" | "elf" | "undici" | "jedenascie" => 11,
+        "twelve" | "doce" | "douze" | "doze" | "zwolf" | "dodici" | "twaalf" | "dwanascie" => 12,
+        "thirteen" | "trece" | "treize" | "treze" | "dreizehn" | "tredici" | "dertien"
+        | "trzynascie" => 13,
+        "fourteen" | "catorce" | "quatorze" | "catorze" | "vierzehn" | "quattordici"
+        | "veertien" | "czternascie" => 14,
+        "fifteen" | "quince" | "quinze" | "funfzehn" | "quindici" | "vijftien" | "pietnascie" => 15,
+        "sixteen" | "dieciseis" | "seize" | "dezesseis" | "dezasseis" | "sechzehn" | "sedici"
+        | "zestien" | "szesnascie" => 16,
+        "seventeen" | "diecisiete" | "dezessete" | "dezassete" | "siebzehn" | "diciassette"
+        | "zeventien" | "siedemnascie" => 17,
+        "eighteen" | "dieciocho" | "dezoito" | "achtzehn" | "diciotto" | "achttien"
+        | "osiemnascie" => 18,
+        "nineteen" | "diecinueve" | "dezenove" | "dezanove" | "neunzehn" | "diciannove"
+        | "negentien" | "dziewietnascie" => 19,
+        _ => return None,
+    })
+}
+
+fn tens(word: &str) -> Option<u32> {
+    Some(match word {
+        "twenty" | "veinte" | "vingt" | "vinte" | "zwanzig" | "venti" | "twintig"
+        | "dwadziescia" => 20,
+        "thirty" | "treinta" | "trente" | "trinta" | "dreissig" | "trenta" | "dertig"
+        | "trzydziesci" => 30,
+        "forty" | "cuarenta" | "quarante" | "quarenta" | "vierzig" | "quaranta" | "veertig"
+        | "czterdziesci" => 40,
+        "fifty" | "cincuenta" | "cinquante" | "cinquenta" | "funfzig" | "cinquanta" | "vijftig"
+        | "piecdziesiat" => 50,
+        "sixty" | "sesenta" | "soixante" | "sessenta" | "sechzig" | "sessanta" | "zestig"
+        | "szescdziesiat" => 60,
+        // Not Polish "sto" (Italian "I am") nor "cent" (money).
+        "hundred" | "cien" | "cem" | "hundert" | "cento" | "honderd" => 100,
+        _ => return None,
+    })
+}
+
+/// One word that is a whole number by itself: units, teens, tens, and the compounds written as
+/// one word ("achtunddreissig", "achtendertig", "trentotto", "veintiocho").
+fn whole_word(word: &str) -> Option<u32> {
+    if let Some(value) = units(word).or_else(|| teens(word)).or_else(|| tens(word)) {
+        return Some(value);
+    }
+    // German "<units>und<tens>", Dutch "<units>en<tens>" (also "<units>ën<tens>", accents gone).
+    for joint in ["und", "en"] {
+        if let Some((unit, ten)) = word.split_once(joint)
+            && let (Some(unit), Some(ten)) = (units(unit), tens(ten))
+            && ten < 100
+        {
+            return Some(ten + unit);
+        }
+    }
+    // Italian "trentotto", "ventuno" (the tens lose their last vowel before one), Spanish
+    // "veintiocho", Portuguese/Italian "vinte"/"venti" + units.
+    for stem in [
+        "veinti",
+        "venti",
+        "vent",
+        "trenta",
+        "trent",
+        "quaranta",
+        "quarant",
+        "cinquanta",
+        "cinquant",
+        "sessanta",
+        "sessant",
+    ] {
+        if let Some(unit) = word.strip_prefix(stem).and_then(units) {
+            let ten = match stem.chars().next() {
+                Some('v') => 20,
+                Some('t') => 30,
+                Some('q') => 40,
+                Some('c') => 50,
+                _ => 60,
+            };
+            return Some(ten + unit);
+        }
+    }
+    None
+}
+
+/// Reads a number written in words starting at word `index`; `word(i)` gives word `i` (empty
+/// past the end).
+pub fn read<'a>(word: impl Fn(usize) -> &'a str, index: usize) -> Option<SpeltNumber> {
+    let first = word(index);
+    let mut value = whole_word(first)?;
+    let mut end = index + 1;
+    // "thirty eight", "treinta y ocho", "trente huit", "vingt et un".
+    if (20..100).contains(&value) && value % 10 == 0 {
+        let link = usize::from(AND.contains(&word(end)));
+        if let Some(unit) = units(word(end + link)).filter(|&unit| unit > 0) {
+            value += unit;
+            end += link + 1;
+        }
+    }
+    let mut spelt = SpeltNumber {
+        value: f64::from(value),
+        end,
+        compound: end > index + 1,
+    };
+    // "point three", "con cuatro", "komma fünf": one decimal digit.
+    if POINT.contains(&word(end))
+        && let Some(tenths) = units(word(end + 1))
+    {
+        spelt.value += f64::from(tenths) / 10.0;
+        spelt.end = end + 2;
+        spelt.compound = true;
+    } else if matches!(word(end), "and" | "i" | "y" | "e" | "et" | "und" | "en") {
+        // "and a half", "e mezzo", "i pol".
+        let article = usize::from(matches!(word(end + 1), "a" | "un" | "une"));
+        if HALF.contains(&word(end + 1 + article)) {
+            spelt.value += 0.5;
+            spelt.end = end + 2 + article;
+            spelt.compound = true;
+        }
+    }
+    Some(spelt)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_text(text: &str) -> Option<(f64, usize, bool)> {
+        let words: Vec<&str> = text.split(' ').collect();
+        read(|index| words.get(index).copied().unwrap_or(""), 0)
+            .map(|spelt| (spelt.value, spelt.end, spelt.compound))
+    }
+
+    #[test]
+    fn numbers_in_words_are_read_in_each_language() {
+        assert_eq!(read_text("thirty eight point three"), Some((38.3, 4, true)));
+        assert_eq!(
+            read_text("treinta y ocho con cuatro"),
+            Some((38.4, 5, true))
+        );
+        assert_eq!(read_text("trente huit virgule cinq"), Some((38.5, 4, true)));
+        assert_eq!(read_text("trinta e nove"), Some((39.0, 3, true)));
+        assert_eq!(
+            read_text("achtunddreissig komma funf"),
+            Some((38.5, 3, true))
+        );
+        assert_eq!(read_text("trentotto e mezzo"), Some((38.5, 3, true)));
+        assert_eq!(read_text("thirty eight and a half"), Some((38.5, 5, true)));
+        assert_eq!(read_text("achtendertig"), Some((38.0, 1, false)));
+        assert_eq!(read_text("trzydziesci osiem i pol"), Some((38.5, 4, true)));
+        assert_eq!(read_text("veintiocho"), Some((28.0, 1, false)));
+        assert_eq!(read_text("seven weeks"), Some((7.0, 1, false)));
+    }
+
+    #[test]
+    fn words_that_are_no_number_are_not_read() {
+        assert_eq!(read_text("tender"), None);
+        assert_eq!(read_text("entire"), None);
+        assert_eq!(read_text("under"), None, "`und` with no number around it");
+        assert_eq!(read_text("often"), None, "`en` with no number around it");
+        assert_eq!(
+            read_text("twenty and"),
+            Some((20.0, 1, false)),
+            "a link needs a unit after it"
+        );
+    }
+}
