@@ -108,6 +108,9 @@ impl Assessment {
 pub struct MessageContext<'a> {
     text: &'a NormalizedText,
     cues: Vec<CueHit>,
+    /// For each cue, the sentences of its first and last token: no cue reaches past its
+    /// sentence, so a finding in another sentence skips it at once.
+    cue_sentences: Vec<(usize, usize)>,
     /// For each token, the index of its sentence.
     sentence: Vec<usize>,
     /// For each token, the index of its clause (sentences split at commas too).
@@ -172,9 +175,15 @@ impl<'a> MessageContext<'a> {
         };
         let terminator = mark(CueKind::Terminator);
         let negation_terminator = mark(CueKind::NegationTerminator);
+        let sentence_of = |token: usize| sentence.get(token).copied().unwrap_or(usize::MAX);
+        let cue_sentences = cues
+            .iter()
+            .map(|cue| (sentence_of(cue.first), sentence_of(cue.last)))
+            .collect();
         Self {
             text,
             cues,
+            cue_sentences,
             sentence,
             clause,
             terminator,
@@ -186,7 +195,17 @@ impl<'a> MessageContext<'a> {
     /// The context of a finding at tokens `first..=last`.
     pub fn assess(&self, first: usize, last: usize) -> Assessment {
         let mut assessment = Assessment::default();
-        for cue in &self.cues {
+        let (Some(&first_sentence), Some(&last_sentence)) =
+            (self.sentence.get(first), self.sentence.get(last))
+        else {
+            return assessment;
+        };
+        for (cue, &(cue_first, cue_last)) in self.cues.iter().zip(&self.cue_sentences) {
+            // Every cue's reach ends at its sentence's end (scopes, family history, acute
+            // clauses) or needs an overlap with the finding (figurative speech).
+            if cue_last < first_sentence || cue_first > last_sentence {
+                continue;
+            }
             // A cue inside the finding's own words never applies to it ("can't breathe").
             if cue.first <= last && first <= cue.last {
                 if cue.kind == CueKind::Figurative {

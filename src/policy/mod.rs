@@ -3,6 +3,8 @@
 //! in 2010". A decision names its rule, the matched span, the context and the guidance.
 
 use std::collections::{BTreeMap, HashMap};
+
+type FastHash = foldhash::fast::RandomState;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -588,9 +590,11 @@ impl PolicySet {
             measures: measures.clone(),
             ..Decision::default()
         };
-        let mut best_trigger: HashMap<usize, (&Hit, &Assessment, &str)> = HashMap::new();
+        // Small maps asked once per hit: a fast hasher (the keys are rule numbers, not input).
+        let mut best_trigger: HashMap<usize, (&Hit, &Assessment, &str), FastHash> =
+            HashMap::default();
         let mut blocked: Vec<bool> = vec![false; self.rules.len()];
-        let mut met: HashMap<(usize, usize), bool> = HashMap::new();
+        let mut met: HashMap<(usize, usize), bool, FastHash> = HashMap::default();
 
         for (hit, assessment) in &scan.hits {
             match self.roles.get(hit.phrase) {

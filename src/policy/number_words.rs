@@ -97,6 +97,16 @@ fn whole_word(word: &str) -> Option<u32> {
     if let Some(value) = units(word).or_else(|| teens(word)).or_else(|| tens(word)) {
         return Some(value);
     }
+    // Most words are no number: only a word ending like German or Dutch tens ("-zig", "-ssig",
+    // "-tig") or starting like Italian or Spanish ones is taken apart (this runs on every word).
+    if !(word.ends_with("zig") || word.ends_with("ssig") || word.ends_with("tig"))
+        && !matches!(
+            word.as_bytes().first(),
+            Some(b'v' | b't' | b'q' | b'c' | b's')
+        )
+    {
+        return None;
+    }
     // German "<units>und<tens>", Dutch "<units>en<tens>" (also "<units>ën<tens>", accents gone).
     for joint in ["und", "en"] {
         if let Some((unit, ten)) = word.split_once(joint)
