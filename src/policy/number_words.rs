@@ -99,12 +99,12 @@ fn whole_word(word: &str) -> Option<u32> {
     }
     // Most words are no number: only a word ending like German or Dutch tens ("-zig", "-ssig",
     // "-tig") or starting like Italian or Spanish ones is taken apart (this runs on every word).
-    if !(word.ends_with("zig") || word.ends_with("ssig") || word.ends_with("tig"))
-        && !matches!(
-            word.as_bytes().first(),
-            Some(b'v' | b't' | b'q' | b'c' | b's')
-        )
-    {
+    let compound_tens = word.ends_with("zig") || word.ends_with("ssig") || word.ends_with("tig");
+    let compound_start = matches!(
+        word.as_bytes().first(),
+        Some(b'v' | b't' | b'q' | b'c' | b's')
+    );
+    if !(compound_tens || compound_start) {
         return None;
     }
     // German "<units>und<tens>", Dutch "<units>en<tens>" (also "<units>ën<tens>", accents gone).
