@@ -714,10 +714,27 @@ fn read_word(chars: &[Folded], start_index: usize, tokens: &mut RawTokens) -> us
     index.max(start_index + 1)
 }
 
-/// What follows a number written against it (`1st`, `5am`, `10mg`, `3yo`): never letters of a word.
+/// Whether `suffix` is the English ordinal ending of the number `digits` (`1st`, `3rd`, `11th`).
+/// A wrong one (`3nd`) is no ordinal, so the digit may be a letter (`3nd it` for `end it`).
+fn is_ordinal_of(digits: &[Folded], suffix: &str) -> bool {
+    let value = digits
+        .iter()
+        .filter_map(|folded| folded.ch.to_digit(10))
+        .fold(0, |value, digit| value * 10 + digit);
+    let ending = match (value % 100, value % 10) {
+        (11..=13, _) => "th",
+        (_, 1) => "st",
+        (_, 2) => "nd",
+        (_, 3) => "rd",
+        _ => "th",
+    };
+    suffix == ending
+}
+
+/// What follows a number written against it (`5am`, `10mg`, `3yo`): never letters of a word.
 const NUMBER_SUFFIXES: &[&str] = &[
-    "st", "nd", "rd", "th", "am", "pm", "mg", "mcg", "ml", "kg", "cm", "mm", "hr", "hrs", "yo",
-    "yr", "yrs", "wk", "wks", "mo", "mos", "min", "mins", "lb", "lbs", "oz", "ft", "iu",
+    "am", "pm", "mg", "mcg", "ml", "kg", "cm", "mm", "hr", "hrs", "yo", "yr", "yrs", "wk", "wks",
+    "mo", "mos", "min", "mins", "lb", "lbs", "oz", "ft", "iu",
 ];
 
 /// A word spelt with one or two digits in front (`0verdosed`, `5uicidal`, `4ll`), read as a word
@@ -760,6 +777,7 @@ fn read_leading_leet(
                 };
                 rest.len() >= 2
                     && !NUMBER_SUFFIXES.contains(&rest)
+                    && !is_ordinal_of(&chars[index..index + digits], rest)
                     && vocabulary.knows(word)
                     && !rest_is_a_word
             })
@@ -962,6 +980,7 @@ mod tests {
             "suicidal",
             "all",
             "emergency",
+            "end",
             "kids",
             "paracetamol",
             "weeks",
@@ -974,6 +993,8 @@ mod tests {
         assert_eq!(plain("took 30paracetamol"), "took 30 paracetamol");
         assert_eq!(plain("4weeks"), "4 weeks");
         assert_eq!(plain("1st time"), "1 st time", "an ordinal, not `ist`");
+        assert_eq!(plain("3rd 11th 4th"), "3 rd 11 th 4 th");
+        assert_eq!(plain("g0nna 3nd it"), "gonna end it", "`3nd` is no ordinal");
         assert_eq!(plain("5am 10mg"), "5 am 10 mg");
         assert_eq!(
             plain("0verdose"),
