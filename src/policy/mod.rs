@@ -3,8 +3,6 @@
 //! in 2010". A decision names its rule, the matched span, the context and the guidance.
 
 use std::collections::{BTreeMap, HashMap};
-
-type FastHash = foldhash::fast::RandomState;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -30,6 +28,9 @@ use normalize::{Lexicon, NormalizedText, Normalizer};
 use phrases::{Hit, PhraseError, PhraseSet, PhraseSetBuilder};
 
 use crate::prompts::{PromptError, Prompts};
+
+/// For small maps keyed by rule numbers (not input): a fast hasher.
+type FastHash = foldhash::fast::RandomState;
 
 /// How serious a finding is. Ordered: `Routine < Urgent < Emergency`.
 #[derive(
