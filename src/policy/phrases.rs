@@ -220,14 +220,19 @@ impl PhraseSetBuilder {
         let compile = |list: &[(String, PhraseId)]| -> Result<CompiledRegexes, PhraseError> {
             // A large lazy-DFA cache: with hundreds of patterns a small one thrashes and the
             // search falls back to the much slower NFA.
-            let set = RegexSetBuilder::new(list.iter().map(|(source, _)| source.as_str()))
-                .size_limit(64 * 1024 * 1024)
-                .dfa_size_limit(64 * 1024 * 1024)
-                .build()
-                .map_err(|error| PhraseError::BadPattern {
-                    pattern: "(set)".into(),
-                    reason: error.to_string(),
-                })?;
+            let sets = list
+                .chunks(SET_SIZE)
+                .map(|chunk| {
+                    RegexSetBuilder::new(chunk.iter().map(|(source, _)| source.as_str()))
+                        .size_limit(64 * 1024 * 1024)
+                        .dfa_size_limit(64 * 1024 * 1024)
+                        .build()
+                        .map_err(|error| PhraseError::BadPattern {
+                            pattern: "(set)".into(),
+                            reason: error.to_string(),
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             let each = list
                 .iter()
                 .map(|(source, id)| {
@@ -239,7 +244,7 @@ impl PhraseSetBuilder {
                         })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(CompiledRegexes { set, each })
+            Ok(CompiledRegexes { sets, each })
         };
         Ok(PhraseSet {
             automaton,
@@ -277,9 +282,16 @@ fn ascii_word_boundaries(pattern: &str) -> String {
 }
 
 struct CompiledRegexes {
-    set: RegexSet,
+    /// The expressions in sets of at most `SET_SIZE`, each set covering the next `SET_SIZE`
+    /// entries of `each`.
+    sets: Vec<RegexSet>,
     each: Vec<(Regex, PhraseId)>,
 }
+
+/// Expressions per regex set. One set of thousands made every state of its lazy DFA a set of
+/// thousands of NFA states: the cache filled within a few messages and each new message was
+/// determinised again, about 5 ms per message. Smaller sets keep their states small.
+const SET_SIZE: usize = 128;
 
 impl CompiledRegexes {
     fn scan(&self, text: &NormalizedText, squeezed: bool, hits: &mut Vec<Hit>) {
@@ -288,8 +300,15 @@ impl CompiledRegexes {
         } else {
             &text.plain
         };
-        for index in self.set.matches(haystack).iter() {
-            let (regex, phrase) = &self.each[index];
+        let matched = self.sets.iter().enumerate().flat_map(|(chunk, set)| {
+            set.matches(haystack)
+                .into_iter()
+                .map(move |index| chunk * SET_SIZE + index)
+        });
+        for index in matched {
+            let Some((regex, phrase)) = self.each.get(index) else {
+                continue;
+            };
             for found in regex.find_iter(haystack) {
                 // Gapped phrases carry their padding spaces; strip them before mapping to tokens.
                 let (start, end) = if squeezed {
@@ -363,6 +382,23 @@ mod tests {
             .collect();
         hits.sort_unstable();
         hits
+    }
+
+    #[test]
+    fn gapped_phrases_past_the_first_regex_set_are_found_as_themselves() {
+        let words: Vec<String> = (0..SET_SIZE * 2 + 5)
+            .map(|number| {
+                format!(
+                    "word{} * pain",
+                    "x".repeat(number % 7 + 1) + &number.to_string()
+                )
+            })
+            .collect();
+        let last = words.last().cloned().unwrap_or_default();
+        let phrases: Vec<&str> = words.iter().map(String::as_str).collect();
+        let text = format!("{} bad pain", last.trim_end_matches(" * pain"));
+        // "wordxxxx260" reads as a word and a number: the phrase spans four tokens.
+        assert_eq!(found(&phrases, &text), [(phrases.len() - 1, 0, 3)]);
     }
 
     #[test]

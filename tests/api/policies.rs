@@ -76,8 +76,10 @@ expect = "urgent"
 rule = "zz_test.purple_spots"
 "#;
 
+/// Waits up to a minute: a reload compiles and tests the whole shipped set (4,000 cases), which
+/// takes seconds in a debug build and longer on a machine shared with other tests.
 async fn wait_for(app: &TestApp, check: impl Fn(&Value) -> bool) -> Value {
-    for _ in 0..100 {
+    for _ in 0..600 {
         let current = status(app).await;
         if check(&current) {
             return current;
