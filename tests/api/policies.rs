@@ -68,10 +68,10 @@ title = "A rule added while the server runs"
 id = "zz_test.purple_spots"
 severity = "urgent"
 guidance = "urgent"
-triggers = ["purple elephant spots"]
+triggers = ["tangerine kazoo whistles"]
 
 [[test]]
-text = "I have purple elephant spots"
+text = "I have tangerine kazoo whistles"
 expect = "urgent"
 rule = "zz_test.purple_spots"
 "#;
@@ -100,7 +100,7 @@ async fn hot_reload_swaps_a_good_set_and_refuses_a_broken_one() {
     let app = spawn_app(settings).await;
     let first = status(&app).await;
     assert_eq!(
-        dry_run(&app, "I have purple elephant spots").await["decision"]["level"],
+        dry_run(&app, "I have tangerine kazoo whistles").await["decision"]["level"],
         "routine"
     );
 
@@ -108,7 +108,7 @@ async fn hot_reload_swaps_a_good_set_and_refuses_a_broken_one() {
     std::fs::write(policies.join("zz_test.toml"), NEW_POLICY).expect("write");
     let second = wait_for(&app, |now| now["version"] != first["version"]).await;
     assert_eq!(
-        dry_run(&app, "I have purple elephant spots").await["decision"]["level"],
+        dry_run(&app, "I have tangerine kazoo whistles").await["decision"]["level"],
         "urgent"
     );
 
@@ -123,7 +123,7 @@ async fn hot_reload_swaps_a_good_set_and_refuses_a_broken_one() {
             .contains("zz_test.toml")
     );
     assert_eq!(
-        dry_run(&app, "I have purple elephant spots").await["decision"]["level"],
+        dry_run(&app, "I have tangerine kazoo whistles").await["decision"]["level"],
         "urgent"
     );
 
