@@ -75,7 +75,6 @@ const TEMPERATURE_WORDS: &[&str] = &[
     "febbre",
     "koorts",
     "temperatuur",
-    "thermometer",
     "goraczka",
     "goraczke",
     "goraczki",
@@ -105,7 +104,6 @@ const GLUCOSE_WORDS: &[&str] = &[
     "blutzucker",
     "zucker",
     "bz",
-    "glicemia",
     "bloedsuiker",
     "suiker",
     "cukier",
@@ -116,7 +114,7 @@ const GLUCOSE_WORDS: &[&str] = &[
 /// Words that may sit between a glucose word and its reading ("sugar is 2.4", "bg: 2.4").
 const GLUCOSE_LINKS: &[&str] = &[
     "is", "was", "of", "at", "level", "levels", "reading", ":", "=", "es", "de", "est", "ist", "e",
-    "is", "wynosi", "marca", "a", "van", "di",
+    "wynosi", "marca", "a", "van", "di",
 ];
 /// Words after an age that make it a pregnancy's length, not a child's age.
 const PREGNANCY_WORDS: &[&str] = &[

@@ -591,7 +591,6 @@ impl PolicySet {
             measures: measures.clone(),
             ..Decision::default()
         };
-        // Small maps asked once per hit: a fast hasher (the keys are rule numbers, not input).
         let mut best_trigger: HashMap<usize, (&Hit, &Assessment, &str), FastHash> =
             HashMap::default();
         let mut blocked: Vec<bool> = vec![false; self.rules.len()];
