@@ -52,9 +52,9 @@ pub enum GuardAction {
 pub struct Guard<'a> {
     rules: &'a OutputRules,
     prefixes: &'a PhrasePrefixes,
-    /// The automata's working memory, handed back to their pool when the guard is dropped.
+    /// The automata's working memory, borrowed from their pools for one check at a time.
     caches: PrefixCaches,
-    /// The append rules' automata, and their working memory.
+    /// The append rules' automata, and their working memory (borrowed like `caches`).
     append_automata: &'a PhrasePrefixes,
     append_caches: PrefixCaches,
     /// Set once text went out while a phrase could still have begun in it (a reply too long
@@ -85,9 +85,9 @@ impl<'a> Guard<'a> {
         Self {
             rules,
             prefixes,
-            caches: prefixes.caches(),
+            caches: PrefixCaches::default(),
             append_automata,
-            append_caches: append_automata.caches(),
+            append_caches: PrefixCaches::default(),
             forced: false,
             flag,
             pending: String::new(),
@@ -191,7 +191,28 @@ impl<'a> Guard<'a> {
         self.appends.len() < self.rules.append_rule_count(self.flag)
     }
 
+    /// Checks with the automata's working memory borrowed from their pools for this call only.
+    ///
+    /// A guard used to keep its caches for the whole reply. With more replies streaming at once
+    /// than the pool keeps, every finished reply dropped its warmed cache and every new one
+    /// determinised the same states again: under a hundred concurrent replies that was a quarter
+    /// of the server's CPU. A check never waits, so the caches in use at once are at most the
+    /// threads checking, and each reply walks states that earlier replies built.
     fn check(&mut self, at_end: bool) -> GuardStep {
+        self.caches = self.prefixes.caches();
+        self.append_caches = self.append_automata.caches();
+        let step = self.check_with_caches(at_end);
+        self.return_caches();
+        step
+    }
+
+    fn return_caches(&mut self) {
+        self.prefixes.give_back(std::mem::take(&mut self.caches));
+        self.append_automata
+            .give_back(std::mem::take(&mut self.append_caches));
+    }
+
+    fn check_with_caches(&mut self, at_end: bool) -> GuardStep {
         let (combined, offset) = self.combined();
         let normalized = self.rules.normalize(&combined);
         let frontier = self.frontier(&normalized, &combined, offset);
@@ -360,10 +381,9 @@ fn context_start(tail: &str, settled: usize) -> usize {
 }
 
 impl Drop for Guard<'_> {
+    /// Caches still held here were taken by a check that did not return (a panic).
     fn drop(&mut self) {
-        self.prefixes.give_back(std::mem::take(&mut self.caches));
-        self.append_automata
-            .give_back(std::mem::take(&mut self.append_caches));
+        self.return_caches();
     }
 }
 
@@ -521,6 +541,32 @@ mod tests {
 
     fn shown(pieces: &[String]) -> String {
         stream(shipped().output_rules(), Severity::Emergency, pieces).released
+    }
+
+    #[test]
+    fn replies_streaming_at_once_share_the_automata_working_memory() {
+        let rules = shipped().output_rules();
+        let flag = Severity::Urgent;
+        let built = || rules.prefixes(flag).caches_built() + rules.appends(flag).caches_built();
+        let before = built();
+        let mut guards: Vec<Guard> = (0..60).map(|_| Guard::new(rules, flag)).collect();
+        for chunk in [
+            "Thank you for ",
+            "telling me. It is ",
+            "probably a cold, ",
+            "rest well.",
+        ] {
+            for guard in &mut guards {
+                guard.push(chunk);
+            }
+        }
+        for guard in &mut guards {
+            guard.finish();
+        }
+        // A cache per reply would build about 120 here; other tests running beside this one
+        // may build a few of their own.
+        let grown = built() - before;
+        assert!(grown <= 8, "{grown} caches built for 60 replies");
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! and caches are pooled so that replies reuse the states earlier replies built.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use regex_automata::hybrid::LazyStateID;
 use regex_automata::hybrid::dfa::{Cache, DFA};
@@ -21,15 +22,16 @@ use regex_automata::{Anchored, MatchKind};
 
 use super::phrases::{Haystack, PhraseExpression};
 
-/// How much one cache may hold before it is cleared and rebuilt. With the output rules in eight
-/// languages a warmed cache for a mixed reply holds about 270 KiB; this leaves room to grow. It is
-/// a ceiling, not an allocation: a cache holds only the states its replies visited.
-const CACHE_BYTES: usize = 512 * 1024;
-/// How many idle caches each automaton keeps for the next replies. A warmed cache for the
-/// shipped rules holds 75–165 KiB, so the pools of all three flags stay under about 25 MiB even
-/// after a burst of concurrent replies under each; replies beyond the pool warm a cache of
-/// their own.
-const POOLED_CACHES: usize = 32;
+/// How much one cache may hold before it is cleared and rebuilt. A guard borrows a cache for one
+/// check at a time, so a cache gathers the states of every reply it has served: with the output
+/// rules in eight languages a warmed cache for one mixed reply holds about 270 KiB, and many
+/// replies' states together need more. It is a ceiling, not an allocation, and only a few caches
+/// exist per automaton (one per thread checking at the same moment).
+const CACHE_BYTES: usize = 2 * 1024 * 1024;
+/// How many idle caches each automaton keeps. A cache is out of the pool only while a check runs,
+/// so the caches in use at once are at most the threads checking; more than that are never
+/// needed, and a burst beyond it warms caches that are then dropped.
+const POOLED_CACHES: usize = 8;
 
 /// One kind of text's automaton.
 enum Walker {
@@ -42,8 +44,11 @@ enum Walker {
 
 struct LazyWalker {
     dfa: DFA,
-    /// Caches of finished replies, for the next ones.
+    /// Caches not in use, for the next check.
     idle: Mutex<Vec<Cache>>,
+    /// Caches built so far: each is states determinised again, so this should stay near the
+    /// number of threads.
+    built: AtomicUsize,
 }
 
 impl Walker {
@@ -89,6 +94,7 @@ impl Walker {
                 Walker::Lazy(Box::new(LazyWalker {
                     dfa,
                     idle: Mutex::new(Vec::new()),
+                    built: AtomicUsize::new(0),
                 })),
                 None,
             ),
@@ -101,7 +107,17 @@ impl Walker {
             return None;
         };
         let pooled = walker.idle.lock().ok().and_then(|mut idle| idle.pop());
-        Some(pooled.unwrap_or_else(|| walker.dfa.create_cache()))
+        Some(pooled.unwrap_or_else(|| {
+            walker.built.fetch_add(1, Ordering::Relaxed);
+            walker.dfa.create_cache()
+        }))
+    }
+
+    fn caches_built(&self) -> usize {
+        match self {
+            Walker::Lazy(walker) => walker.built.load(Ordering::Relaxed),
+            Walker::Nothing | Walker::Unknown => 0,
+        }
     }
 
     fn give_back(&self, cache: Option<Cache>) {
@@ -224,12 +240,17 @@ impl PhrasePrefixes {
         (Self { phrases, patterns }, problems)
     }
 
-    /// Working memory for one reply, from the pool when there is some.
+    /// Working memory for one check, from the pool when there is some.
     pub fn caches(&self) -> PrefixCaches {
         PrefixCaches {
             phrases: self.phrases.cache(),
             patterns: self.patterns.cache(),
         }
+    }
+
+    /// How many caches these automata have built: each one means determinising states again.
+    pub fn caches_built(&self) -> usize {
+        self.phrases.caches_built() + self.patterns.caches_built()
     }
 
     /// Returns a reply's working memory to the pool.
