@@ -371,6 +371,8 @@ pub async fn run(args: MixedArgs, json_output: bool) -> anyhow::Result<bool> {
         &[
             "carebridge_guard_chunk_seconds",
             "carebridge_turn_start_seconds",
+            "carebridge_policy_evaluation_seconds",
+            "carebridge_request_build_seconds",
             "carebridge_model_first_token_seconds",
             "carebridge_first_delta_seconds",
         ],

@@ -97,24 +97,25 @@ fn whole_word(word: &str) -> Option<u32> {
     if let Some(value) = units(word).or_else(|| teens(word)).or_else(|| tens(word)) {
         return Some(value);
     }
-    // Most words are no number: only a word ending like German or Dutch tens ("-zig", "-ssig",
-    // "-tig") or starting like Italian or Spanish ones is taken apart (this runs on every word).
-    let compound_tens = word.ends_with("zig") || word.ends_with("ssig") || word.ends_with("tig");
-    let compound_start = matches!(
+    // Most words are no number, and this runs on every word: only a word ending like German or
+    // Dutch tens ("-zig", "-ssig", "-tig") is split at "und"/"en", and only one starting like
+    // Italian or Spanish tens is tried against their stems.
+    // German "<units>und<tens>", Dutch "<units>en<tens>" (also "<units>ën<tens>", accents gone).
+    if word.ends_with("zig") || word.ends_with("ssig") || word.ends_with("tig") {
+        for joint in ["und", "en"] {
+            if let Some((unit, ten)) = word.split_once(joint)
+                && let (Some(unit), Some(ten)) = (units(unit), tens(ten))
+                && ten < 100
+            {
+                return Some(ten + unit);
+            }
+        }
+    }
+    if !matches!(
         word.as_bytes().first(),
         Some(b'v' | b't' | b'q' | b'c' | b's')
-    );
-    if !(compound_tens || compound_start) {
+    ) {
         return None;
-    }
-    // German "<units>und<tens>", Dutch "<units>en<tens>" (also "<units>ën<tens>", accents gone).
-    for joint in ["und", "en"] {
-        if let Some((unit, ten)) = word.split_once(joint)
-            && let (Some(unit), Some(ten)) = (units(unit), tens(ten))
-            && ten < 100
-        {
-            return Some(ten + unit);
-        }
     }
     // Italian "trentotto", "ventuno" (the tens lose their last vowel before one), Spanish
     // "veintiocho", Portuguese/Italian "vinte"/"venti" + units.

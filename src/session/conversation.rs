@@ -251,6 +251,8 @@ impl Conversation {
             text.as_str(),
             self.recent.iter().map(|(_, findings)| findings),
         );
+        metrics::histogram!("carebridge_policy_evaluation_seconds")
+            .record(ready.elapsed().as_secs_f64());
         let alert = decision.lead().map(|lead| SessionEvent::Alert {
             severity: lead.severity,
             rule: lead.rule.clone(),
@@ -853,8 +855,10 @@ async fn prepare_request(
     turn: &PendingTurn,
     history: Option<History>,
 ) -> (ChatRequest, Placeholders) {
+    let started = Instant::now();
     let (request, placeholders, redacted) =
         build_request(services, session, turn.flag_note.as_deref(), history).await;
+    metrics::histogram!("carebridge_request_build_seconds").record(started.elapsed().as_secs_f64());
     if !redacted.is_empty() {
         // Which kinds and how many, never the values.
         services
