@@ -225,11 +225,24 @@ impl PhraseSetBuilder {
     /// # Errors
     /// The automaton or a regex set could not be built (size limits).
     pub fn build(self) -> Result<PhraseSet, PhraseError> {
+        let gapped = GappedPhrases::build(&self.gapped, &self.gapped_words)?;
+        // One automaton finds both the plain phrases and the gapped phrases' words: entries
+        // `0..literals` are the phrases, the rest the words no phrase already spells alone.
+        let mut entries = self.literals;
+        let mut literal_words = vec![None; entries.len()];
+        for (word, padded) in gapped.padded_words.iter().enumerate() {
+            match self.literal_index.get(padded) {
+                Some(&slot) => literal_words[slot] = Some(word),
+                None => {
+                    entries.push(padded.clone());
+                    literal_words.push(Some(word));
+                }
+            }
+        }
         let automaton = AhoCorasickBuilder::new()
             .match_kind(MatchKind::Standard)
-            .build(&self.literals)
+            .build(&entries)
             .map_err(|error| PhraseError::Automaton(error.to_string()))?;
-        let gapped = GappedPhrases::build(&self.gapped, &self.gapped_words)?;
         let compile = |list: &[(String, PhraseId)]| -> Result<CompiledRegexes, PhraseError> {
             // A large lazy-DFA cache: with hundreds of patterns a small one thrashes and the
             // search falls back to the much slower NFA.
@@ -262,6 +275,7 @@ impl PhraseSetBuilder {
         Ok(PhraseSet {
             automaton,
             literal_owners: self.literal_owners,
+            literal_words,
             gapped,
             patterns: compile(&self.patterns)?,
             phrase_count: self.next_id,
@@ -341,8 +355,9 @@ impl CompiledRegexes {
 /// pass of an automaton over those words tells which phrases can match at all, and only those
 /// few are run. A phrase whose words are all gaps and numbers is run on every message.
 struct GappedPhrases {
-    /// Every word of every gapped phrase, padded with spaces as it stands in the squeezed text.
-    words: AhoCorasick,
+    /// Every word of every gapped phrase, padded with spaces as it stands in the squeezed text
+    /// (found by the set's one automaton).
+    padded_words: Vec<String>,
     /// For each word, the phrases it was chosen to key: the phrase's word that the fewest
     /// phrases share, so that a common word does not wake hundreds of phrases.
     keyed_by: Vec<Vec<usize>>,
@@ -390,10 +405,6 @@ impl GappedPhrases {
                 }
             }
         }
-        let words = AhoCorasickBuilder::new()
-            .match_kind(MatchKind::Standard)
-            .build(&padded)
-            .map_err(|error| PhraseError::Automaton(error.to_string()))?;
         let each = list
             .iter()
             .map(|(source, id)| {
@@ -406,7 +417,7 @@ impl GappedPhrases {
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
-            words,
+            padded_words: padded,
             keyed_by,
             also_needs,
             always,
@@ -414,22 +425,12 @@ impl GappedPhrases {
         })
     }
 
-    /// The phrases whose words all stand in the text, in the order they were added.
-    fn candidates(&self, squeezed: &str) -> Vec<usize> {
-        let mut present = vec![false; self.keyed_by.len()];
-        let mut found = Vec::new();
-        for word in self.words.find_overlapping_iter(squeezed) {
-            let word = word.pattern().as_usize();
-            if let Some(seen) = present.get_mut(word)
-                && !*seen
-            {
-                *seen = true;
-                found.push(word);
-            }
-        }
+    /// The phrases whose words are all among `found` (word indices; `present` marks the same
+    /// words), in the order they were added.
+    fn candidates(&self, found: &[usize], present: &[bool]) -> Vec<usize> {
         let has = |word: &usize| present.get(*word).copied().unwrap_or(false);
         let mut candidates = self.always.clone();
-        for word in found {
+        for &word in found {
             for &phrase in self.keyed_by.get(word).into_iter().flatten() {
                 if self
                     .also_needs
@@ -444,9 +445,9 @@ impl GappedPhrases {
         candidates
     }
 
-    fn scan(&self, text: &NormalizedText, hits: &mut Vec<Hit>) {
+    fn scan(&self, text: &NormalizedText, found: &[usize], present: &[bool], hits: &mut Vec<Hit>) {
         let haystack = &text.squeezed;
-        for index in self.candidates(haystack) {
+        for index in self.candidates(found, present) {
             let Some((regex, phrase)) = self.each.get(index) else {
                 continue;
             };
@@ -467,8 +468,11 @@ impl GappedPhrases {
 
 /// The compiled scan.
 pub struct PhraseSet {
+    /// Plain phrases, then gapped phrases' words (see [`PhraseSetBuilder::build`]).
     automaton: AhoCorasick,
     literal_owners: Vec<Vec<PhraseId>>,
+    /// For each entry of the automaton, the gapped phrases' word it is, if any.
+    literal_words: Vec<Option<usize>>,
     gapped: GappedPhrases,
     patterns: CompiledRegexes,
     phrase_count: usize,
@@ -482,12 +486,25 @@ impl PhraseSet {
     /// Every phrase and pattern occurrence in the text, overlapping ones included.
     pub fn scan(&self, text: &NormalizedText) -> Vec<Hit> {
         let mut hits = Vec::new();
+        let mut present = vec![false; self.gapped.padded_words.len()];
+        let mut words_found = Vec::new();
         for found in self.automaton.find_overlapping_iter(&text.squeezed) {
+            let entry = found.pattern().as_usize();
+            if let Some(&Some(word)) = self.literal_words.get(entry)
+                && let Some(seen) = present.get_mut(word)
+                && !*seen
+            {
+                *seen = true;
+                words_found.push(word);
+            }
+            let Some(owners) = self.literal_owners.get(entry) else {
+                continue;
+            };
             let Some((first, last)) = text.token_range(found.start() + 1, found.end() - 1, true)
             else {
                 continue;
             };
-            for &phrase in &self.literal_owners[found.pattern().as_usize()] {
+            for &phrase in owners {
                 hits.push(Hit {
                     phrase,
                     first,
@@ -495,7 +512,7 @@ impl PhraseSet {
                 });
             }
         }
-        self.gapped.scan(text, &mut hits);
+        self.gapped.scan(text, &words_found, &present, &mut hits);
         self.patterns.scan(text, &mut hits);
         hits
     }
