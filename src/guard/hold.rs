@@ -2,7 +2,10 @@
 //! phrase, and text that has not settled (a word still being written, letters that may be a word
 //! spelt out). Everything else goes to the patient at once.
 
+use std::borrow::Cow;
+
 use crate::policy::normalize::{NormalizedText, squeeze};
+use crate::policy::output::OutputRules;
 
 use super::Guard;
 
@@ -17,7 +20,7 @@ const MOST_EXPANSIONS: usize = 32;
 /// out, `d o c t o r`), in multiples of the longest phrase.
 const SPELT_RUN_WINDOWS: usize = 4;
 
-impl Guard<'_> {
+impl<'a> Guard<'a> {
     /// How much of the pending text may go out now. `normalized` is `combined` normalised, and
     /// the pending text starts at byte `offset` of it.
     ///
@@ -163,25 +166,26 @@ impl Guard<'_> {
     /// What a word still being written (plain ASCII letters) may turn out to read as: a word
     /// that begins with these letters, or the expansion of any lexicon word that does (`wo`
     /// may become `wont`, read as `will not`). `None` when there are too many to try.
-    fn readings(&self, typed: &str) -> Option<Vec<Reading>> {
+    fn readings(&self, typed: &str) -> Option<Vec<Reading<'a>>> {
         let typed = typed.to_ascii_lowercase();
-        let expansions = self
-            .rules
+        let rules: &'a OutputRules = self.rules;
+        let expansions = rules
             .normalizer()
             .lexicon()
             .expansions_starting_with(&typed, MOST_EXPANSIONS)?;
         let mut readings = Vec::with_capacity(expansions.len() + 1);
-        for words in expansions {
-            let squeezed: Vec<String> = words.iter().map(|word| squeeze(word)).collect();
+        // Runs with every chunk that ends inside a word: the lexicon keeps its replacements
+        // joined and squeezed, so nothing is built here but the typed word's own reading.
+        for expansion in expansions {
             readings.push(Reading {
-                squeezed: squeezed.join(" "),
-                plain: words.join(" "),
+                squeezed: Cow::Borrowed(&expansion.squeezed),
+                plain: Cow::Borrowed(&expansion.plain),
                 whole: true,
             });
         }
         readings.push(Reading {
-            squeezed: squeeze(&typed),
-            plain: typed,
+            squeezed: Cow::Owned(squeeze(&typed)),
+            plain: Cow::Owned(typed),
             whole: false,
         });
         Some(readings)
@@ -342,11 +346,11 @@ pub(super) struct Frontier {
 }
 
 /// One reading of the word still being written.
-struct Reading {
+struct Reading<'a> {
     /// In the squeezed form phrases are matched against (words joined by single spaces).
-    squeezed: String,
+    squeezed: Cow<'a, str>,
     /// In the plain form patterns are matched against.
-    plain: String,
+    plain: Cow<'a, str>,
     /// A whole word (a lexicon expansion), rather than the start of one.
     whole: bool,
 }

@@ -148,8 +148,18 @@ pub struct Lexicon {
     // Looked up once per word of every message: a fast hasher matters, and the keys are the
     // operators' own lexicon, not attacker-chosen.
     words: HashMap<String, Vec<String>, foldhash::fast::RandomState>,
-    /// The same keys in order, to ask whether an unfinished word could still become one.
-    sorted_keys: Vec<String>,
+    /// The same keys in order with their replacements as the guard reads them, to ask what an
+    /// unfinished word could still become.
+    sorted: Vec<(String, Expansion)>,
+}
+
+/// A lexicon replacement as one text in each form phrases and patterns read.
+#[derive(Debug, Clone, Default)]
+pub struct Expansion {
+    /// Words joined by single spaces.
+    pub plain: String,
+    /// The same words squeezed (runs of a letter read as one).
+    pub squeezed: String,
 }
 
 impl Lexicon {
@@ -170,24 +180,34 @@ impl Lexicon {
                 words.insert(key, replacement);
             }
         }
-        let mut sorted_keys: Vec<String> = words.keys().cloned().collect();
-        sorted_keys.sort_unstable();
-        Self { words, sorted_keys }
+        let mut sorted: Vec<(String, Expansion)> = words
+            .iter()
+            .map(|(key, replacement)| {
+                let squeezed: Vec<String> = replacement.iter().map(|word| squeeze(word)).collect();
+                let expansion = Expansion {
+                    plain: replacement.join(" "),
+                    squeezed: squeezed.join(" "),
+                };
+                (key.clone(), expansion)
+            })
+            .collect();
+        sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Self { words, sorted }
     }
 
     /// The replacements of every key that begins with `start` (a word still being written may
     /// become any of them), or `None` when there are more than `most`.
-    pub fn expansions_starting_with(&self, start: &str, most: usize) -> Option<Vec<&[String]>> {
-        let from = self.sorted_keys.partition_point(|key| key.as_str() < start);
-        let keys = self.sorted_keys[from..]
-            .iter()
-            .take_while(|key| key.starts_with(start));
+    pub fn expansions_starting_with(&self, start: &str, most: usize) -> Option<Vec<&Expansion>> {
+        let from = self.sorted.partition_point(|(key, _)| key.as_str() < start);
         let mut expansions = Vec::new();
-        for key in keys {
+        for (key, expansion) in &self.sorted[from..] {
+            if !key.starts_with(start) {
+                break;
+            }
             if expansions.len() == most {
                 return None;
             }
-            expansions.extend(self.lookup(key));
+            expansions.push(expansion);
         }
         Some(expansions)
     }
