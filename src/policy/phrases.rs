@@ -1,11 +1,12 @@
 //! Compiles every phrase and pattern of a policy set into one scan: an aho-corasick automaton for
-//! plain phrases, a second one over the words of phrases with gaps (only the gapped phrases whose
-//! words are all there are run), and regex sets for operators' patterns.
+//! plain phrases and the words of phrases with gaps, and one for the literals operators' patterns
+//! begin with. A message runs only the gapped phrases whose words are all in it and the patterns
+//! one of whose beginnings is.
 
 use std::collections::{HashMap, HashSet};
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
-use regex::{Regex, RegexSet, RegexSetBuilder};
+use regex::Regex;
 
 use super::normalize::{NormalizedText, Normalizer, TokenKind};
 
@@ -243,41 +244,13 @@ impl PhraseSetBuilder {
             .match_kind(MatchKind::Standard)
             .build(&entries)
             .map_err(|error| PhraseError::Automaton(error.to_string()))?;
-        let compile = |list: &[(String, PhraseId)]| -> Result<CompiledRegexes, PhraseError> {
-            // A large lazy-DFA cache: with hundreds of patterns a small one thrashes and the
-            // search falls back to the much slower NFA.
-            let sets = list
-                .chunks(SET_SIZE)
-                .map(|chunk| {
-                    RegexSetBuilder::new(chunk.iter().map(|(source, _)| source.as_str()))
-                        .size_limit(64 * 1024 * 1024)
-                        .dfa_size_limit(64 * 1024 * 1024)
-                        .build()
-                        .map_err(|error| PhraseError::BadPattern {
-                            pattern: "(set)".into(),
-                            reason: error.to_string(),
-                        })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let each = list
-                .iter()
-                .map(|(source, id)| {
-                    Regex::new(source)
-                        .map(|regex| (regex, *id))
-                        .map_err(|error| PhraseError::BadPattern {
-                            pattern: source.clone(),
-                            reason: error.to_string(),
-                        })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(CompiledRegexes { sets, each })
-        };
+        let patterns = Patterns::build(&self.patterns)?;
         Ok(PhraseSet {
             automaton,
             literal_owners: self.literal_owners,
             literal_words,
             gapped,
-            patterns: compile(&self.patterns)?,
+            patterns,
             phrase_count: self.next_id,
         })
     }
@@ -308,28 +281,82 @@ fn ascii_word_boundaries(pattern: &str) -> String {
     out
 }
 
-/// Operators' patterns.
-struct CompiledRegexes {
-    /// The expressions in sets of at most `SET_SIZE`, each set covering the next `SET_SIZE`
-    /// entries of `each`.
-    sets: Vec<RegexSet>,
+/// Operators' patterns, run only on messages that hold a literal every match of theirs begins
+/// with.
+///
+/// They were regex sets run over every message. Patterns with bounded runs of any word make a
+/// set's lazy DFA meet new states in nearly every new message, so a message the server had not
+/// seen cost about 0.9 million instructions, nine tenths of it building DFA states. The literals
+/// a pattern's matches must begin with (`i took`, `we swallowed`, ...) are read from its syntax;
+/// one automaton pass over the message finds which patterns can match at all. A pattern whose
+/// matches could begin with anything (no such literals, or too many) is run on every message.
+struct Patterns {
+    /// Every pattern's possible beginnings.
+    starts: AhoCorasick,
+    /// For each entry of `starts`, the patterns that may begin with it.
+    started_by: Vec<Vec<usize>>,
+    /// Patterns whose matches could begin with anything.
+    always: Vec<usize>,
     each: Vec<(Regex, PhraseId)>,
 }
 
-/// Expressions per regex set. One set of thousands made every state of its lazy DFA a set of
-/// thousands of NFA states: the cache filled within a few messages and each new message was
-/// determinised again, about 5 ms per message. Smaller sets keep their states small.
-const SET_SIZE: usize = 128;
+impl Patterns {
+    fn build(list: &[(String, PhraseId)]) -> Result<Self, PhraseError> {
+        let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
+        let mut starts: Vec<Vec<u8>> = Vec::new();
+        let mut started_by: Vec<Vec<usize>> = Vec::new();
+        let mut always = Vec::new();
+        let mut each = Vec::with_capacity(list.len());
+        for (pattern, (source, id)) in list.iter().enumerate() {
+            let regex = Regex::new(source).map_err(|error| PhraseError::BadPattern {
+                pattern: source.clone(),
+                reason: error.to_string(),
+            })?;
+            each.push((regex, *id));
+            match match_beginnings(source) {
+                Some(beginnings) => {
+                    for beginning in beginnings {
+                        let slot = *index.entry(beginning.clone()).or_insert_with(|| {
+                            starts.push(beginning);
+                            started_by.push(Vec::new());
+                            starts.len() - 1
+                        });
+                        if started_by[slot].last() != Some(&pattern) {
+                            started_by[slot].push(pattern);
+                        }
+                    }
+                }
+                None => always.push(pattern),
+            }
+        }
+        let starts = AhoCorasickBuilder::new()
+            .match_kind(MatchKind::Standard)
+            .build(&starts)
+            .map_err(|error| PhraseError::Automaton(error.to_string()))?;
+        Ok(Self {
+            starts,
+            started_by,
+            always,
+            each,
+        })
+    }
 
-impl CompiledRegexes {
+    /// The patterns that can match `plain`, in the order they were added.
+    fn candidates(&self, plain: &str) -> Vec<usize> {
+        let mut candidates = self.always.clone();
+        for found in self.starts.find_overlapping_iter(plain) {
+            if let Some(patterns) = self.started_by.get(found.pattern().as_usize()) {
+                candidates.extend_from_slice(patterns);
+            }
+        }
+        candidates.sort_unstable();
+        candidates.dedup();
+        candidates
+    }
+
     fn scan(&self, text: &NormalizedText, hits: &mut Vec<Hit>) {
         let haystack = &text.plain;
-        let matched = self.sets.iter().enumerate().flat_map(|(chunk, set)| {
-            set.matches(haystack)
-                .into_iter()
-                .map(move |index| chunk * SET_SIZE + index)
-        });
-        for index in matched {
+        for index in self.candidates(haystack) {
             let Some((regex, phrase)) = self.each.get(index) else {
                 continue;
             };
@@ -346,10 +373,31 @@ impl CompiledRegexes {
     }
 }
 
+/// Literals one of which begins every match of `pattern`, or `None` when a match could begin
+/// with anything (or the literals are too many to be worth it, or the pattern matches only the
+/// empty string at its start).
+fn match_beginnings(pattern: &str) -> Option<Vec<Vec<u8>>> {
+    let hir = regex_syntax::ParserBuilder::new()
+        .build()
+        .parse(pattern)
+        .ok()?;
+    let seq = regex_syntax::hir::literal::Extractor::new().extract(&hir);
+    let literals = seq.literals()?;
+    if literals.is_empty() || literals.iter().any(|literal| literal.as_bytes().is_empty()) {
+        return None;
+    }
+    Some(
+        literals
+            .iter()
+            .map(|literal| literal.as_bytes().to_vec())
+            .collect(),
+    )
+}
+
 /// Phrases with gaps, numbers or years, run only on messages that hold every word they name.
 ///
-/// They used to be regex sets of [`SET_SIZE`] like the patterns, all of them run over every message: with 3,254
-/// such phrases that was 26 sets, most of the scan's time, and each set's lazy DFA is a table
+/// They used to be regex sets of 128, all of them run over every message: with 3,254 such
+/// phrases that was 26 sets, most of the scan's time, and each set's lazy DFA is a table
 /// that a busy server has pushed out of the CPU's caches by the next message. A gapped phrase
 /// matches only where each of its words stands whole in the squeezed text (` word `), so one
 /// pass of an automaton over those words tells which phrases can match at all, and only those
@@ -474,7 +522,7 @@ pub struct PhraseSet {
     /// For each entry of the automaton, the gapped phrases' word it is, if any.
     literal_words: Vec<Option<usize>>,
     gapped: GappedPhrases,
-    patterns: CompiledRegexes,
+    patterns: Patterns,
     phrase_count: usize,
 }
 
@@ -540,7 +588,7 @@ mod tests {
 
     #[test]
     fn gapped_phrases_past_the_first_regex_set_are_found_as_themselves() {
-        let words: Vec<String> = (0..SET_SIZE * 2 + 5)
+        let words: Vec<String> = (0..261)
             .map(|number| {
                 format!(
                     "word{} * pain",
@@ -676,6 +724,69 @@ mod tests {
             actual.sort_unstable();
             actual.dedup();
             proptest::prop_assert_eq!(actual, expected, "phrases {:?}, text {:?}", phrases, text);
+        }
+    }
+
+    #[test]
+    fn a_pattern_runs_only_where_one_of_its_beginnings_is() {
+        assert_eq!(
+            match_beginnings(r"(?-u:\b)(?:i|we) (?:took|swallowed) (?:\S+ ){0,3}pills"),
+            Some(vec![
+                b"i took ".to_vec(),
+                b"i swallowed ".to_vec(),
+                b"we took ".to_vec(),
+                b"we swallowed ".to_vec(),
+            ])
+        );
+        // Could begin with any word: run on every message.
+        assert_eq!(match_beginnings(r"\w+ pills"), None);
+        assert_eq!(match_beginnings(r"(?:pain)?"), None);
+    }
+
+    proptest::proptest! {
+        /// Running only the patterns one of whose beginnings is in the message finds exactly
+        /// what running every pattern finds.
+        #[test]
+        fn choosing_patterns_by_their_beginnings_never_loses_a_match(
+            patterns in proptest::collection::vec(
+                proptest::collection::vec(0usize..12, 1..5), 1..10),
+            text in proptest::collection::vec(0usize..8, 0..14),
+        ) {
+            const PARTS: [&str; 12] = [
+                r"\bpain", "chest ", "(?:my|the) ", r"(?:\S+ ){0,2}", "arm", r"\w+ ", "(?:bad )?",
+                "(?i:PAIN)", "[a-c]", ".*", "^", r"\b",
+            ];
+            const WORDS: [&str; 8] = ["pain", "chest", "arm", "my", "the", "bad", "cab", "12"];
+            let patterns: Vec<String> = patterns
+                .iter()
+                .map(|parts| parts.iter().map(|&part| PARTS[part]).collect())
+                .collect();
+            let text: Vec<&str> = text.iter().map(|&word| WORDS[word]).collect();
+            let normalized = Normalizer::default().normalize(&text.join(" "));
+            let mut builder = PhraseSetBuilder::default();
+            let mut expected = Vec::new();
+            for pattern in &patterns {
+                let Ok(id) = builder.pattern(pattern) else {
+                    continue;
+                };
+                let regex = Regex::new(&ascii_word_boundaries(pattern)).expect("regex");
+                for found in regex.find_iter(&normalized.plain) {
+                    if let Some((first, last)) =
+                        normalized.token_range(found.start(), found.end(), false)
+                    {
+                        expected.push((id, first, last));
+                    }
+                }
+            }
+            let set = builder.build().expect("build");
+            let mut actual: Vec<_> = set
+                .scan(&normalized)
+                .into_iter()
+                .map(|hit| (hit.phrase, hit.first, hit.last))
+                .collect();
+            expected.sort_unstable();
+            actual.sort_unstable();
+            proptest::prop_assert_eq!(actual, expected, "patterns {:?}, text {:?}", patterns, text);
         }
     }
 
