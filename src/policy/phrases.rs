@@ -226,16 +226,16 @@ impl PhraseSetBuilder {
     /// # Errors
     /// The automaton or a regex set could not be built (size limits).
     pub fn build(self) -> Result<PhraseSet, PhraseError> {
-        let gapped = GappedPhrases::build(&self.gapped, &self.gapped_words)?;
+        let (gapped, gapped_words) = GappedPhrases::build(&self.gapped, &self.gapped_words)?;
         // One automaton finds both the plain phrases and the gapped phrases' words: entries
         // `0..literals` are the phrases, the rest the words no phrase already spells alone.
         let mut entries = self.literals;
         let mut literal_words = vec![None; entries.len()];
-        for (word, padded) in gapped.padded_words.iter().enumerate() {
-            match self.literal_index.get(padded) {
+        for (word, padded) in gapped_words.into_iter().enumerate() {
+            match self.literal_index.get(&padded) {
                 Some(&slot) => literal_words[slot] = Some(word),
                 None => {
-                    entries.push(padded.clone());
+                    entries.push(padded);
                     literal_words.push(Some(word));
                 }
             }
@@ -308,11 +308,7 @@ impl Patterns {
         let mut always = Vec::new();
         let mut each = Vec::with_capacity(list.len());
         for (pattern, (source, id)) in list.iter().enumerate() {
-            let regex = Regex::new(source).map_err(|error| PhraseError::BadPattern {
-                pattern: source.clone(),
-                reason: error.to_string(),
-            })?;
-            each.push((regex, *id));
+            each.push((compile(source)?, *id));
             match match_beginnings(source) {
                 Some(beginnings) => {
                     for beginning in beginnings {
@@ -373,6 +369,13 @@ impl Patterns {
     }
 }
 
+fn compile(source: &str) -> Result<Regex, PhraseError> {
+    Regex::new(source).map_err(|error| PhraseError::BadPattern {
+        pattern: source.to_owned(),
+        reason: error.to_string(),
+    })
+}
+
 /// Literals one of which begins every match of `pattern`, or `None` when a match could begin
 /// with anything (or the literals are too many to be worth it, or the pattern matches only the
 /// empty string at its start).
@@ -403,10 +406,7 @@ fn match_beginnings(pattern: &str) -> Option<Vec<Vec<u8>>> {
 /// pass of an automaton over those words tells which phrases can match at all, and only those
 /// few are run. A phrase whose words are all gaps and numbers is run on every message.
 struct GappedPhrases {
-    /// Every word of every gapped phrase, padded with spaces as it stands in the squeezed text
-    /// (found by the set's one automaton).
-    padded_words: Vec<String>,
-    /// For each word, the phrases it was chosen to key: the phrase's word that the fewest
+    /// For each word of a gapped phrase (numbered as the set's automaton reports them), the phrases it was chosen to key: the phrase's word that the fewest
     /// phrases share, so that a common word does not wake hundreds of phrases.
     keyed_by: Vec<Vec<usize>>,
     /// For each phrase, its words other than the key.
@@ -417,7 +417,12 @@ struct GappedPhrases {
 }
 
 impl GappedPhrases {
-    fn build(list: &[(String, PhraseId)], words_of: &[Vec<String>]) -> Result<Self, PhraseError> {
+    /// Also returns every word of every gapped phrase, padded with spaces as it stands in the
+    /// squeezed text, for the set's one automaton to find.
+    fn build(
+        list: &[(String, PhraseId)],
+        words_of: &[Vec<String>],
+    ) -> Result<(Self, Vec<String>), PhraseError> {
         let mut index: HashMap<&str, usize> = HashMap::new();
         let mut padded: Vec<String> = Vec::new();
         let ids: Vec<Vec<usize>> = words_of
@@ -455,22 +460,15 @@ impl GappedPhrases {
         }
         let each = list
             .iter()
-            .map(|(source, id)| {
-                Regex::new(source)
-                    .map(|regex| (regex, *id))
-                    .map_err(|error| PhraseError::BadPattern {
-                        pattern: source.clone(),
-                        reason: error.to_string(),
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self {
-            padded_words: padded,
+            .map(|(source, id)| Ok((compile(source)?, *id)))
+            .collect::<Result<Vec<_>, PhraseError>>()?;
+        let gapped = Self {
             keyed_by,
             also_needs,
             always,
             each,
-        })
+        };
+        Ok((gapped, padded))
     }
 
     /// The phrases whose words are all among `found` (word indices; `present` marks the same
@@ -534,7 +532,7 @@ impl PhraseSet {
     /// Every phrase and pattern occurrence in the text, overlapping ones included.
     pub fn scan(&self, text: &NormalizedText) -> Vec<Hit> {
         let mut hits = Vec::new();
-        let mut present = vec![false; self.gapped.padded_words.len()];
+        let mut present = vec![false; self.gapped.keyed_by.len()];
         let mut words_found = Vec::new();
         for found in self.automaton.find_overlapping_iter(&text.squeezed) {
             let entry = found.pattern().as_usize();
