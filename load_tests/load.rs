@@ -8,9 +8,11 @@
 //! * `idle`: holds thousands of idle patient sockets and reports the server's memory per socket.
 //! * `soak`: bounded mixed load, then checks that memory and descriptors return to the baseline.
 //! * `provider`: only the fake provider, for an external server tested with `--target`.
+//! * `rtt`: idle round trips through the server against a plain loopback echo.
 //!
 //! Modules:
 //! * `provider`: the fake OpenAI-compatible server (real SSE) and the direct stream reader.
+//! * `relay`: a bare WebSocket relay in front of the provider, the transport floor for `mixed`.
 //! * `server`: the server under test (in-process, child process or external) and `/proc` figures.
 //! * `client`: the WebSocket client; `traffic`: patients, nurses and what they measure.
 //! * `texts`: the messages, checked against the shipped policies; `stats`: percentiles.
@@ -27,6 +29,7 @@ mod client;
 mod idle;
 mod mixed;
 mod provider;
+mod relay;
 mod rtt;
 mod server;
 mod soak;
@@ -57,6 +60,9 @@ enum Mode {
     Rtt(Box<rtt::RttArgs>),
     /// Only the fake provider, to point an external Carebridge (`--target`) at it.
     Provider(Box<provider::ServeArgs>),
+    /// Only the bare WebSocket relay (the child process of `mixed --server child`).
+    #[command(hide = true)]
+    RelayServe(Box<relay::ServeArgs>),
 }
 
 fn main() -> ExitCode {
@@ -78,6 +84,7 @@ fn main() -> ExitCode {
             Mode::Soak(args) => soak::run(*args, cli.json).await,
             Mode::Rtt(args) => rtt::run(*args, cli.json).await,
             Mode::Provider(args) => provider::serve(*args).await,
+            Mode::RelayServe(args) => relay::serve(*args).await,
         }
     });
     // Sockets and child processes are closed by now; do not wait for stray tasks.

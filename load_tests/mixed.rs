@@ -12,6 +12,7 @@ use tokio::sync::Barrier;
 use tokio_util::sync::CancellationToken;
 
 use crate::provider::{self, DirectTiming, FakeProvider, ProviderArgs};
+use crate::relay::{Relay, RelayTimings};
 use crate::server::{Model, Placement, ServerArgs, ServerUnderTest};
 use crate::stats::{Samples, Table, signed_millis};
 use crate::texts::{self, Checked};
@@ -43,6 +44,10 @@ pub struct MixedArgs {
     /// Without it, the direct streams run in a phase of their own before the patients.
     #[arg(long, conflicts_with = "no_direct")]
     pub direct_alongside: bool,
+    /// Skip the bare relay (a WebSocket hop in front of the provider that does nothing else, in a
+    /// phase of its own before the patients), which shows what the WebSocket legs alone cost.
+    #[arg(long)]
+    pub no_relay: bool,
     #[command(flatten)]
     pub traffic: TrafficArgs,
     #[command(flatten)]
@@ -321,12 +326,52 @@ pub async fn run(args: MixedArgs, json_output: bool) -> anyhow::Result<bool> {
         );
     }
 
-    let own_pids: Vec<u32> = [Some(std::process::id()), server.pid]
-        .into_iter()
-        .flatten()
-        .collect();
-    let other_load = crate::server::OtherLoad::start(&own_pids);
+    // Where the server runs, so the two WebSocket hops are compared on the same footing.
+    let relay = if args.no_relay {
+        None
+    } else {
+        let placement = args
+            .server
+            .server
+            .filter(|_| args.server.target.is_none())
+            .unwrap_or(Placement::InProcess);
+        Some(Relay::start(&fake.base_url(), placement).await?)
+    };
+    let own_pids: Vec<u32> = [
+        Some(std::process::id()),
+        server.pid,
+        relay.as_ref().and_then(Relay::pid),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let mut other_load = crate::server::OtherLoad::start(&own_pids);
     let traffic = Arc::new(Traffic::new(Arc::clone(&server), args.traffic.clone()));
+    let relayed = match relay {
+        Some(relay) => {
+            if !json_output {
+                eprintln!(
+                    "bare relay phase: {} sockets x {} messages",
+                    args.patients, args.messages
+                );
+            }
+            let timings = crate::relay::relay_phase(
+                &relay,
+                args.patients,
+                args.warmup,
+                args.messages,
+                &args.traffic,
+            )
+            .await;
+            // A child relay's CPU is ours, but /proc forgets it once the child has gone.
+            if let Some(pid) = relay.pid().filter(|pid| *pid != std::process::id()) {
+                other_load.ending(pid);
+            }
+            relay.stop().await;
+            Some(timings?)
+        }
+        None => None,
+    };
     let (direct, outcome) = if args.no_direct {
         if !json_output {
             eprintln!("Carebridge phase");
@@ -431,6 +476,22 @@ pub async fn run(args: MixedArgs, json_output: bool) -> anyhow::Result<bool> {
         &record.first_token_red,
     );
     table.row("time to first token, provider direct", &direct_first);
+    let mut relay_first = Samples::default();
+    let mut relay_errors = 0;
+    if let Some(RelayTimings {
+        first_token,
+        errors,
+    }) = &relayed
+    {
+        for first in first_token {
+            relay_first.push(*first);
+        }
+        relay_errors = *errors;
+        table.row(
+            "time to first token, bare relay (WebSocket legs only)",
+            &relay_first,
+        );
+    }
     table.row(
         "provider direct, time to the guard's first release",
         &direct_same_text,
@@ -457,12 +518,13 @@ pub async fn run(args: MixedArgs, json_output: bool) -> anyhow::Result<bool> {
     let cb = record.first_token.summary();
     let first = direct_first.summary();
     let same = direct_same_text.summary();
+    let relayed_first = relay_first.summary();
     let nurse_errors: u64 = outcome
         .nurses
         .iter()
         .flat_map(|nurse| nurse.errors.values())
         .sum();
-    let errors = record.error_count() + nurse_errors + direct_errors;
+    let errors = record.error_count() + nurse_errors + direct_errors + relay_errors;
     let dropped = record.dropped() + escalations_lost;
     let passed = dropped == 0 && errors <= args.max_errors && !outcome.hard_limit_hit;
 
@@ -492,6 +554,10 @@ pub async fn run(args: MixedArgs, json_output: bool) -> anyhow::Result<bool> {
             "guard_first_release_chunk": first_release_chunk,
             "carebridge_minus_direct_at_first_release_p50_us": difference(cb.p50, same.p50),
             "carebridge_minus_direct_at_first_release_p99_us": difference(cb.p99, same.p99),
+            "relay_minus_direct_p50_us": difference(relayed_first.p50, first.p50),
+            "relay_minus_direct_p99_us": difference(relayed_first.p99, first.p99),
+            "carebridge_minus_relay_p50_us": difference(cb.p50, relayed_first.p50),
+            "carebridge_minus_relay_p99_us": difference(cb.p99, relayed_first.p99),
         },
         "server_metrics_seconds": server_metrics
             .iter()
@@ -524,6 +590,7 @@ pub async fn run(args: MixedArgs, json_output: bool) -> anyhow::Result<bool> {
             "patients": record.errors, "examples": record.examples,
             "nurses": outcome.nurses.iter().map(|nurse| json!(nurse.errors)).collect::<Vec<Value>>(),
             "direct": direct_errors,
+            "relay": relay_errors,
         },
         "dropped": {
             "total": dropped,
@@ -589,6 +656,18 @@ pub async fn run(args: MixedArgs, json_output: bool) -> anyhow::Result<bool> {
         signed_millis(difference(cb.p50, same.p50)),
         signed_millis(difference(cb.p99, same.p99)),
     );
+    if relayed.is_some() {
+        println!(
+            "time to first token, bare relay minus direct (a WebSocket hop that does nothing else): p50 {}, p99 {}",
+            signed_millis(difference(relayed_first.p50, first.p50)),
+            signed_millis(difference(relayed_first.p99, first.p99)),
+        );
+        println!(
+            "time to first token, Carebridge minus bare relay (Carebridge's own work): p50 {}, p99 {}",
+            signed_millis(difference(cb.p50, relayed_first.p50)),
+            signed_millis(difference(cb.p99, relayed_first.p99)),
+        );
+    }
     for (name, quantiles) in &server_metrics {
         if quantiles.is_empty() {
             continue;

@@ -57,6 +57,8 @@ pub fn reply_text(length: usize) -> String {
 
 struct Script {
     first_token: Duration,
+    /// Keeps the first-token delay exact (see `Pacer`).
+    pacer: Pacer,
     chunk_delay: Duration,
     /// Every SSE event of the reply, encoded once: the fake's own cost stays the same for
     /// Carebridge and for the direct reader.
@@ -100,6 +102,7 @@ impl FakeProvider {
         events.push(web::Bytes::from_static(b"data: [DONE]\n\n"));
         let script = Arc::new(Script {
             first_token: Duration::from_millis(args.first_token_ms),
+            pacer: Pacer::start()?,
             chunk_delay: Duration::from_millis(args.chunk_delay_ms),
             events,
             requests: AtomicU64::new(0),
@@ -146,13 +149,14 @@ impl FakeProvider {
 }
 
 async fn completions(_body: web::Bytes, script: web::Data<Script>) -> HttpResponse {
+    let arrived = Instant::now();
     script.requests.fetch_add(1, Ordering::Relaxed);
     type Piece = Result<web::Bytes, std::io::Error>;
     let (sender, receiver) = tokio::sync::mpsc::channel::<Piece>(8);
     let script = script.into_inner();
     tokio::spawn(async move {
         if !script.first_token.is_zero() {
-            tokio::time::sleep(script.first_token).await;
+            script.pacer.until(arrived + script.first_token).await;
         }
         let count = script.events.len();
         for (index, event) in script.events.iter().enumerate() {
@@ -172,6 +176,77 @@ async fn completions(_body: web::Bytes, script: web::Data<Script>) -> HttpRespon
         .content_type("text/event-stream")
         .insert_header(("cache-control", "no-cache"))
         .streaming(body)
+}
+
+/// Wakes a reply at an exact instant, for the provider's time to first token.
+///
+/// A tokio timer fires on a whole millisecond of its runtime's clock, so `sleep(20 ms)` lasts
+/// between 20 and 21 ms, depending on where in the millisecond the request arrived. With patients
+/// sending their next message as soon as a reply ends, and the reply's last chunk itself sent on a
+/// millisecond tick, where a request arrives in the millisecond is set by the caller's own path
+/// delay: the provider's delay then depended on who called it, and by up to a millisecond. One
+/// thread waiting on a futex deadline (high-resolution timer, 50 µs slack) keeps it at the same
+/// 20 ms for everyone.
+struct Pacer {
+    requests: std::sync::mpsc::Sender<(Instant, tokio::sync::oneshot::Sender<()>)>,
+}
+
+impl Pacer {
+    fn start() -> anyhow::Result<Self> {
+        let (sender, receiver) =
+            std::sync::mpsc::channel::<(Instant, tokio::sync::oneshot::Sender<()>)>();
+        std::thread::Builder::new()
+            .name("fake-provider-pacer".into())
+            .spawn(move || pace(&receiver))
+            .context("cannot start the fake provider's pacer thread")?;
+        Ok(Self { requests: sender })
+    }
+
+    /// Resolves at `deadline` (at once if the pacer has stopped).
+    async fn until(&self, deadline: Instant) {
+        let (wake, woken) = tokio::sync::oneshot::channel();
+        if self.requests.send((deadline, wake)).is_ok() {
+            let _ = woken.await;
+        }
+    }
+}
+
+/// The pacer thread: wakes each waiter at its deadline, earliest first; ends when the provider
+/// is dropped.
+fn pace(receiver: &std::sync::mpsc::Receiver<(Instant, tokio::sync::oneshot::Sender<()>)>) {
+    use std::cmp::Reverse;
+    use std::collections::{BinaryHeap, HashMap};
+    use std::sync::mpsc::RecvTimeoutError;
+    let mut due: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
+    let mut waiters: HashMap<u64, tokio::sync::oneshot::Sender<()>> = HashMap::new();
+    let mut next_id = 0u64;
+    loop {
+        let now = Instant::now();
+        while let Some(Reverse((deadline, id))) = due.peek().copied() {
+            if deadline > now {
+                break;
+            }
+            due.pop();
+            if let Some(waiter) = waiters.remove(&id) {
+                let _ = waiter.send(());
+            }
+        }
+        let received = match due.peek() {
+            Some(Reverse((deadline, _))) => {
+                receiver.recv_timeout(deadline.saturating_duration_since(now))
+            }
+            None => receiver.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match received {
+            Ok((deadline, waiter)) => {
+                due.push(Reverse((deadline, next_id)));
+                waiters.insert(next_id, waiter);
+                next_id += 1;
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
 }
 
 /// Timings of one stream read straight from the provider.
@@ -205,6 +280,38 @@ pub fn direct_request_body(user_text: &str) -> String {
     .to_string()
 }
 
+/// One SSE event of the provider's stream.
+pub enum Event {
+    /// A chunk's text (empty for a chunk without content, such as the last one).
+    Text(String),
+    /// `data: [DONE]`.
+    Done,
+    /// Not a `data:` event.
+    Other,
+}
+
+/// Reads one complete SSE event (`data: …\n\n`) as Carebridge does.
+///
+/// # Errors
+/// The event's data is not JSON.
+pub fn parse_event(event: &[u8]) -> anyhow::Result<Event> {
+    let line = String::from_utf8_lossy(event);
+    let Some(data) = line.trim().strip_prefix("data:") else {
+        return Ok(Event::Other);
+    };
+    let data = data.trim();
+    if data == "[DONE]" {
+        return Ok(Event::Done);
+    }
+    let value: Value = serde_json::from_str(data).context("the provider's stream sent bad JSON")?;
+    Ok(Event::Text(
+        value["choices"][0]["delta"]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    ))
+}
+
 /// Reads one streamed reply straight from the provider, parsing each event as Carebridge does.
 ///
 /// # Errors
@@ -236,19 +343,14 @@ pub async fn read_direct(
         // Take each complete event (`data: …\n\n`) out of the buffer.
         while let Some(end) = buffer.windows(2).position(|pair| pair == b"\n\n") {
             let event: Vec<u8> = buffer.drain(..end + 2).collect();
-            let line = String::from_utf8_lossy(&event);
-            let Some(data) = line.trim().strip_prefix("data:") else {
-                continue;
+            let text = match parse_event(&event)? {
+                Event::Text(text) => text,
+                Event::Done => {
+                    timing.completed = true;
+                    continue;
+                }
+                Event::Other => continue,
             };
-            let data = data.trim();
-            if data == "[DONE]" {
-                timing.completed = true;
-                continue;
-            }
-            let value: Value = serde_json::from_str(data).context("direct stream sent bad JSON")?;
-            let text = value["choices"][0]["delta"]["content"]
-                .as_str()
-                .unwrap_or_default();
             if text.is_empty() {
                 continue;
             }

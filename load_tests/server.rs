@@ -588,6 +588,8 @@ pub fn machine_busy() -> Option<Duration> {
 pub struct OtherLoad {
     busy: Option<Duration>,
     ours: Vec<Option<Duration>>,
+    /// The CPU time of one of our processes that ended before the count did.
+    last: Vec<Option<Duration>>,
     pids: Vec<u32>,
     started: std::time::Instant,
 }
@@ -601,8 +603,17 @@ impl OtherLoad {
         Self {
             busy: machine_busy(),
             ours: pids.iter().map(|pid| cpu_time(*pid)).collect(),
+            last: vec![None; pids.len()],
             pids,
             started: std::time::Instant::now(),
+        }
+    }
+
+    /// Takes the CPU time of one of our processes that is about to end, which `/proc` will no
+    /// longer show.
+    pub fn ending(&mut self, pid: u32) {
+        if let Some(index) = self.pids.iter().position(|ours| *ours == pid) {
+            self.last[index] = cpu_time(pid);
         }
     }
 
@@ -610,8 +621,12 @@ impl OtherLoad {
     pub fn cores(&self) -> Option<f64> {
         let busy = machine_busy()?.checked_sub(self.busy?)?;
         let mut ours = Duration::ZERO;
-        for (pid, before) in self.pids.iter().zip(&self.ours) {
-            ours += cpu_time(*pid)?.checked_sub((*before)?)?;
+        for ((pid, before), last) in self.pids.iter().zip(&self.ours).zip(&self.last) {
+            let now = match last {
+                Some(last) => *last,
+                None => cpu_time(*pid)?,
+            };
+            ours += now.checked_sub((*before)?)?;
         }
         let elapsed = self.started.elapsed().as_secs_f64();
         (elapsed > 0.0).then(|| busy.saturating_sub(ours).as_secs_f64() / elapsed)
