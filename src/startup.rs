@@ -61,13 +61,41 @@ pub struct Application {
     policy_watcher: CancellationToken,
 }
 
+/// How often the recorder folds the histogram samples it holds into their summaries.
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+
+/// The name of the thread that runs the recorder's upkeep.
+const METRICS_UPKEEP_THREAD: &str = "metrics-upkeep";
+
 /// One Prometheus recorder per process, shared by every application built in it (tests build
 /// several).
 fn metrics_handle() -> Option<PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
-        .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new().install_recorder().ok()?;
+            start_metrics_upkeep(handle.clone());
+            Some(handle)
+        })
         .clone()
+}
+
+/// The recorder keeps every histogram sample (each guard chunk, each turn) until upkeep folds
+/// it into its summary, and installing it on its own does not schedule upkeep: a server that
+/// nobody scraped grew by every sample, and the first scrape then drained them all on an HTTP
+/// worker. A thread of its own, so it runs whatever runtime the server is in.
+fn start_metrics_upkeep(handle: PrometheusHandle) {
+    let started = std::thread::Builder::new()
+        .name(METRICS_UPKEEP_THREAD.into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(METRICS_UPKEEP);
+                handle.run_upkeep();
+            }
+        });
+    if let Err(error) = started {
+        tracing::warn!(error = %error, "cannot start the metrics upkeep thread; histogram samples are kept until /metrics is scraped");
+    }
 }
 
 impl Application {
@@ -305,5 +333,25 @@ async fn termination() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_metrics_recorder_runs_its_upkeep() {
+        assert!(metrics_handle().is_some(), "the recorder is installed");
+        let threads: Vec<String> = std::fs::read_dir("/proc/self/task")
+            .expect("this process's threads")
+            .filter_map(Result::ok)
+            .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
+            .map(|name| name.trim().to_owned())
+            .collect();
+        assert!(
+            threads.iter().any(|name| name == METRICS_UPKEEP_THREAD),
+            "no upkeep thread among {threads:?}: histogram samples would pile up until a scrape"
+        );
     }
 }
