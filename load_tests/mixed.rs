@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio::sync::Barrier;
 use tokio_util::sync::CancellationToken;
 
-use crate::provider::{self, DirectTiming, FakeProvider, ProviderArgs};
+use crate::provider::{self, DirectTiming, FakeProvider, Legs, ProviderArgs};
 use crate::relay::{Relay, RelayTimings};
 use crate::server::{Model, Placement, ServerArgs, ServerUnderTest};
 use crate::stats::{Samples, Table, signed_millis};
@@ -48,6 +48,12 @@ pub struct MixedArgs {
     /// phase of its own before the patients), which shows what the WebSocket legs alone cost.
     #[arg(long)]
     pub no_relay: bool,
+    /// Split each time to first token into the way in (message sent to the provider having the
+    /// request) and the way out (the provider's first chunk to the first delta), for the direct
+    /// readers, the relay and Carebridge. Each timed message then ends with a tag word the fake
+    /// provider looks for (lowercase letters that no policy reads).
+    #[arg(long)]
+    pub legs: bool,
     #[command(flatten)]
     pub traffic: TrafficArgs,
     #[command(flatten)]
@@ -65,11 +71,17 @@ async fn direct_phase(
         .tcp_nodelay(true)
         .build()
         .context("building the direct HTTP client")?;
+    let legs = args.legs.then(|| fake.legs());
     let url = format!("{}/chat/completions", fake.base_url());
     let barrier = Arc::new(Barrier::new(args.patients + 1));
     let mut readers = Vec::new();
     for reader in 0..args.patients {
-        let (client, url, barrier) = (client.clone(), url.clone(), Arc::clone(&barrier));
+        let (client, url, barrier, legs) = (
+            client.clone(),
+            url.clone(),
+            Arc::clone(&barrier),
+            legs.clone(),
+        );
         let (warmup, streams, think, seed, ratio) = (
             args.warmup,
             args.messages,
@@ -91,9 +103,24 @@ async fn direct_phase(
             let mut timings = Vec::new();
             for index in 0..streams {
                 let planned = texts::planned(seed, reader, index, ratio);
-                let body = provider::direct_request_body(planned.text);
+                let tag = legs
+                    .as_ref()
+                    .map(|_| Legs::tag((reader * streams + index) as u64));
+                let body = match &tag {
+                    Some(tag) => provider::direct_request_body(&format!("{} {tag}", planned.text)),
+                    None => provider::direct_request_body(planned.text),
+                };
                 match provider::read_direct(&client, &url, body).await {
-                    Ok(timing) if timing.completed => timings.push(timing),
+                    Ok(mut timing) if timing.completed => {
+                        if let (Some(legs), Some(tag), Some(started), Some(first)) =
+                            (&legs, &tag, timing.started, timing.first_token)
+                            && let Some((arrived, first_sent)) = legs.take(tag)
+                        {
+                            timing.way_in = Some(arrived.saturating_duration_since(started));
+                            timing.way_out = Some((started + first).saturating_duration_since(first_sent));
+                        }
+                        timings.push(timing);
+                    }
                     _ => errors += 1,
                 }
                 if !think.is_zero() {
@@ -346,7 +373,11 @@ pub async fn run(args: MixedArgs, json_output: bool) -> anyhow::Result<bool> {
     .flatten()
     .collect();
     let mut other_load = crate::server::OtherLoad::start(&own_pids);
-    let traffic = Arc::new(Traffic::new(Arc::clone(&server), args.traffic.clone()));
+    let mut traffic = Traffic::new(Arc::clone(&server), args.traffic.clone());
+    if args.legs {
+        traffic = traffic.with_legs(fake.legs());
+    }
+    let traffic = Arc::new(traffic);
     let relayed = match relay {
         Some(relay) => {
             if !json_output {
@@ -361,6 +392,7 @@ pub async fn run(args: MixedArgs, json_output: bool) -> anyhow::Result<bool> {
                 args.warmup,
                 args.messages,
                 &args.traffic,
+                args.legs.then(|| fake.legs()),
             )
             .await;
             // A child relay's CPU is ours, but /proc forgets it once the child has gone.
@@ -442,6 +474,8 @@ pub async fn run(args: MixedArgs, json_output: bool) -> anyhow::Result<bool> {
     let escalations_lost = book.pending() as u64;
 
     let mut direct_first = Samples::default();
+    let mut direct_way_in = Samples::default();
+    let mut direct_way_out = Samples::default();
     let mut direct_gaps = Samples::default();
     let mut direct_same_text = Samples::default();
     let first_chars = median(&record.first_delta_chars);
@@ -450,6 +484,10 @@ pub async fn run(args: MixedArgs, json_output: bool) -> anyhow::Result<bool> {
             for timing in timings {
                 if let Some(first) = timing.first_token {
                     direct_first.push(first);
+                }
+                if let (Some(way_in), Some(way_out)) = (timing.way_in, timing.way_out) {
+                    direct_way_in.push(way_in);
+                    direct_way_out.push(way_out);
                 }
                 for gap in &timing.gaps {
                     direct_gaps.push(*gap);
@@ -481,6 +519,7 @@ pub async fn run(args: MixedArgs, json_output: bool) -> anyhow::Result<bool> {
     if let Some(RelayTimings {
         first_token,
         errors,
+        ..
     }) = &relayed
     {
         for first in first_token {
@@ -491,6 +530,22 @@ pub async fn run(args: MixedArgs, json_output: bool) -> anyhow::Result<bool> {
             "time to first token, bare relay (WebSocket legs only)",
             &relay_first,
         );
+    }
+    if args.legs {
+        let mut relay_way_in = Samples::default();
+        let mut relay_way_out = Samples::default();
+        if let Some(relayed) = &relayed {
+            for (way_in, way_out) in relayed.way_in.iter().zip(&relayed.way_out) {
+                relay_way_in.push(*way_in);
+                relay_way_out.push(*way_out);
+            }
+        }
+        table.row("way in: sent to provider has it, direct", &direct_way_in);
+        table.row("way in, bare relay", &relay_way_in);
+        table.row("way in, Carebridge", &record.way_in);
+        table.row("way out: first chunk to client, direct", &direct_way_out);
+        table.row("way out, bare relay", &relay_way_out);
+        table.row("way out, Carebridge", &record.way_out);
     }
     table.row(
         "provider direct, time to the guard's first release",

@@ -56,6 +56,7 @@ pub fn reply_text(length: usize) -> String {
 }
 
 struct Script {
+    legs: Arc<Legs>,
     first_token: Duration,
     /// Keeps the first-token delay exact (see `Pacer`).
     pacer: Pacer,
@@ -101,6 +102,7 @@ impl FakeProvider {
         events.push(web::Bytes::from(format!("data: {last}\n\n")));
         events.push(web::Bytes::from_static(b"data: [DONE]\n\n"));
         let script = Arc::new(Script {
+            legs: Arc::default(),
             first_token: Duration::from_millis(args.first_token_ms),
             pacer: Pacer::start()?,
             chunk_delay: Duration::from_millis(args.chunk_delay_ms),
@@ -139,6 +141,11 @@ impl FakeProvider {
         format!("http://127.0.0.1:{}/v1", self.port)
     }
 
+    /// When tagged requests arrived and when their first chunk left (see `Legs`).
+    pub fn legs(&self) -> Arc<Legs> {
+        Arc::clone(&self.script.legs)
+    }
+
     pub fn requests(&self) -> u64 {
         self.script.requests.load(Ordering::Relaxed)
     }
@@ -148,15 +155,19 @@ impl FakeProvider {
     }
 }
 
-async fn completions(_body: web::Bytes, script: web::Data<Script>) -> HttpResponse {
+async fn completions(body: web::Bytes, script: web::Data<Script>) -> HttpResponse {
     let arrived = Instant::now();
     script.requests.fetch_add(1, Ordering::Relaxed);
+    let tag = Legs::tag_in(&body);
     type Piece = Result<web::Bytes, std::io::Error>;
     let (sender, receiver) = tokio::sync::mpsc::channel::<Piece>(8);
     let script = script.into_inner();
     tokio::spawn(async move {
         if !script.first_token.is_zero() {
             script.pacer.until(arrived + script.first_token).await;
+        }
+        if let Some(tag) = tag {
+            script.legs.record(tag, arrived, Instant::now());
         }
         let count = script.events.len();
         for (index, event) in script.events.iter().enumerate() {
@@ -176,6 +187,53 @@ async fn completions(_body: web::Bytes, script: web::Data<Script>) -> HttpRespon
         .content_type("text/event-stream")
         .insert_header(("cache-control", "no-cache"))
         .streaming(body)
+}
+
+/// Splits a caller's time to first token into its two legs, for messages that carry a tag word
+/// (`mixed --legs`): the way in (the caller sent it, the provider has the request) and the way
+/// out (the provider sent the first chunk, the caller has it). The provider runs in the load
+/// generator, so its instants and the caller's are on one clock.
+#[derive(Default)]
+pub struct Legs {
+    seen: std::sync::Mutex<std::collections::HashMap<String, (Instant, Instant)>>,
+}
+
+/// Tag words begin with this; the rest is lowercase letters, so no policy, lexicon entry or
+/// identifier pattern reads anything into them.
+const TAG_PREFIX: &str = "zqleg";
+
+impl Legs {
+    /// The tag word for message number `number`.
+    pub fn tag(number: u64) -> String {
+        let mut letters = String::from(TAG_PREFIX);
+        let mut rest = number;
+        for _ in 0..8 {
+            letters.push(char::from(b'a' + (rest % 26) as u8));
+            rest /= 26;
+        }
+        letters
+    }
+
+    fn tag_in(body: &[u8]) -> Option<String> {
+        let prefix = TAG_PREFIX.as_bytes();
+        // The last one: Carebridge's request carries the conversation, newest message last.
+        let start = body
+            .windows(prefix.len())
+            .rposition(|window| window == prefix)?;
+        let word = body.get(start..start + prefix.len() + 8)?;
+        std::str::from_utf8(word).ok().map(str::to_owned)
+    }
+
+    fn record(&self, tag: String, arrived: Instant, first_sent: Instant) {
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.insert(tag, (arrived, first_sent));
+        }
+    }
+
+    /// When the tagged request arrived and when its first chunk left.
+    pub fn take(&self, tag: &str) -> Option<(Instant, Instant)> {
+        self.seen.lock().ok()?.remove(tag)
+    }
 }
 
 /// Wakes a reply at an exact instant, for the provider's time to first token.
@@ -252,7 +310,12 @@ fn pace(receiver: &std::sync::mpsc::Receiver<(Instant, tokio::sync::oneshot::Sen
 /// Timings of one stream read straight from the provider.
 #[derive(Debug, Default)]
 pub struct DirectTiming {
+    /// When the request was sent.
+    pub started: Option<Instant>,
     pub first_token: Option<Duration>,
+    /// With `--legs`: the two legs of the time to first token (see `Legs`).
+    pub way_in: Option<Duration>,
+    pub way_out: Option<Duration>,
     pub gaps: Vec<Duration>,
     /// (characters received so far, elapsed) after each content chunk.
     pub arrivals: Vec<(usize, Duration)>,
@@ -334,7 +397,10 @@ pub async fn read_direct(
         "the fake provider answered HTTP {}",
         response.status()
     );
-    let mut timing = DirectTiming::default();
+    let mut timing = DirectTiming {
+        started: Some(started),
+        ..DirectTiming::default()
+    };
     let mut buffer: Vec<u8> = Vec::new();
     let mut received = 0usize;
     let mut last_chunk: Option<Instant> = None;

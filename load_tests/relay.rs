@@ -25,7 +25,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::Barrier;
 
 use crate::client::{Buffers, Client, Incoming};
-use crate::provider;
+use crate::provider::{self, Legs};
 use crate::server::Placement;
 use crate::texts;
 use crate::traffic::TrafficArgs;
@@ -258,8 +258,14 @@ async fn relay_reply(
 /// Time to the first relayed delta of each message.
 pub struct RelayTimings {
     pub first_token: Vec<Duration>,
+    /// With `--legs`: send to the provider having the request, and its first chunk to the delta.
+    pub way_in: Vec<Duration>,
+    pub way_out: Vec<Duration>,
     pub errors: u64,
 }
+
+/// Where the relay phase's tag numbers begin.
+const RELAY_TAGS: u64 = 10_000_000;
 
 /// Sends the patients' messages through the relay with the same concurrency, pacing and texts as
 /// the Carebridge phase, and times each one's first delta.
@@ -272,15 +278,22 @@ pub async fn relay_phase(
     warmup: usize,
     messages: usize,
     traffic: &TrafficArgs,
+    legs: Option<Arc<Legs>>,
 ) -> anyhow::Result<RelayTimings> {
     let url = format!("ws://127.0.0.1:{}/relay", relay.port);
     let barrier = Arc::new(Barrier::new(patients + 1));
     let mut tasks = Vec::new();
     for patient in 0..patients {
-        let (url, barrier, traffic) = (url.clone(), Arc::clone(&barrier), traffic.clone());
+        let (url, barrier, traffic, legs) = (
+            url.clone(),
+            Arc::clone(&barrier),
+            traffic.clone(),
+            legs.clone(),
+        );
         let ramp = traffic.ramp_delay(patient, patients);
         tasks.push(tokio::spawn(async move {
             let mut timings = Vec::new();
+            let (mut way_in, mut way_out) = (Vec::new(), Vec::new());
             let mut errors = 0u64;
             let mut client = match Client::connect(&url, "relay", Buffers::Default).await {
                 Ok(client) => Some(client),
@@ -301,8 +314,23 @@ pub async fn relay_phase(
             if let Some(mut client) = client {
                 for index in 0..messages {
                     let planned = texts::planned(traffic.seed, patient, index, traffic.red_ratio);
-                    match exchange(&mut client, planned.text).await {
-                        Some(first) => timings.push(first),
+                    let tag = legs
+                        .as_ref()
+                        .map(|_| Legs::tag(RELAY_TAGS + (patient * messages + index) as u64));
+                    let text = match &tag {
+                        Some(tag) => format!("{} {tag}", planned.text),
+                        None => planned.text.to_owned(),
+                    };
+                    match exchange(&mut client, &text).await {
+                        Some((sent, first)) => {
+                            timings.push(first);
+                            if let (Some(legs), Some(tag)) = (&legs, &tag)
+                                && let Some((arrived, first_sent)) = legs.take(tag)
+                            {
+                                way_in.push(arrived.saturating_duration_since(sent));
+                                way_out.push((sent + first).saturating_duration_since(first_sent));
+                            }
+                        }
                         None => errors += 1,
                     }
                     if traffic.think_ms > 0 {
@@ -311,26 +339,30 @@ pub async fn relay_phase(
                 }
                 client.close().await;
             }
-            (timings, errors)
+            (timings, way_in, way_out, errors)
         }));
     }
     barrier.wait().await;
-    let mut first_token = Vec::new();
-    let mut errors = 0;
+    let mut outcome = RelayTimings {
+        first_token: Vec::new(),
+        way_in: Vec::new(),
+        way_out: Vec::new(),
+        errors: 0,
+    };
     for task in tasks {
-        let (mut timings, task_errors) = task.await.context("a relay client panicked")?;
-        first_token.append(&mut timings);
-        errors += task_errors;
+        let (mut timings, mut way_in, mut way_out, errors) =
+            task.await.context("a relay client panicked")?;
+        outcome.first_token.append(&mut timings);
+        outcome.way_in.append(&mut way_in);
+        outcome.way_out.append(&mut way_out);
+        outcome.errors += errors;
     }
-    Ok(RelayTimings {
-        first_token,
-        errors,
-    })
+    Ok(outcome)
 }
 
-/// Sends one message and reads its reply to the end; the time to its first delta, or `None` if
-/// the reply failed.
-async fn exchange(client: &mut Client, text: &str) -> Option<Duration> {
+/// Sends one message and reads its reply to the end: when it was sent and the time to its first
+/// delta, or `None` if the reply failed.
+async fn exchange(client: &mut Client, text: &str) -> Option<(Instant, Duration)> {
     let sent = Instant::now();
     client.send(&json!({"text": text})).await.ok()?;
     let deadline = Instant::now() + REPLY_TIMEOUT;
@@ -342,7 +374,7 @@ async fn exchange(client: &mut Client, text: &str) -> Option<Duration> {
                 Some("delta") => {
                     first.get_or_insert_with(|| sent.elapsed());
                 }
-                Some("done") => return first,
+                Some("done") => return first.map(|first| (sent, first)),
                 _ => return None,
             },
             Incoming::Closed(_) | Incoming::TimedOut => return None,

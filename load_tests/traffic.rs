@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{Buffers, Client, Incoming};
+use crate::provider::Legs;
 use crate::server::ServerUnderTest;
 use crate::stats::Samples;
 use crate::texts::Planned;
@@ -77,6 +78,10 @@ pub struct Record {
     /// The same, for messages without a red flag.
     pub first_token_routine: Samples,
     pub gaps: Samples,
+    /// With `--legs`: from sending the message to the provider having the model request.
+    pub way_in: Samples,
+    /// With `--legs`: from the provider's first chunk to the patient's first `delta`.
+    pub way_out: Samples,
     /// Characters in each reply's first `delta` (what the guard released first).
     pub first_delta_chars: Vec<usize>,
     pub sent: u64,
@@ -121,6 +126,8 @@ impl Record {
         self.first_token_red.extend(other.first_token_red);
         self.first_token_routine.extend(other.first_token_routine);
         self.gaps.extend(other.gaps);
+        self.way_in.extend(other.way_in);
+        self.way_out.extend(other.way_out);
         self.first_delta_chars.extend(other.first_delta_chars);
         self.sent += other.sent;
         self.red_sent += other.red_sent;
@@ -232,6 +239,9 @@ pub struct Traffic {
     pub book: Arc<EscalationBook>,
     /// Distinguishes this run's subjects from earlier runs against the same server.
     pub run_id: String,
+    /// With `--legs`: the fake provider's record of tagged requests.
+    pub legs: Option<Arc<Legs>>,
+    tags: AtomicU64,
 }
 
 impl Traffic {
@@ -241,12 +251,33 @@ impl Traffic {
             args,
             book: Arc::default(),
             run_id: uuid::Uuid::new_v4().simple().to_string()[..8].to_owned(),
+            legs: None,
+            tags: AtomicU64::new(CAREBRIDGE_TAGS),
         }
+    }
+
+    /// Tags every timed message so the fake provider can split its time to first token.
+    pub fn with_legs(mut self, legs: Arc<Legs>) -> Self {
+        self.legs = Some(legs);
+        self
     }
 
     fn message_timeout(&self) -> Duration {
         Duration::from_secs(self.args.message_timeout_secs)
     }
+}
+
+/// Where the Carebridge phase's tag numbers begin (the relay's and the direct readers' are
+/// below), so a tag left over from one phase never matches another's.
+const CAREBRIDGE_TAGS: u64 = 20_000_000;
+
+/// A tag word for a timed message (warm-up messages, named `w…`, are not tagged).
+fn tag(traffic: &Traffic, client_id: &str) -> Option<String> {
+    traffic.legs.as_ref()?;
+    if client_id.starts_with('w') {
+        return None;
+    }
+    Some(Legs::tag(traffic.tags.fetch_add(1, Ordering::Relaxed)))
 }
 
 /// How long a patient waits for `handed_back` once its reply has ended.
@@ -312,7 +343,12 @@ impl PatientSession {
             traffic.book.wait_for(&self.session_id, Instant::now());
             self.escalated = true;
         }
-        let frame = json!({"type": "message", "client_id": client_id, "text": message.text});
+        let tag = self::tag(traffic, client_id);
+        let text = match &tag {
+            Some(tag) => format!("{} {tag}", message.text),
+            None => message.text.to_owned(),
+        };
+        let frame = json!({"type": "message", "client_id": client_id, "text": text});
         let sent = Instant::now();
         record.sent += 1;
         if message.red {
@@ -404,6 +440,12 @@ impl PatientSession {
                 "welcome" | "event" | "pong" | "alert" | "ack" => {}
                 other => record.error(format!("unexpected `{other}` frame")),
             }
+        }
+        if let (Some(legs), Some(tag), Some(first)) = (&traffic.legs, &tag, first_delta)
+            && let Some((arrived, first_sent)) = legs.take(tag)
+        {
+            record.way_in.push(arrived.saturating_duration_since(sent));
+            record.way_out.push(first.saturating_duration_since(first_sent));
         }
         if acked.is_some() {
             record.acked += 1;
