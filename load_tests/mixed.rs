@@ -117,7 +117,8 @@ async fn direct_phase(
                             && let Some((arrived, first_sent)) = legs.take(tag)
                         {
                             timing.way_in = Some(arrived.saturating_duration_since(started));
-                            timing.way_out = Some((started + first).saturating_duration_since(first_sent));
+                            timing.way_out =
+                                Some((started + first).saturating_duration_since(first_sent));
                         }
                         timings.push(timing);
                     }

@@ -445,7 +445,9 @@ impl PatientSession {
             && let Some((arrived, first_sent)) = legs.take(tag)
         {
             record.way_in.push(arrived.saturating_duration_since(sent));
-            record.way_out.push(first.saturating_duration_since(first_sent));
+            record
+                .way_out
+                .push(first.saturating_duration_since(first_sent));
         }
         if acked.is_some() {
             record.acked += 1;
