@@ -324,7 +324,13 @@ pub fn extract(text: &NormalizedText) -> Measures {
             || (GLUCOSE_LINKS.contains(&word(index.wrapping_sub(1)))
                 && GLUCOSE_WORDS.contains(&word(index.wrapping_sub(2))))
             || glucose_after;
-        if numeric && (direct || near(GLUCOSE_WORDS)) {
+        // "type 2 diabetes", "diabetes tipo 1", "cukrzyca typu 2": the kind of diabetes, not a
+        // reading, however near a glucose word it stands.
+        let diabetes_type = matches!(
+            word(index.wrapping_sub(1)),
+            "type" | "typ" | "typu" | "tipo" | "tipe"
+        );
+        if numeric && !diabetes_type && (direct || near(GLUCOSE_WORDS)) {
             // mg/dL when so labelled or implausible as mmol/L; g/L (French) is a tenth of that.
             let mmol = if next == "g" && after_next == "l" {
                 value * 100.0 / 18.0
@@ -444,6 +450,21 @@ mod tests {
         );
         assert_eq!(measures("took thirty two pills").tablet_count, Some(32.0));
         assert_eq!(measures("a fever, one of those days").temperature_c, None);
+    }
+
+    #[test]
+    fn the_type_of_diabetes_is_no_glucose_reading() {
+        for text in [
+            "how often should I check my blood sugar with type 2 diabetes",
+            "Hoe vaak moet ik mijn bloedsuiker meten met diabetes type 2?",
+            "glucemia y diabetes tipo 1, que dieta",
+        ] {
+            assert_eq!(measures(text).glucose_mmol, None, "{text}");
+        }
+        assert_eq!(
+            measures("type 1, sugar is 2.4 and I feel shaky").glucose_mmol,
+            Some(2.4)
+        );
     }
 
     #[test]
