@@ -157,12 +157,10 @@ impl<'a> MessageContext<'a> {
         // A forward cue with nothing after it but punctuation is an interjection ("No, it hurts").
         cues.retain(|cue| {
             direction(cue.kind) != Some(Direction::Forward)
-                || text.tokens.get(cue.last + 1).is_some_and(|next| {
-                    matches!(
-                        next.kind,
-                        TokenKind::Word | TokenKind::Number | TokenKind::Emoji
-                    )
-                })
+                || text
+                    .tokens
+                    .get(cue.last + 1)
+                    .is_some_and(|next| matches!(next.kind, TokenKind::Word | TokenKind::Number))
         });
         let mark = |kind: CueKind| {
             let mut flags = vec![false; count];

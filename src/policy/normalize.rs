@@ -15,7 +15,6 @@ use unicode_normalization::char::is_combining_mark;
 pub enum TokenKind {
     Word,
     Number,
-    Emoji,
     /// Punctuation that does not end a sentence (commas, colons, brackets…).
     Punct,
     /// `.`, `!`, `?`, `;` and line breaks.
@@ -656,7 +655,8 @@ fn tokenize(chars: &[Folded], vocabulary: &Vocabulary) -> RawTokens {
             index = read_leading_leet(chars, index, &mut tokens, vocabulary)
                 .unwrap_or_else(|| read_number(chars, index, &mut tokens));
         } else if is_emoji(ch) {
-            tokens.push(TokenKind::Emoji, ch, current.start, current.end);
+            // Pictures sit between words as decoration ("throat is 😰 closing up", "ingoiato 🔋
+            // una pila"): as tokens they split the phrases around them, and no rule reads them.
             index += 1;
         } else if ch.is_whitespace() && ch != '\n' {
             index += 1;
@@ -1034,8 +1034,12 @@ mod tests {
     }
 
     #[test]
-    fn emoji_are_kept_as_tokens() {
-        assert_eq!(words("help 🔪💊"), "help 🔪 💊");
+    fn emoji_do_not_split_the_words_around_them() {
+        assert_eq!(words("help 🔪💊"), "help");
+        assert_eq!(
+            words("my throat is 😰 closing up"),
+            "my throat is closing up"
+        );
     }
 
     #[test]
