@@ -343,6 +343,59 @@ pub fn direct_request_body(user_text: &str) -> String {
     .to_string()
 }
 
+/// A streamed completion from the provider, read one SSE event at a time.
+pub struct EventStream {
+    response: reqwest::Response,
+    buffer: Vec<u8>,
+}
+
+impl EventStream {
+    /// Posts `body` to `url` and checks the answer is a success.
+    ///
+    /// # Errors
+    /// The request failed or the provider answered with an error status.
+    pub async fn open(client: &reqwest::Client, url: &str, body: String) -> anyhow::Result<Self> {
+        let response = client
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .context("request to the fake provider")?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "the fake provider answered HTTP {}",
+            response.status()
+        );
+        Ok(Self {
+            response,
+            buffer: Vec::new(),
+        })
+    }
+
+    /// The next complete event (`data: …\n\n`), or `None` at the end of the stream.
+    ///
+    /// # Errors
+    /// The stream broke or an event's data is not JSON.
+    pub async fn next(&mut self) -> anyhow::Result<Option<Event>> {
+        loop {
+            if let Some(end) = self.buffer.windows(2).position(|pair| pair == b"\n\n") {
+                let event: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                return parse_event(&event).map(Some);
+            }
+            match self
+                .response
+                .chunk()
+                .await
+                .context("the provider's stream broke")?
+            {
+                Some(bytes) => self.buffer.extend_from_slice(&bytes),
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
 /// One SSE event of the provider's stream.
 pub enum Event {
     /// A chunk's text (empty for a chunk without content, such as the last one).
@@ -385,51 +438,34 @@ pub async fn read_direct(
     body: String,
 ) -> anyhow::Result<DirectTiming> {
     let started = Instant::now();
-    let mut response = client
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .context("direct request to the fake provider")?;
-    anyhow::ensure!(
-        response.status().is_success(),
-        "the fake provider answered HTTP {}",
-        response.status()
-    );
+    let mut events = EventStream::open(client, url, body).await?;
     let mut timing = DirectTiming {
         started: Some(started),
         ..DirectTiming::default()
     };
-    let mut buffer: Vec<u8> = Vec::new();
     let mut received = 0usize;
     let mut last_chunk: Option<Instant> = None;
-    while let Some(bytes) = response.chunk().await.context("direct stream broke")? {
-        buffer.extend_from_slice(&bytes);
-        // Take each complete event (`data: …\n\n`) out of the buffer.
-        while let Some(end) = buffer.windows(2).position(|pair| pair == b"\n\n") {
-            let event: Vec<u8> = buffer.drain(..end + 2).collect();
-            let text = match parse_event(&event)? {
-                Event::Text(text) => text,
-                Event::Done => {
-                    timing.completed = true;
-                    continue;
-                }
-                Event::Other => continue,
-            };
-            if text.is_empty() {
+    while let Some(event) = events.next().await? {
+        let text = match event {
+            Event::Text(text) => text,
+            Event::Done => {
+                timing.completed = true;
                 continue;
             }
-            let now = Instant::now();
-            received += text.len();
-            let elapsed = now - started;
-            match last_chunk {
-                None => timing.first_token = Some(elapsed),
-                Some(previous) => timing.gaps.push(now - previous),
-            }
-            last_chunk = Some(now);
-            timing.arrivals.push((received, elapsed));
+            Event::Other => continue,
+        };
+        if text.is_empty() {
+            continue;
         }
+        let now = Instant::now();
+        received += text.len();
+        let elapsed = now - started;
+        match last_chunk {
+            None => timing.first_token = Some(elapsed),
+            Some(previous) => timing.gaps.push(now - previous),
+        }
+        last_chunk = Some(now);
+        timing.arrivals.push((received, elapsed));
     }
     Ok(timing)
 }

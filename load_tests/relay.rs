@@ -222,35 +222,21 @@ async fn relay_reply(
     text: &str,
 ) -> anyhow::Result<()> {
     let client = thread_client().context("cannot build the relay's HTTP client")?;
-    let mut response = client
-        .post(&upstream.url)
-        .header("content-type", "application/json")
-        .body(provider::direct_request_body(text))
-        .send()
-        .await
-        .context("relay request to the fake provider")?;
-    anyhow::ensure!(
-        response.status().is_success(),
-        "the fake provider answered HTTP {}",
-        response.status()
-    );
-    let mut buffer: Vec<u8> = Vec::new();
-    while let Some(bytes) = response.chunk().await.context("relayed stream broke")? {
-        buffer.extend_from_slice(&bytes);
-        while let Some(end) = buffer.windows(2).position(|pair| pair == b"\n\n") {
-            let event: Vec<u8> = buffer.drain(..end + 2).collect();
-            let provider::Event::Text(content) = provider::parse_event(&event)? else {
-                continue;
-            };
-            if content.is_empty() {
-                continue;
-            }
-            let frame = json!({"type": "delta", "text": content});
-            session
-                .text(frame.to_string())
-                .await
-                .context("the relay's client went away")?;
+    let mut events =
+        provider::EventStream::open(&client, &upstream.url, provider::direct_request_body(text))
+            .await?;
+    while let Some(event) = events.next().await? {
+        let provider::Event::Text(content) = event else {
+            continue;
+        };
+        if content.is_empty() {
+            continue;
         }
+        let frame = json!({"type": "delta", "text": content});
+        session
+            .text(frame.to_string())
+            .await
+            .context("the relay's client went away")?;
     }
     Ok(())
 }
