@@ -343,15 +343,25 @@ mod tests {
     #[test]
     fn the_metrics_recorder_runs_its_upkeep() {
         assert!(metrics_handle().is_some(), "the recorder is installed");
-        let threads: Vec<String> = std::fs::read_dir("/proc/self/task")
-            .expect("this process's threads")
-            .filter_map(Result::ok)
-            .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
-            .map(|name| name.trim().to_owned())
-            .collect();
+        let threads = || -> Vec<String> {
+            std::fs::read_dir("/proc/self/task")
+                .expect("this process's threads")
+                .filter_map(Result::ok)
+                .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
+                .map(|name| name.trim().to_owned())
+                .collect()
+        };
+        // A new thread sets its own name once it runs: give it a moment.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !threads().iter().any(|name| name == METRICS_UPKEEP_THREAD)
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let seen = threads();
         assert!(
-            threads.iter().any(|name| name == METRICS_UPKEEP_THREAD),
-            "no upkeep thread among {threads:?}: histogram samples would pile up until a scrape"
+            seen.iter().any(|name| name == METRICS_UPKEEP_THREAD),
+            "no upkeep thread among {seen:?}: histogram samples would pile up until a scrape"
         );
     }
 }
