@@ -206,7 +206,13 @@ impl<'a> MessageContext<'a> {
             }
             // A cue inside the finding's own words never applies to it ("can't breathe").
             if cue.first <= last && first <= cue.last {
-                if cue.kind == CueKind::Figurative {
+                // A figure of speech discards the triggers it overlaps ("collapsed" in
+                // "collapsed in fits of laughter"), except a phrase written with the whole figure
+                // inside it and more besides: "back is killing me" is back pain.
+                let holds_the_figure = first <= cue.first
+                    && cue.last <= last
+                    && (first < cue.first || cue.last < last);
+                if cue.kind == CueKind::Figurative && !holds_the_figure {
                     assessment.figurative = Some((cue.first, cue.last));
                 }
                 continue;
@@ -397,5 +403,29 @@ mod tests {
         assert_eq!(now.temporality(), Temporality::Recent);
         let then = context_of("i used to cut", &[used_to, again], "cut");
         assert_eq!(then.temporality(), Temporality::Historical);
+    }
+
+    #[test]
+    fn a_figure_discards_what_it_overlaps_but_not_a_phrase_that_holds_it_whole() {
+        // Cues and findings are written squeezed, as the phrase set matches them.
+        let figure = (CueKind::Figurative, "is kiling me");
+        let idiom = context_of("this essay is killing me", &[figure], "kiling me");
+        assert!(idiom.figurative.is_some(), "the trigger is all figure");
+        let partly = context_of("my back is killing me", &[figure], "my back is");
+        assert!(
+            partly.figurative.is_some(),
+            "overlapping the figure's start"
+        );
+        let pain = context_of("my back is killing me", &[figure], "back is kiling me");
+        assert!(
+            pain.figurative.is_none(),
+            "the phrase names the back the figure is about"
+        );
+        let laughing = (CueKind::Figurative, "morire dala vergogna");
+        let shame = context_of("voglio morire dalla vergogna", &[laughing], "voglio morire");
+        assert!(
+            shame.figurative.is_some(),
+            "a trigger reaching into the figure from before it"
+        );
     }
 }
