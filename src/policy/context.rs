@@ -243,6 +243,31 @@ impl<'a> MessageContext<'a> {
         assessment
     }
 
+    /// A negation standing in a gap of the finding's own phrase, before one of its written words:
+    /// "lips are not going blue" for `lips ** going blue`. `fixed` says which tokens are the
+    /// phrase's written words; a cue that is one of them belongs to the phrase ("can't stop
+    /// thinking about killing myself") and [`MessageContext::assess`] already set it aside.
+    pub fn negation_in_gap(
+        &self,
+        first: usize,
+        last: usize,
+        fixed: impl Fn(usize) -> bool,
+    ) -> Option<(usize, usize)> {
+        self.cues
+            .iter()
+            .filter(|cue| cue.kind == CueKind::Negation(Direction::Forward))
+            .filter(|cue| first < cue.first && cue.last < last)
+            .find(|cue| {
+                (cue.first..=cue.last).all(|token| !fixed(token))
+                    && (cue.last + 1..=last).any(&fixed)
+                    && !self
+                        .negation_terminator
+                        .get(cue.last + 1..=last)
+                        .is_some_and(|between| between.iter().any(|&flag| flag))
+            })
+            .map(|cue| (cue.first, cue.last))
+    }
+
     fn same_sentence(&self, a: usize, b: usize) -> bool {
         self.sentence.get(a) == self.sentence.get(b)
     }

@@ -577,7 +577,14 @@ impl PolicySet {
             .into_iter()
             .filter(|hit| !matches!(self.roles.get(hit.phrase), Some(Role::Cue(_)) | None))
             .map(|hit| {
-                let assessment = context.assess(hit.first, hit.last);
+                let mut assessment = context.assess(hit.first, hit.last);
+                if assessment.negated.is_none()
+                    && let Some(fixed) = self.phrases.fixed_words(hit.phrase)
+                {
+                    assessment.negated = context.negation_in_gap(hit.first, hit.last, |token| {
+                        fixed.holds(&normalized, token)
+                    });
+                }
                 (hit, assessment)
             })
             .collect();
@@ -1023,6 +1030,48 @@ unless = ["@never"]
         );
         let twice = CONCEPTS.replace(r#"id = "spreading""#, r#"id = "chest""#);
         assert!(load_one(&twice).is_err_and(|error| error.to_string().contains("defined twice")));
+    }
+
+    #[test]
+    fn a_negation_in_a_gap_of_the_phrase_negates_it_but_the_phrase_own_words_do_not() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let prompts = Prompts::load(&root.join("prompts"), Region::Uk).expect("prompts");
+        let dir = tempfile::tempdir().expect("temporary directory");
+        for shared in ["context.toml", "lexicon.toml"] {
+            std::fs::copy(root.join("policies").join(shared), dir.path().join(shared))
+                .expect("copy the shipped cues and lexicon");
+        }
+        let topic = r#"
+[meta]
+id = "topic"
+
+[[rule]]
+id = "topic.blue"
+severity = "emergency"
+guidance = "emergency"
+triggers = ["lips ** going blue", "can not ** breathe"]
+patterns = ['\blips (?:\S+ ){0,3}turning grey\b']
+"#;
+        std::fs::write(dir.path().join("topic.toml"), topic).expect("write the topic file");
+        let set = PolicySet::load(dir.path(), &prompts).expect("a set with gapped phrases");
+        let level = |text: &str| set.evaluate(text).level;
+        assert_eq!(level("his lips are going blue"), Severity::Emergency);
+        assert_eq!(
+            level("his lips are not going blue"),
+            Severity::Routine,
+            "phrase gap"
+        );
+        assert_eq!(level("his lips are turning grey"), Severity::Emergency);
+        assert_eq!(
+            level("his lips are not turning grey"),
+            Severity::Routine,
+            "pattern gap"
+        );
+        assert_eq!(
+            level("I can't really breathe"),
+            Severity::Emergency,
+            "the phrase's own `not` is no negation of it"
+        );
     }
 
     #[test]

@@ -60,6 +60,55 @@ pub struct PhraseSetBuilder {
     next_id: PhraseId,
     /// Every word of every phrase, squeezed.
     words: HashSet<String>,
+    /// The written words of each phrase with gaps and of each pattern.
+    fixed: HashMap<PhraseId, FixedWords>,
+}
+
+/// The words a phrase with gaps, or a pattern, spells out itself: a word of the message inside a
+/// match that is not one of them stood in a gap ("lips are not going blue" for `lips ** going
+/// blue`), so a negation there is the patient's, not the phrase's.
+#[derive(Debug, Clone, Default)]
+pub struct FixedWords {
+    /// Sorted, without duplicates.
+    words: Vec<String>,
+    /// Compared with the plain text (patterns) rather than the squeezed one (phrases).
+    plain: bool,
+}
+
+impl FixedWords {
+    fn of_pattern(source: &str) -> Self {
+        // Escapes (`\b`, `\S`, `\w`) are syntax, not words; what is left of letters is.
+        let mut cleaned = String::with_capacity(source.len());
+        let mut chars = source.chars();
+        while let Some(ch) = chars.next() {
+            if ch == '\\' {
+                chars.next();
+                cleaned.push(' ');
+            } else {
+                cleaned.push(ch);
+            }
+        }
+        let mut words: Vec<String> = cleaned
+            .split(|ch: char| !ch.is_ascii_alphanumeric())
+            .filter(|word| !word.is_empty())
+            .map(str::to_owned)
+            .collect();
+        words.sort_unstable();
+        words.dedup();
+        Self { words, plain: true }
+    }
+
+    /// Whether token `index` of `text` is one of the phrase's own words.
+    pub fn holds(&self, text: &NormalizedText, index: usize) -> bool {
+        let word = if self.plain {
+            text.plain_of(index)
+        } else {
+            text.squeezed_of(index)
+        };
+        self.words
+            .binary_search_by(|fixed| fixed.as_str().cmp(word))
+            .is_ok()
+    }
 }
 
 /// What one word of a phrase means.
@@ -166,6 +215,13 @@ impl PhraseSetBuilder {
                 .collect();
             words.sort_unstable();
             words.dedup();
+            self.fixed.insert(
+                id,
+                FixedWords {
+                    words: words.clone(),
+                    plain: false,
+                },
+            );
             self.gapped.push((regex, id));
             self.gapped_words.push(words);
         }
@@ -184,6 +240,7 @@ impl PhraseSetBuilder {
         })?;
         let id = self.next_id;
         self.next_id += 1;
+        self.fixed.insert(id, FixedWords::of_pattern(&pattern));
         self.patterns.push((pattern, id));
         Ok(id)
     }
@@ -252,6 +309,7 @@ impl PhraseSetBuilder {
             gapped,
             patterns,
             phrase_count: self.next_id,
+            fixed: self.fixed,
         })
     }
 }
@@ -522,11 +580,18 @@ pub struct PhraseSet {
     gapped: GappedPhrases,
     patterns: Patterns,
     phrase_count: usize,
+    fixed: HashMap<PhraseId, FixedWords>,
 }
 
 impl PhraseSet {
     pub fn phrase_count(&self) -> usize {
         self.phrase_count
+    }
+
+    /// The words a phrase with gaps or a pattern spells out; `None` for a phrase without gaps,
+    /// whose every word is its own.
+    pub fn fixed_words(&self, phrase: PhraseId) -> Option<&FixedWords> {
+        self.fixed.get(&phrase)
     }
 
     /// Every phrase and pattern occurrence in the text, overlapping ones included.
