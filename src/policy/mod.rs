@@ -237,7 +237,7 @@ impl PolicySet {
         let mut hasher = Sha256::new();
         let lexicon_path = dir.join("lexicon.toml");
         let lexicon: LexiconFile = read_optional(&lexicon_path, &mut hasher)?;
-        let normalizer = Normalizer::new(Lexicon::new(lexicon.words));
+        let normalizer = Normalizer::new(Lexicon::new(lexicon.words)).with_contracted_s(true);
         let context_path = dir.join("context.toml");
         let context: ContextFile = read_optional(&context_path, &mut hasher)?;
 
@@ -442,7 +442,10 @@ impl PolicySet {
         // Messages are read knowing the policies' words, for words spelt with digits in front.
         let normalizer = normalizer.with_vocabulary(builder.words());
         let phrases = builder.build().map_err(PolicyLoadError::Compile)?;
-        let output = output::OutputRules::compile(&normalizer, output_specs)?;
+        let output = output::OutputRules::compile(
+            &normalizer.clone().with_contracted_s(false),
+            output_specs,
+        )?;
         Ok(Self {
             normalizer,
             phrases,

@@ -235,6 +235,11 @@ impl Vocabulary {
 pub struct Normalizer {
     lexicon: Lexicon,
     vocabulary: Vocabulary,
+    /// Whether a contracted `'s` is spelt out by the word after it ([`contracted_s`]). Patient
+    /// messages are read whole, so that word is always there. The output guard reads a reply as
+    /// it streams, where the word after a `'s` may not have arrived when the `'s` is released, so
+    /// its normaliser keeps `'s` as written and a phrase reads the same in every chunking.
+    contracted_s: bool,
 }
 
 /// A character after folding, still tied to the original character it came from.
@@ -303,7 +308,21 @@ impl Normalizer {
         Self {
             lexicon,
             vocabulary: Vocabulary::default(),
+            contracted_s: false,
         }
+    }
+
+    /// The same normaliser, spelling out a contracted `'s` (`back's killing` → `back is
+    /// killing`) or not; see [`Normalizer::reads_contracted_s`].
+    #[must_use]
+    pub fn with_contracted_s(mut self, read: bool) -> Self {
+        self.contracted_s = read;
+        self
+    }
+
+    /// Whether messages (and so phrases) have a contracted `'s` spelt out.
+    pub fn reads_contracted_s(&self) -> bool {
+        self.contracted_s
     }
 
     /// The same normaliser, knowing the policies' words (squeezed) and the lexicon's.
@@ -328,25 +347,149 @@ impl Normalizer {
         let raw = tokenize(&folded, &self.vocabulary);
         let tokens = join_spaced_letters(text, raw.tokens);
         let mut normalized = NormalizedText::with_capacity(tokens.len(), raw.text.len());
-        for RawToken {
-            token,
-            text_start,
-            text_end,
-        } in tokens
-        {
-            let word = raw.text.get(text_start..text_end).unwrap_or_default();
-            if token.kind == TokenKind::Word
-                && let Some(replacement) = self.lexicon.lookup(word)
-            {
+        let word_of = |raw_token: &RawToken| {
+            raw.text
+                .get(raw_token.text_start..raw_token.text_end)
+                .unwrap_or_default()
+        };
+        for (index, raw_token) in tokens.iter().enumerate() {
+            let (token, word) = (raw_token.token, word_of(raw_token));
+            if token.kind != TokenKind::Word {
+                normalized.push(token, word);
+                continue;
+            }
+            if let Some(replacement) = self.lexicon.lookup(word) {
                 for expansion in replacement {
                     normalized.push(token, expansion);
                 }
+                continue;
+            }
+            let next = tokens
+                .get(index + 1)
+                .filter(|next| next.token.kind == TokenKind::Word)
+                .map(word_of);
+            if self.contracted_s
+                && let Some((base, verb)) = contracted_s(text, &token, word, next)
+            {
+                normalized.push(token, base);
+                normalized.push(token, verb);
                 continue;
             }
             normalized.push(token, word);
         }
         normalized
     }
+}
+
+/// `back's killing me`, `daughter's taken`, `it's swelling`: a word written with `'s` before a
+/// word a possessive cannot come before is the word and `is` or `has`, as rules are written.
+/// `mum's chest`, `the baby's temperature` stay as they are (possessives), and so does a `'s`
+/// before any other word, as it always did. `its` without its apostrophe is read the same way
+/// (`its been`, `its swelling`): it is so often typed for `it's`. Returns the word and the verb,
+/// or `None`.
+fn contracted_s<'w>(
+    text: &str,
+    token: &Token,
+    word: &'w str,
+    next: Option<&str>,
+) -> Option<(&'w str, &'static str)> {
+    let base = word.strip_suffix('s')?;
+    let written = text.get(token.start..token.end)?;
+    let apostrophe = written
+        .strip_suffix(['s', 'S'])
+        .is_some_and(|stem| stem.ends_with(['\'', '’', '`']));
+    if !(apostrophe || word == "its") || base.is_empty() {
+        return None;
+    }
+    Some((base, s_verb(next?)?))
+}
+
+/// The verb a contracted `'s` stands for before `next`, or `None` when it may be a possessive.
+fn s_verb(next: &str) -> Option<&'static str> {
+    /// After these, `'s` is `has`.
+    const HAS: &[&str] = &[
+        "been", "got", "gotten", "gone", "had", "taken", "started", "stopped", "become", "done",
+        "fallen", "lost", "never",
+    ];
+    /// After these, `'s` is `is`: what follows a verb, never a possessive.
+    const IS: &[&str] = &[
+        "not",
+        "always",
+        "still",
+        "really",
+        "so",
+        "very",
+        "too",
+        "just",
+        "now",
+        "only",
+        "also",
+        "all",
+        "on",
+        "off",
+        "out",
+        "up",
+        "down",
+        "swollen",
+        "blue",
+        "grey",
+        "gray",
+        "numb",
+        "hot",
+        "cold",
+        "worse",
+        "sore",
+        "pale",
+        "floppy",
+        "dizzy",
+        "stiff",
+        "tight",
+        "weak",
+        "agony",
+        "killing",
+        "freezing",
+        "like",
+        "unconscious",
+        "unresponsive",
+        "breathless",
+        "sick",
+    ];
+    if HAS.contains(&next) {
+        Some("has")
+    } else if IS.contains(&next) || (next.len() > 4 && next.ends_with("ing")) {
+        Some("is")
+    } else {
+        None
+    }
+}
+
+/// A phrase's words with each contracted `'s` spelt out as messages read it
+/// ([`contracted_s`]): a phrase is normalised a word at a time, so the word after a `'s` would
+/// otherwise never be seen. `nose bleeding, it's been going` → `nose bleeding, it has been going`.
+pub fn spell_out_contracted_s(phrase: &str) -> String {
+    let words: Vec<&str> = phrase.split_whitespace().collect();
+    let mut out: Vec<String> = Vec::with_capacity(words.len() + 2);
+    for (index, word) in words.iter().enumerate() {
+        let lower = word.to_lowercase();
+        let trimmed = lower.trim_end_matches(|ch: char| !ch.is_alphanumeric());
+        let stem = trimmed
+            .strip_suffix("'s")
+            .or_else(|| trimmed.strip_suffix("’s"))
+            .or_else(|| (trimmed == "its").then_some("it"));
+        let next = words.get(index + 1).map(|next| {
+            next.to_lowercase()
+                .trim_matches(|ch: char| !ch.is_alphanumeric())
+                .to_owned()
+        });
+        match (stem, next.as_deref().and_then(s_verb)) {
+            (Some(stem), Some(verb)) if !stem.is_empty() && trimmed.len() == word.len() => {
+                out.push(stem.to_owned());
+                out.push(verb.to_owned());
+            }
+            _ => out.push((*word).to_owned()),
+        }
+    }
+    out.join(" ")
 }
 
 /// `c u t`, `b l e e d i n g`: three or more single letters in a row are one word spelt out to
@@ -967,6 +1110,45 @@ mod tests {
     fn lexicon_expands_contractions_and_abbreviations() {
         assert_eq!(words("I can't breathe"), "i can not breathe");
         assert_eq!(words("bad cp"), "bad chest pain");
+    }
+
+    #[test]
+    fn a_contracted_s_is_spelt_out_where_no_possessive_can_stand() {
+        let reading = Normalizer::default().with_contracted_s(true);
+        let words = |text: &str| reading.normalize(text).squeezed.trim().to_owned();
+        // The squeezed form is compared, so the examples avoid doubled letters.
+        assert_eq!(words("my back's hurting me"), "my back is hurting me");
+        assert_eq!(words("daughter's taken them"), "daughter has taken them");
+        assert_eq!(words("its gone on an hour"), "it has gone on an hour");
+        assert_eq!(words("throat’s tight"), "throat is tight");
+        // Possessives, and a plural without its apostrophe, stay as written.
+        assert_eq!(words("mum's chest pain"), "mums chest pain");
+        assert_eq!(words("the baby's temperature"), "the babys temperature");
+        assert_eq!(words("my legs aching"), "my legs aching");
+        assert_eq!(words("its lid"), "its lid");
+        // The output guard's normaliser keeps `'s` as written (see `contracted_s`).
+        let streaming = Normalizer::default();
+        assert_eq!(
+            streaming.normalize("back's hurting").squeezed.trim(),
+            "backs hurting"
+        );
+    }
+
+    #[test]
+    fn a_phrase_spells_out_its_contracted_s_as_a_message_would() {
+        assert_eq!(
+            spell_out_contracted_s("nose bleeding, it's been going"),
+            "nose bleeding, it has been going"
+        );
+        assert_eq!(
+            spell_out_contracted_s("back's ** killing"),
+            "back's ** killing"
+        );
+        assert_eq!(spell_out_contracted_s("mum's chest"), "mum's chest");
+        assert_eq!(
+            spell_out_contracted_s("back's killing me"),
+            "back is killing me"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex::Regex;
 
-use super::normalize::{NormalizedText, Normalizer, TokenKind};
+use super::normalize::{NormalizedText, Normalizer, TokenKind, spell_out_contracted_s};
 
 /// Index of a phrase or pattern added to a [`PhraseSetBuilder`].
 pub type PhraseId = usize;
@@ -128,7 +128,12 @@ impl PhraseSetBuilder {
     /// # Errors
     /// A phrase with no words left after normalisation.
     pub fn phrase(&mut self, normalizer: &Normalizer, text: &str) -> Result<PhraseId, PhraseError> {
-        let parts: Vec<PhrasePart> = text
+        let spelt_out = if normalizer.reads_contracted_s() {
+            spell_out_contracted_s(text)
+        } else {
+            text.to_owned()
+        };
+        let parts: Vec<PhrasePart> = spelt_out
             .split_whitespace()
             .map(|part| match part {
                 "*" => PhrasePart::Gap { most: 1 },
