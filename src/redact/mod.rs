@@ -18,8 +18,10 @@ mod config;
 mod detectors;
 mod placeholders;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -175,6 +177,22 @@ pub struct Redacted {
 pub struct Redactor {
     kinds: Vec<Kind>,
     detectors: Detectors,
+    /// What was found in texts redacted lately. Every model request carries the conversation's
+    /// recent lines again, and each was scanned for the request before: a line is scanned once,
+    /// and each later request only writes its placeholders in.
+    remembered: Mutex<Remembered>,
+}
+
+/// Detections of recent texts, keyed by the text. Bounded: emptied when full, so it never holds
+/// more than [`Remembered::MOST_TEXTS`] texts of at most [`Remembered::LONGEST_TEXT`] bytes.
+#[derive(Default)]
+struct Remembered {
+    found: HashMap<Box<str>, Arc<[Detection]>>,
+}
+
+impl Remembered {
+    const MOST_TEXTS: usize = 4096;
+    const LONGEST_TEXT: usize = 8 * 1024;
 }
 
 impl fmt::Debug for Redactor {
@@ -205,6 +223,7 @@ impl Redactor {
         Ok(Self {
             kinds,
             detectors: Detectors::build(config)?,
+            remembered: Mutex::default(),
         })
     }
 
@@ -218,10 +237,33 @@ impl Redactor {
         self.detectors.find(text)
     }
 
+    /// [`Redactor::detect`], answered from memory for a text seen lately.
+    fn detect_remembered(&self, text: &str) -> Arc<[Detection]> {
+        if text.len() > Remembered::LONGEST_TEXT {
+            return self.detect(text).into();
+        }
+        let lock = || {
+            self.remembered
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some(found) = lock().found.get(text) {
+            return Arc::clone(found);
+        }
+        // Scanned outside the lock: two threads may scan the same text, and both get the same.
+        let found: Arc<[Detection]> = self.detect(text).into();
+        let mut remembered = lock();
+        if remembered.found.len() >= Remembered::MOST_TEXTS {
+            remembered.found.clear();
+        }
+        remembered.found.insert(text.into(), Arc::clone(&found));
+        found
+    }
+
     /// Replaces each identifier in `text` with its placeholder, adding new identifiers to
     /// `placeholders` so the same value gets the same placeholder later in the conversation.
     pub fn redact(&self, text: &str, placeholders: &mut Placeholders) -> Redacted {
-        let detections = self.detect(text);
+        let detections = self.detect_remembered(text);
         if detections.is_empty() {
             return Redacted {
                 text: text.to_owned(),
@@ -232,7 +274,7 @@ impl Redactor {
         let mut kinds = Vec::with_capacity(detections.len());
         let mut key = String::new();
         let mut copied = 0;
-        for detection in &detections {
+        for detection in detections.iter() {
             out.push_str(&text[copied..detection.start]);
             placeholders.write(
                 detection.kind,
@@ -265,6 +307,49 @@ mod tests {
         };
         Redactor::new(&config).expect("default config builds")
     });
+
+    #[test]
+    fn a_text_redacted_again_is_answered_from_memory_with_this_conversation_s_placeholders() {
+        let redactor = Redactor::new(&RedactionConfig::default()).expect("default config builds");
+        let line = "call me on 07700 900123 please";
+        let mut first = Placeholders::new();
+        let once = redactor.redact(line, &mut first);
+        assert!(
+            redactor
+                .remembered
+                .lock()
+                .expect("not poisoned")
+                .found
+                .contains_key(line),
+            "the scan is kept"
+        );
+        let mut again = Placeholders::new();
+        redactor.redact("ring 07700 900456 instead", &mut again);
+        let twice = redactor.redact(line, &mut again);
+        assert_eq!(once.text, "call me on [PHONE_1] please");
+        assert_eq!(
+            twice.text, "call me on [PHONE_2] please",
+            "the remembered scan, numbered by the conversation it is used in"
+        );
+        assert_eq!(twice.kinds, once.kinds);
+    }
+
+    #[test]
+    fn what_is_remembered_stays_bounded() {
+        let redactor = Redactor::new(&RedactionConfig::default()).expect("default config builds");
+        let mut placeholders = Placeholders::new();
+        for index in 0..=Remembered::MOST_TEXTS {
+            redactor.redact(&format!("message number {index}"), &mut placeholders);
+        }
+        let long = "a".repeat(Remembered::LONGEST_TEXT + 1);
+        redactor.redact(&long, &mut placeholders);
+        let remembered = redactor.remembered.lock().expect("not poisoned");
+        assert!(remembered.found.len() <= Remembered::MOST_TEXTS);
+        assert!(
+            !remembered.found.contains_key(long.as_str()),
+            "too long to keep"
+        );
+    }
 
     #[test]
     fn identifiers_become_placeholders_and_come_back_in_the_reply() {
