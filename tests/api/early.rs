@@ -147,6 +147,42 @@ async fn an_early_request_is_sent_again_when_another_device_wrote_first() {
 }
 
 #[tokio::test]
+async fn a_red_flag_s_reply_comes_from_a_request_that_carries_the_alert_and_the_note() {
+    // The early request leaves before the store has confirmed the message; for a red flag it
+    // must already carry the alert's guidance and the note that the message was flagged, or be
+    // sent again with them: "turns: 4" (cold, reply, red flag, guidance), never "turns: 3".
+    let (_redis, model, app) = app_on_redis(Script::CountTurns).await;
+    let (mut client, _) = app.patient_in_session("p1").await;
+    assert_eq!(
+        reply_text(&client.say("a1", "I have a cold").await),
+        "turns: 1"
+    );
+    let frames = client
+        .say("a2", "crushing pain in my chest and my left arm is numb")
+        .await;
+    assert!(
+        frames.iter().any(|frame| frame["type"] == "alert"),
+        "{frames:?}"
+    );
+    // The guard appends its emergency reminder after the model's words.
+    assert!(reply_text(&frames).starts_with("turns: 4"), "{frames:?}");
+
+    let requests = model.requests.lock().expect("requests").clone();
+    assert!(
+        requests.len() <= 3,
+        "at most one early request dropped: {requests:?}"
+    );
+    let answered = requests
+        .iter()
+        .find(|request| request_lines(request).len() == 4)
+        .expect("a request with the alert's guidance");
+    let system = answered["messages"][0]["content"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(system.contains("flagged emergency"), "{system}");
+}
+
+#[tokio::test]
 async fn a_replica_counts_early_requests_kept_and_sent_again() {
     // A process of its own: the metrics recorder is global, and in-process servers of tests
     // running side by side would count into the same series.
