@@ -364,12 +364,18 @@ impl Normalizer {
                 }
                 continue;
             }
-            let next = tokens
-                .get(index + 1)
-                .filter(|next| next.token.kind == TokenKind::Word)
-                .map(word_of);
+            // Only a word ending in `s` can be a contraction: most words never look ahead.
             if self.contracted_s
-                && let Some((base, verb)) = contracted_s(text, &token, word, next)
+                && word.ends_with('s')
+                && let Some((base, verb)) = contracted_s(
+                    text,
+                    &token,
+                    word,
+                    tokens
+                        .get(index + 1)
+                        .filter(|next| next.token.kind == TokenKind::Word)
+                        .map(word_of),
+                )
             {
                 normalized.push(token, base);
                 normalized.push(token, verb);
