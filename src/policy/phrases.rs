@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex::Regex;
+use regex_syntax::hir::literal::{ExtractKind, Extractor};
 
 use super::normalize::{NormalizedText, Normalizer, TokenKind, spell_out_contracted_s};
 
@@ -345,56 +346,82 @@ fn ascii_word_boundaries(pattern: &str) -> String {
 }
 
 /// Operators' patterns, run only on messages that hold a literal every match of theirs begins
-/// with.
+/// with and one every match ends with.
 ///
 /// They were regex sets run over every message. Patterns with bounded runs of any word make a
 /// set's lazy DFA meet new states in nearly every new message, so a message the server had not
 /// seen cost about 0.9 million instructions, nine tenths of it building DFA states. The literals
 /// a pattern's matches must begin with (`i took`, `we swallowed`, ...) are read from its syntax;
-/// one automaton pass over the message finds which patterns can match at all. A pattern whose
-/// matches could begin with anything (no such literals, or too many) is run on every message.
+/// one automaton pass over the message finds which patterns can match at all. Beginnings alone
+/// let through every pattern that begins with a common word (`i`, `he`, `hat`) or with any
+/// word at all, and each pattern run is a search whose tables a busy server has pushed out of
+/// the CPU's caches by the next message (several microseconds each): so the literals every
+/// match ends with (`pills`, `missing`, ...) are read and looked for in the same pass too. A
+/// pattern is run when each side it has literals for was found; one with neither is run on
+/// every message.
 struct Patterns {
-    /// Every pattern's possible beginnings.
-    starts: AhoCorasick,
-    /// For each entry of `starts`, the patterns that may begin with it.
-    started_by: Vec<Vec<usize>>,
-    /// Patterns whose matches could begin with anything.
+    /// Every pattern's possible beginnings and endings.
+    literals: AhoCorasick,
+    /// For each entry of `literals`, the patterns it begins or ends (as [`Side`] bits).
+    stands_for: Vec<Vec<(usize, u8)>>,
+    /// For each pattern, the sides (bits) that must be found before it is run.
+    needs: Vec<u8>,
+    /// Patterns whose matches could begin and end with anything.
     always: Vec<usize>,
     each: Vec<(Regex, PhraseId)>,
+}
+
+/// The side of a match a literal stands at, as a bit of [`Patterns::needs`].
+#[derive(Debug, Clone, Copy)]
+enum Side {
+    Beginning = 1,
+    End = 2,
 }
 
 impl Patterns {
     fn build(list: &[(String, PhraseId)]) -> Result<Self, PhraseError> {
         let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
-        let mut starts: Vec<Vec<u8>> = Vec::new();
-        let mut started_by: Vec<Vec<usize>> = Vec::new();
+        let mut literals: Vec<Vec<u8>> = Vec::new();
+        let mut stands_for: Vec<Vec<(usize, u8)>> = Vec::new();
+        let mut needs = Vec::with_capacity(list.len());
         let mut always = Vec::new();
         let mut each = Vec::with_capacity(list.len());
         for (pattern, (source, id)) in list.iter().enumerate() {
             each.push((compile(source)?, *id));
-            match match_beginnings(source) {
-                Some(beginnings) => {
-                    for beginning in beginnings {
-                        let slot = *index.entry(beginning.clone()).or_insert_with(|| {
-                            starts.push(beginning);
-                            started_by.push(Vec::new());
-                            starts.len() - 1
-                        });
-                        if started_by[slot].last() != Some(&pattern) {
-                            started_by[slot].push(pattern);
-                        }
+            let mut needed = 0;
+            for side in [Side::Beginning, Side::End] {
+                let Some(found) = match_literals(source, side) else {
+                    continue;
+                };
+                needed |= side as u8;
+                for literal in found {
+                    let slot = *index.entry(literal.clone()).or_insert_with(|| {
+                        literals.push(literal);
+                        stands_for.push(Vec::new());
+                        literals.len() - 1
+                    });
+                    match stands_for[slot]
+                        .iter_mut()
+                        .find(|(owner, _)| *owner == pattern)
+                    {
+                        Some((_, sides)) => *sides |= side as u8,
+                        None => stands_for[slot].push((pattern, side as u8)),
                     }
                 }
-                None => always.push(pattern),
             }
+            if needed == 0 {
+                always.push(pattern);
+            }
+            needs.push(needed);
         }
-        let starts = AhoCorasickBuilder::new()
+        let literals = AhoCorasickBuilder::new()
             .match_kind(MatchKind::Standard)
-            .build(&starts)
+            .build(&literals)
             .map_err(|error| PhraseError::Automaton(error.to_string()))?;
         Ok(Self {
-            starts,
-            started_by,
+            literals,
+            stands_for,
+            needs,
             always,
             each,
         })
@@ -402,14 +429,26 @@ impl Patterns {
 
     /// The patterns that can match `plain`, in the order they were added.
     fn candidates(&self, plain: &str) -> Vec<usize> {
+        let mut found: Vec<(usize, u8)> = Vec::new();
+        for literal in self.literals.find_overlapping_iter(plain) {
+            if let Some(owners) = self.stands_for.get(literal.pattern().as_usize()) {
+                found.extend_from_slice(owners);
+            }
+        }
+        found.sort_unstable_by_key(|&(pattern, _)| pattern);
         let mut candidates = self.always.clone();
-        for found in self.starts.find_overlapping_iter(plain) {
-            if let Some(patterns) = self.started_by.get(found.pattern().as_usize()) {
-                candidates.extend_from_slice(patterns);
+        for group in found.chunk_by(|a, b| a.0 == b.0) {
+            let pattern = group[0].0;
+            let sides = group.iter().fold(0, |sides, &(_, side)| sides | side);
+            if self
+                .needs
+                .get(pattern)
+                .is_some_and(|&needed| sides & needed == needed)
+            {
+                candidates.push(pattern);
             }
         }
         candidates.sort_unstable();
-        candidates.dedup();
         candidates
     }
 
@@ -439,25 +478,38 @@ fn compile(source: &str) -> Result<Regex, PhraseError> {
     })
 }
 
-/// Literals one of which begins every match of `pattern`, or `None` when a match could begin
-/// with anything (or the literals are too many to be worth it, or the pattern matches only the
-/// empty string at its start).
-fn match_beginnings(pattern: &str) -> Option<Vec<Vec<u8>>> {
+/// Literals one of which every match of `pattern` begins (or ends) with, or `None` when a match
+/// could begin (or end) with anything (or the literals are too many to be worth it, or the
+/// pattern can match the empty string there).
+fn match_literals(pattern: &str, side: Side) -> Option<Vec<Vec<u8>>> {
     let hir = regex_syntax::ParserBuilder::new()
         .build()
         .parse(pattern)
         .ok()?;
-    let seq = regex_syntax::hir::literal::Extractor::new().extract(&hir);
+    let kind = match side {
+        Side::Beginning => ExtractKind::Prefix,
+        Side::End => ExtractKind::Suffix,
+    };
+    let seq = Extractor::new().kind(kind).extract(&hir);
     let literals = seq.literals()?;
     if literals.is_empty() || literals.iter().any(|literal| literal.as_bytes().is_empty()) {
         return None;
     }
-    Some(
-        literals
-            .iter()
-            .map(|literal| literal.as_bytes().to_vec())
-            .collect(),
-    )
+    // A literal that holds a shorter one at the same side is found wherever it is: the shorter
+    // one is enough.
+    let mut kept: Vec<Vec<u8>> = Vec::new();
+    let mut by_length: Vec<&[u8]> = literals.iter().map(|literal| literal.as_bytes()).collect();
+    by_length.sort_by_key(|literal| literal.len());
+    for literal in by_length {
+        let covered = kept.iter().any(|shorter| match side {
+            Side::Beginning => literal.starts_with(shorter),
+            Side::End => literal.ends_with(shorter),
+        });
+        if !covered {
+            kept.push(literal.to_vec());
+        }
+    }
+    Some(kept)
 }
 
 /// Phrases with gaps, numbers or years, run only on messages that hold every word they name.
@@ -534,10 +586,10 @@ impl GappedPhrases {
         Ok((gapped, padded))
     }
 
-    /// The phrases whose words are all among `found` (word indices; `present` marks the same
-    /// words), in the order they were added.
-    fn candidates(&self, found: &[usize], present: &[bool]) -> Vec<usize> {
-        let has = |word: &usize| present.get(*word).copied().unwrap_or(false);
+    /// The phrases whose words are all among `found` (word indices, sorted, each once), in the
+    /// order they were added.
+    fn candidates(&self, found: &[usize]) -> Vec<usize> {
+        let has = |word: &usize| found.binary_search(word).is_ok();
         let mut candidates = self.always.clone();
         for &word in found {
             for &phrase in self.keyed_by.get(word).into_iter().flatten() {
@@ -554,9 +606,9 @@ impl GappedPhrases {
         candidates
     }
 
-    fn scan(&self, text: &NormalizedText, found: &[usize], present: &[bool], hits: &mut Vec<Hit>) {
+    fn scan(&self, text: &NormalizedText, found: &[usize], hits: &mut Vec<Hit>) {
         let haystack = &text.squeezed;
-        for index in self.candidates(found, present) {
+        for index in self.candidates(found) {
             let Some((regex, phrase)) = self.each.get(index) else {
                 continue;
             };
@@ -602,15 +654,12 @@ impl PhraseSet {
     /// Every phrase and pattern occurrence in the text, overlapping ones included.
     pub fn scan(&self, text: &NormalizedText) -> Vec<Hit> {
         let mut hits = Vec::new();
-        let mut present = vec![false; self.gapped.keyed_by.len()];
+        // A message holds a few dozen words at most: a short sorted list, not a flag per word of
+        // every gapped phrase (thousands, zeroed and touched in every scan).
         let mut words_found = Vec::new();
         for found in self.automaton.find_overlapping_iter(&text.squeezed) {
             let entry = found.pattern().as_usize();
-            if let Some(&Some(word)) = self.literal_words.get(entry)
-                && let Some(seen) = present.get_mut(word)
-                && !*seen
-            {
-                *seen = true;
+            if let Some(&Some(word)) = self.literal_words.get(entry) {
                 words_found.push(word);
             }
             let Some(owners) = self.literal_owners.get(entry) else {
@@ -628,7 +677,9 @@ impl PhraseSet {
                 });
             }
         }
-        self.gapped.scan(text, &words_found, &present, &mut hits);
+        words_found.sort_unstable();
+        words_found.dedup();
+        self.gapped.scan(text, &words_found, &mut hits);
         self.patterns.scan(text, &mut hits);
         hits
     }
@@ -796,26 +847,47 @@ mod tests {
     }
 
     #[test]
-    fn a_pattern_runs_only_where_one_of_its_beginnings_is() {
+    fn a_pattern_runs_only_where_one_of_its_beginnings_and_one_of_its_endings_are() {
+        let pattern = r"(?-u:\b)(?:i|we) (?:took|swallowed) (?:\S+ ){0,3}(?:pills|tablets)";
         assert_eq!(
-            match_beginnings(r"(?-u:\b)(?:i|we) (?:took|swallowed) (?:\S+ ){0,3}pills"),
+            match_literals(pattern, Side::Beginning),
             Some(vec![
                 b"i took ".to_vec(),
-                b"i swallowed ".to_vec(),
                 b"we took ".to_vec(),
+                b"i swallowed ".to_vec(),
                 b"we swallowed ".to_vec(),
             ])
         );
-        // Could begin with any word: run on every message.
-        assert_eq!(match_beginnings(r"\w+ pills"), None);
-        assert_eq!(match_beginnings(r"(?:pain)?"), None);
+        assert_eq!(
+            match_literals(pattern, Side::End),
+            Some(vec![b" pills".to_vec(), b" tablets".to_vec()])
+        );
+        // Could begin with any word, or end with one: that side says nothing.
+        assert_eq!(match_literals(r"\w+ pills", Side::Beginning), None);
+        assert_eq!(match_literals(r"took \w+", Side::End), None);
+        assert_eq!(match_literals(r"(?:pain)?", Side::Beginning), None);
+
+        let mut builder = PhraseSetBuilder::default();
+        builder.pattern(pattern).expect("pattern");
+        builder.pattern(r"\w+ (?:is|are) missing").expect("pattern");
+        let set = builder.build().expect("build");
+        let normalizer = Normalizer::default();
+        let candidates = |text: &str| set.patterns.candidates(&normalizer.normalize(text).plain);
+        assert_eq!(candidates("i took my pills"), [0]);
+        assert_eq!(
+            candidates("i took a walk"),
+            Vec::<usize>::new(),
+            "no ending found"
+        );
+        assert_eq!(candidates("my pills are missing"), [1]);
+        assert_eq!(candidates("tablets missing"), Vec::<usize>::new());
     }
 
     proptest::proptest! {
-        /// Running only the patterns one of whose beginnings is in the message finds exactly
-        /// what running every pattern finds.
+        /// Running only the patterns one of whose beginnings and one of whose endings are in
+        /// the message finds exactly what running every pattern finds.
         #[test]
-        fn choosing_patterns_by_their_beginnings_never_loses_a_match(
+        fn choosing_patterns_by_their_beginnings_and_endings_never_loses_a_match(
             patterns in proptest::collection::vec(
                 proptest::collection::vec(0usize..12, 1..5), 1..10),
             text in proptest::collection::vec(0usize..8, 0..14),
