@@ -237,7 +237,7 @@ impl PolicySet {
         let mut hasher = Sha256::new();
         let lexicon_path = dir.join("lexicon.toml");
         let lexicon: LexiconFile = read_optional(&lexicon_path, &mut hasher)?;
-        let normalizer = Normalizer::new(Lexicon::new(lexicon.words)).with_contracted_s(true);
+        let normalizer = Normalizer::new(Lexicon::new(lexicon.words)).reading_whole_text(true);
         let context_path = dir.join("context.toml");
         let context: ContextFile = read_optional(&context_path, &mut hasher)?;
 
@@ -443,7 +443,7 @@ impl PolicySet {
         let normalizer = normalizer.with_vocabulary(builder.words());
         let phrases = builder.build().map_err(PolicyLoadError::Compile)?;
         let output = output::OutputRules::compile(
-            &normalizer.clone().with_contracted_s(false),
+            &normalizer.clone().reading_whole_text(false),
             output_specs,
         )?;
         Ok(Self {

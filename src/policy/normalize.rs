@@ -235,11 +235,13 @@ impl Vocabulary {
 pub struct Normalizer {
     lexicon: Lexicon,
     vocabulary: Vocabulary,
-    /// Whether a contracted `'s` is spelt out by the word after it ([`contracted_s`]). Patient
-    /// messages are read whole, so that word is always there. The output guard reads a reply as
-    /// it streams, where the word after a `'s` may not have arrived when the `'s` is released, so
-    /// its normaliser keeps `'s` as written and a phrase reads the same in every chunking.
-    contracted_s: bool,
+    /// Whether the text is read whole, so that a reading may depend on what comes after: a
+    /// contracted `'s` spelt out by the word after it ([`contracted_s`]), letters joined by dots
+    /// (`c.o.l.l.a.p.s.e.d`, [`join_dotted_letters`]). Patient messages are read whole. The output
+    /// guard reads a reply as it streams, where the next word or letter may not have arrived when
+    /// the text before it is released, so its normaliser reads neither and a phrase reads the
+    /// same in every chunking.
+    whole_text: bool,
 }
 
 /// A character after folding, still tied to the original character it came from.
@@ -308,21 +310,23 @@ impl Normalizer {
         Self {
             lexicon,
             vocabulary: Vocabulary::default(),
-            contracted_s: false,
+            whole_text: false,
         }
     }
 
-    /// The same normaliser, spelling out a contracted `'s` (`back's killing` → `back is
-    /// killing`) or not; see [`Normalizer::reads_contracted_s`].
+    /// The same normaliser, reading whole texts (a contracted `'s` spelt out, `back's killing`
+    /// → `back is killing`; dotted letters joined) or streamed ones; see
+    /// [`Normalizer::reads_whole_text`].
     #[must_use]
-    pub fn with_contracted_s(mut self, read: bool) -> Self {
-        self.contracted_s = read;
+    pub fn reading_whole_text(mut self, whole: bool) -> Self {
+        self.whole_text = whole;
         self
     }
 
-    /// Whether messages (and so phrases) have a contracted `'s` spelt out.
-    pub fn reads_contracted_s(&self) -> bool {
-        self.contracted_s
+    /// Whether messages (and so phrases) are read whole: a contracted `'s` spelt out, dotted
+    /// letters joined.
+    pub fn reads_whole_text(&self) -> bool {
+        self.whole_text
     }
 
     /// The same normaliser, knowing the policies' words (squeezed) and the lexicon's.
@@ -344,7 +348,10 @@ impl Normalizer {
     /// Normalises `text`. Never fails and never panics, whatever the input.
     pub fn normalize(&self, text: &str) -> NormalizedText {
         let folded = fold_chars(text);
-        let raw = tokenize(&folded, &self.vocabulary);
+        let mut raw = tokenize(&folded, &self.vocabulary);
+        if self.whole_text {
+            raw = join_dotted_letters(raw);
+        }
         let tokens = join_spaced_letters(text, raw.tokens);
         let mut normalized = NormalizedText::with_capacity(tokens.len(), raw.text.len());
         let word_of = |raw_token: &RawToken| {
@@ -365,7 +372,7 @@ impl Normalizer {
                 continue;
             }
             // Only a word ending in `s` can be a contraction: most words never look ahead.
-            if self.contracted_s
+            if self.whole_text
                 && word.ends_with('s')
                 && let Some((base, verb)) = contracted_s(
                     text,
@@ -554,6 +561,80 @@ fn join_spaced_letters(text: &str, tokens: Vec<RawToken>) -> Vec<RawToken> {
     }
     flush(text, &mut run, &mut out);
     out
+}
+
+/// The characters that may stand between the letters of a word spelt out with them.
+const LETTER_SEPARATORS: [&str; 4] = [".", "-", "_", "*"];
+
+/// `c.o.l.l.a.p.s.e.d`, `d-y-i-n-g`: three or more single letters, each separated from the next
+/// by one and the same separator with nothing around it, are one word. The word's text is
+/// written at the end of the buffer (its letters are not next to each other there); the
+/// separators are dropped, and so is one closing the word. Two letters (`e.g.`, `a.m.`) stay
+/// as written.
+fn join_dotted_letters(raw: RawTokens) -> RawTokens {
+    let RawTokens { tokens, mut text } = raw;
+    let text_of = |text: &str, token: &RawToken| -> String {
+        text.get(token.text_start..token.text_end)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let touching = |before: &RawToken, after: &RawToken| before.token.end == after.token.start;
+    let mut out = Vec::with_capacity(tokens.len());
+    let mut index = 0;
+    while index < tokens.len() {
+        let first = tokens[index];
+        let separator = tokens
+            .get(index + 1)
+            .filter(|_| first.token.spelt)
+            .map(|next| text_of(&text, next))
+            .filter(|next| LETTER_SEPARATORS.contains(&next.as_str()));
+        let mut end = index;
+        if let Some(separator) = separator {
+            // The letters stand at `index`, `index + 2`, ...: each followed by the separator and
+            // a letter, all touching.
+            while let (Some(between), Some(letter)) = (tokens.get(end + 1), tokens.get(end + 2)) {
+                if letter.token.spelt
+                    && text_of(&text, between) == separator
+                    && touching(&tokens[end], between)
+                    && touching(between, letter)
+                {
+                    end += 2;
+                } else {
+                    break;
+                }
+            }
+        }
+        if (end - index) / 2 + 1 < 3 {
+            out.push(first);
+            index += 1;
+            continue;
+        }
+        let text_start = text.len();
+        for letter in tokens[index..=end].iter().step_by(2) {
+            let written = text_of(&text, letter);
+            text.push_str(&written);
+        }
+        out.push(RawToken {
+            token: Token {
+                kind: TokenKind::Word,
+                start: first.token.start,
+                end: tokens[end].token.end,
+                spelt: false,
+            },
+            text_start,
+            text_end: text.len(),
+        });
+        index = end + 1;
+        // `c.h.e.s.t. p.a.i.n.`: a separator closing the word belongs to it, not a sentence end
+        // between the two words.
+        if let Some(closing) = tokens.get(index)
+            && touching(&tokens[end], closing)
+            && LETTER_SEPARATORS.contains(&text_of(&text, closing).as_str())
+        {
+            index += 1;
+        }
+    }
+    RawTokens { tokens: out, text }
 }
 
 /// Two or more blank characters between two spelt-out letters: a space between words, as
@@ -1119,8 +1200,30 @@ mod tests {
     }
 
     #[test]
+    fn letters_joined_by_dots_are_one_word_when_the_text_is_read_whole() {
+        let reading = Normalizer::default().reading_whole_text(true);
+        let plain = |text: &str| reading.normalize(text).plain.trim().to_owned();
+        assert_eq!(
+            plain("my d.a.d has just c.o.l.l.a.p.s.e.d"),
+            "my dad has just collapsed"
+        );
+        assert_eq!(plain("c.h.e.s.t. p.a.i.n. now"), "chest pain now");
+        assert_eq!(plain("s_u_i_c_i_d_a_l"), "suicidal");
+        // Two letters are an abbreviation, and numbers are not letters.
+        assert_eq!(plain("e.g. at 9 a.m."), "e . g . at 9 a . m .");
+        assert_eq!(plain("temp 38.5"), "temp 38.5");
+        // A streamed reply is not read ahead: the dots stay.
+        let streaming = Normalizer::default();
+        assert_eq!(
+            streaming.normalize("c.u.t").plain.trim(),
+            "c . u . t",
+            "the guard's normaliser keeps dotted letters as written"
+        );
+    }
+
+    #[test]
     fn a_contracted_s_is_spelt_out_where_no_possessive_can_stand() {
-        let reading = Normalizer::default().with_contracted_s(true);
+        let reading = Normalizer::default().reading_whole_text(true);
         let words = |text: &str| reading.normalize(text).squeezed.trim().to_owned();
         // The squeezed form is compared, so the examples avoid doubled letters.
         assert_eq!(words("my back's hurting me"), "my back is hurting me");

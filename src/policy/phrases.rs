@@ -129,7 +129,7 @@ impl PhraseSetBuilder {
     /// # Errors
     /// A phrase with no words left after normalisation.
     pub fn phrase(&mut self, normalizer: &Normalizer, text: &str) -> Result<PhraseId, PhraseError> {
-        let spelt_out = if normalizer.reads_contracted_s() {
+        let spelt_out = if normalizer.reads_whole_text() {
             spell_out_contracted_s(text)
         } else {
             text.to_owned()
