@@ -111,10 +111,15 @@ const GLUCOSE_WORDS: &[&str] = &[
     "glukoza",
     "glukozy",
 ];
-/// Words that may sit between a glucose word and its reading ("sugar is 2.4", "bg: 2.4").
+/// Devices whose display gives a reading: a number straight after one (or after "says") is a
+/// glucose reading, a number merely near one is not.
+const GLUCOSE_DEVICES: &[&str] = &["meter", "glucometer", "libre", "dexcom", "sensor", "cgm"];
+/// Words that may sit between a glucose word and its reading ("sugar is 2.4", "bg: 2.4", "meter
+/// says 1.9").
 const GLUCOSE_LINKS: &[&str] = &[
     "is", "was", "of", "at", "level", "levels", "reading", ":", "=", "es", "de", "est", "ist", "e",
-    "wynosi", "marca", "a", "van", "di",
+    "wynosi", "marca", "a", "van", "di", "says", "said", "reads", "read", "shows", "showed",
+    "showing", "on",
 ];
 /// Words after an age that make it a pregnancy's length, not a child's age.
 const PREGNANCY_WORDS: &[&str] = &[
@@ -233,6 +238,12 @@ pub fn extract(text: &NormalizedText) -> Measures {
         let skip = usize::from(degree);
         let next = word(end + skip);
         let after_next = word(end + 1 + skip);
+        // A glucose word, or a meter or sensor that shows a reading straight after it ("meter
+        // says 1.9"); a peak flow meter reads litres a minute, not glucose.
+        let names_glucose = |at: usize| {
+            GLUCOSE_WORDS.contains(&word(at))
+                || (GLUCOSE_DEVICES.contains(&word(at)) && word(at.wrapping_sub(1)) != "flow")
+        };
         let near = |words: &[&str]| {
             (index.saturating_sub(5)..index).any(|before| words.contains(&word(before)))
         };
@@ -320,9 +331,9 @@ pub fn extract(text: &NormalizedText) -> Measures {
         // only when no such reading was given.
         let direct = matches!(next, "mmol" | "mg")
             || (next == "g" && after_next == "l")
-            || GLUCOSE_WORDS.contains(&word(index.wrapping_sub(1)))
+            || names_glucose(index.wrapping_sub(1))
             || (GLUCOSE_LINKS.contains(&word(index.wrapping_sub(1)))
-                && GLUCOSE_WORDS.contains(&word(index.wrapping_sub(2))))
+                && names_glucose(index.wrapping_sub(2)))
             || glucose_after;
         // "type 2 diabetes", "diabetes tipo 1", "cukrzyca typu 2": the kind of diabetes, not a
         // reading, however near a glucose word it stands.
@@ -415,6 +426,9 @@ mod tests {
         assert_eq!(measures("my sugar is 2.4").glucose_mmol, Some(2.4));
         assert_eq!(measures("marca 2,9 de glucosa").glucose_mmol, Some(2.9));
         assert_eq!(measures("blood glucose 450 mg/dl").glucose_mmol, Some(25.0));
+        assert_eq!(measures("his meter says 1.9").glucose_mmol, Some(1.9));
+        assert_eq!(measures("libre sensor showing 2.6").glucose_mmol, Some(2.6));
+        assert_eq!(measures("peak flow meter says 250").glucose_mmol, None);
     }
 
     #[test]
