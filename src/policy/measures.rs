@@ -304,6 +304,33 @@ pub fn extract(text: &NormalizedText) -> Measures {
             "is" | "tiene" | "tem" | "a" | "ist" | "ha" | "ma" | "heeft" | "esta" | "est"
         ) && !PREGNANCY_WORDS.contains(&after_next)
             && !(after_next == "de" && PREGNANCY_WORDS.contains(&word(end + 2 + skip)));
+        // Dutch, German, Italian and English put it after the noun too: "zoontje van 5
+        // maanden", "Sohn von 5 Monaten", "figlio di 5 mesi", "a baby of 5 months".
+        let after_the_child = matches!(word(index.wrapping_sub(1)), "van" | "von" | "di" | "of")
+            && matches!(
+                word(index.wrapping_sub(2)),
+                "zoon"
+                    | "zoontje"
+                    | "dochter"
+                    | "dochtertje"
+                    | "kind"
+                    | "kindje"
+                    | "baby"
+                    | "babys"
+                    | "sohn"
+                    | "tochter"
+                    | "figlio"
+                    | "figlia"
+                    | "bambino"
+                    | "bambina"
+                    | "bimbo"
+                    | "bimba"
+                    | "neonato"
+                    | "son"
+                    | "daughter"
+                    | "boy"
+                    | "girl"
+            );
         let is_age = matches!(
             after_next,
             "old" | "baby" | "infant" | "son" | "daughter" | "boy" | "girl" | "de" | "bebe"
@@ -311,6 +338,7 @@ pub fn extract(text: &NormalizedText) -> Measures {
         ) && !(after_next == "de" && PREGNANCY_WORDS.contains(&word(end + 2 + skip)))
             || (next == "yo" || next == "mo")
             || said_with_a_verb
+            || after_the_child
             // Spanish puts the age after the noun: "bebé de 6 semanas", "hijo de 2 años".
             || (word(index.wrapping_sub(1)) == "de"
                 && matches!(
@@ -419,6 +447,8 @@ mod tests {
         assert!((weeks - 1.38).abs() < 0.01);
         assert_eq!(measures("my newborn is hot").age_months, Some(0.5));
         assert_eq!(measures("2 year old son").age_months, Some(24.0));
+        assert_eq!(measures("mijn zoontje van 5 maanden").age_months, Some(5.0));
+        assert_eq!(measures("a period of 5 months").age_months, None);
     }
 
     #[test]
