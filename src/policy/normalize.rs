@@ -572,7 +572,7 @@ fn join_spaced_letters(text: &str, tokens: Vec<RawToken>) -> Vec<RawToken> {
 }
 
 /// The characters that may stand between the letters of a word spelt out with them.
-const LETTER_SEPARATORS: [&str; 4] = [".", "-", "_", "*"];
+const LETTER_SEPARATORS: [char; 4] = ['.', '-', '_', '*'];
 
 /// `c.o.l.l.a.p.s.e.d`, `d-y-i-n-g`: three or more single letters, each separated from the next
 /// by one and the same separator with nothing around it, are one word. The word's text is
@@ -581,29 +581,32 @@ const LETTER_SEPARATORS: [&str; 4] = [".", "-", "_", "*"];
 /// as written.
 fn join_dotted_letters(raw: RawTokens) -> RawTokens {
     let RawTokens { tokens, mut text } = raw;
-    let text_of = |text: &str, token: &RawToken| -> String {
-        text.get(token.text_start..token.text_end)
-            .unwrap_or_default()
-            .to_owned()
+    let text_of = |text: &str, token: &RawToken| -> Option<char> {
+        let written = text.get(token.text_start..token.text_end)?;
+        let mut chars = written.chars();
+        chars.next().filter(|_| chars.next().is_none())
     };
     let touching = |before: &RawToken, after: &RawToken| before.token.end == after.token.start;
+    let separator_after = |text: &str, at: usize| {
+        let (letter, between) = (tokens.get(at)?, tokens.get(at + 1)?);
+        let separator = text_of(text, between).filter(|ch| LETTER_SEPARATORS.contains(ch))?;
+        (letter.token.spelt && touching(letter, between)).then_some(separator)
+    };
+    // Most messages have no letter followed by a separator: nothing to rebuild.
+    if !(0..tokens.len()).any(|at| separator_after(&text, at).is_some()) {
+        return RawTokens { tokens, text };
+    }
     let mut out = Vec::with_capacity(tokens.len());
     let mut index = 0;
     while index < tokens.len() {
         let first = tokens[index];
-        let separator = tokens
-            .get(index + 1)
-            .filter(|_| first.token.spelt)
-            .map(|next| text_of(&text, next))
-            .filter(|next| LETTER_SEPARATORS.contains(&next.as_str()));
         let mut end = index;
-        if let Some(separator) = separator {
+        if let Some(separator) = separator_after(&text, index) {
             // The letters stand at `index`, `index + 2`, ...: each followed by the separator and
             // a letter, all touching.
             while let (Some(between), Some(letter)) = (tokens.get(end + 1), tokens.get(end + 2)) {
                 if letter.token.spelt
-                    && text_of(&text, between) == separator
-                    && touching(&tokens[end], between)
+                    && separator_after(&text, end) == Some(separator)
                     && touching(between, letter)
                 {
                     end += 2;
@@ -619,8 +622,9 @@ fn join_dotted_letters(raw: RawTokens) -> RawTokens {
         }
         let text_start = text.len();
         for letter in tokens[index..=end].iter().step_by(2) {
-            let written = text_of(&text, letter);
-            text.push_str(&written);
+            if let Some(ch) = text_of(&text, letter) {
+                text.push(ch);
+            }
         }
         unstretch_tail(&mut text, text_start);
         out.push(RawToken {
@@ -638,7 +642,7 @@ fn join_dotted_letters(raw: RawTokens) -> RawTokens {
         // between the two words.
         if let Some(closing) = tokens.get(index)
             && touching(&tokens[end], closing)
-            && LETTER_SEPARATORS.contains(&text_of(&text, closing).as_str())
+            && text_of(&text, closing).is_some_and(|ch| LETTER_SEPARATORS.contains(&ch))
         {
             index += 1;
         }
