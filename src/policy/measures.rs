@@ -304,47 +304,60 @@ pub fn extract(text: &NormalizedText) -> Measures {
             "is" | "tiene" | "tem" | "a" | "ist" | "ha" | "ma" | "heeft" | "esta" | "est"
         ) && !PREGNANCY_WORDS.contains(&after_next)
             && !(after_next == "de" && PREGNANCY_WORDS.contains(&word(end + 2 + skip)));
-        // Dutch, German, Italian and English put it after the noun too: "zoontje van 5
-        // maanden", "Sohn von 5 Monaten", "figlio di 5 mesi", "a baby of 5 months".
-        let after_the_child = matches!(word(index.wrapping_sub(1)), "van" | "von" | "di" | "of")
-            && matches!(
-                word(index.wrapping_sub(2)),
-                "zoon"
-                    | "zoontje"
-                    | "dochter"
-                    | "dochtertje"
-                    | "kind"
-                    | "kindje"
-                    | "baby"
-                    | "babys"
-                    | "sohn"
-                    | "tochter"
-                    | "figlio"
-                    | "figlia"
-                    | "bambino"
-                    | "bambina"
-                    | "bimbo"
-                    | "bimba"
-                    | "neonato"
-                    | "son"
-                    | "daughter"
-                    | "boy"
-                    | "girl"
-            );
+        // An age after the child it belongs to: "bebé de 6 semanas", "hijo de 2 años",
+        // "zoontje van 5 maanden", "Sohn von 5 Monaten", "figlio di 5 mesi", "a baby of 5 months".
+        let after_the_child = matches!(
+            word(index.wrapping_sub(1)),
+            "de" | "van" | "von" | "di" | "of"
+        ) && matches!(
+            word(index.wrapping_sub(2)),
+            "bebe"
+                | "nino"
+                | "nina"
+                | "hijo"
+                | "hija"
+                | "nene"
+                | "nena"
+                | "recien"
+                | "baby"
+                | "babys"
+                | "zoon"
+                | "zoontje"
+                | "dochter"
+                | "dochtertje"
+                | "kind"
+                | "kindje"
+                | "sohn"
+                | "tochter"
+                | "figlio"
+                | "figlia"
+                | "bambino"
+                | "bambina"
+                | "bimbo"
+                | "bimba"
+                | "neonato"
+                | "son"
+                | "daughter"
+                | "boy"
+                | "girl"
+        );
         let is_age = matches!(
             after_next,
-            "old" | "baby" | "infant" | "son" | "daughter" | "boy" | "girl" | "de" | "bebe"
-                | "alt" | "oud"
+            "old"
+                | "baby"
+                | "infant"
+                | "son"
+                | "daughter"
+                | "boy"
+                | "girl"
+                | "de"
+                | "bebe"
+                | "alt"
+                | "oud"
         ) && !(after_next == "de" && PREGNANCY_WORDS.contains(&word(end + 2 + skip)))
             || (next == "yo" || next == "mo")
             || said_with_a_verb
             || after_the_child
-            // Spanish puts the age after the noun: "bebé de 6 semanas", "hijo de 2 años".
-            || (word(index.wrapping_sub(1)) == "de"
-                && matches!(
-                    word(index.wrapping_sub(2)),
-                    "bebe" | "nino" | "nina" | "hijo" | "hija" | "baby" | "nene" | "nena" | "recien"
-                ))
             || matches!(word(index.wrapping_sub(1)), "aged" | "age" | "edad");
         if let (Some(factor), true) = (months_per_unit, is_age) {
             let months = value * factor;
