@@ -79,6 +79,11 @@ const TEMPERATURE_WORDS: &[&str] = &[
     "goraczke",
     "goraczki",
     "termometr",
+    "febra",
+    "ates",
+    "atesi",
+    "atesim",
+    "derece",
 ];
 /// Degrees in the other languages: Celsius unless the number is only plausible in Fahrenheit.
 const DEGREE_WORDS: &[&str] = &[
@@ -286,15 +291,17 @@ pub fn extract(text: &NormalizedText) -> Measures {
         // Age: "6 week old", "3 months old", "10 day old baby", "2 meses".
         let months_per_unit = match next.trim_end_matches('s') {
             "day" | "dia" | "jour" | "tag" | "tage" | "tagen" | "giorno" | "giorni" | "dag"
-            | "dagen" | "dzien" | "dni" => Some(1.0 / 30.4),
+            | "dagen" | "dzien" | "dni" | "zile" | "zi" | "gunluk" => Some(1.0 / 30.4),
             "wk" | "week" | "semana" | "semaine" | "woche" | "wochen" | "settimana"
-            | "settimane" | "weken" | "tydzien" | "tygodni" | "tygodnie" => Some(12.0 / 52.0),
+            | "settimane" | "weken" | "tydzien" | "tygodni" | "tygodnie" | "saptamani"
+            | "saptamana" | "haftalik" => Some(12.0 / 52.0),
             "month" | "mo" | "mese" | "me" | "m" | "mes" | "moi" | "monat" | "monate"
-            | "monaten" | "mesi" | "maand" | "maanden" | "miesiac" | "miesiace" | "miesiecy" => {
-                Some(1.0)
-            }
+            | "monaten" | "mesi" | "maand" | "maanden" | "miesiac" | "miesiace" | "miesiecy"
+            | "luni" | "luna" | "aylik" => Some(1.0),
             "year" | "yr" | "ano" | "y" | "an" | "jahr" | "jahre" | "jahren" | "anno" | "anni"
-            | "jaar" | "jaren" | "rok" | "lata" | "lat" => Some(12.0),
+            | "jaar" | "jaren" | "rok" | "lata" | "lat" | "ani" | "yasinda" | "yasindaki" => {
+                Some(12.0)
+            }
             _ => None,
         };
         // "is 7 weeks", "tiene 7 semanas", "a 7 semaines", "ist 7 Wochen": an age said with a
@@ -340,6 +347,15 @@ pub fn extract(text: &NormalizedText) -> Measures {
                 | "daughter"
                 | "boy"
                 | "girl"
+                | "bebelus"
+                | "bebelusul"
+                | "copil"
+                | "copilul"
+                | "baiat"
+                | "baiatul"
+                | "fetita"
+                | "fiica"
+                | "fiul"
         );
         let is_age = matches!(
             after_next,
@@ -355,7 +371,8 @@ pub fn extract(text: &NormalizedText) -> Measures {
                 | "alt"
                 | "oud"
         ) && !(after_next == "de" && PREGNANCY_WORDS.contains(&word(end + 2 + skip)))
-            || (next == "yo" || next == "mo")
+            // Turkish says the age in the unit itself: "2 aylık" (2-month-old), "3 yaşında".
+            || matches!(next, "yo" | "mo" | "aylik" | "haftalik" | "gunluk" | "yasinda" | "yasindaki")
             || said_with_a_verb
             || after_the_child
             || matches!(word(index.wrapping_sub(1)), "aged" | "age" | "edad");
@@ -461,6 +478,19 @@ mod tests {
         assert_eq!(measures("my newborn is hot").age_months, Some(0.5));
         assert_eq!(measures("2 year old son").age_months, Some(24.0));
         assert_eq!(measures("mijn zoontje van 5 maanden").age_months, Some(5.0));
+        assert_eq!(
+            measures("bebeğim 2 aylık, ateşi 38.3").age_months,
+            Some(2.0)
+        );
+        assert_eq!(
+            measures("bebeğim 2 aylık, ateşi 38.3").temperature_c,
+            Some(38.3)
+        );
+        assert_eq!(measures("oğlum 3 yaşında").age_months, Some(36.0));
+        assert_eq!(
+            measures("bebelușul de 2 luni are febră").age_months,
+            Some(2.0)
+        );
         assert_eq!(measures("a period of 5 months").age_months, None);
     }
 

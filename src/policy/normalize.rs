@@ -359,8 +359,30 @@ impl Normalizer {
                 .get(raw_token.text_start..raw_token.text_end)
                 .unwrap_or_default()
         };
+        let mut elided_into_next = false;
         for (index, raw_token) in tokens.iter().enumerate() {
-            let (token, mut word) = (raw_token.token, word_of(raw_token));
+            let (mut token, mut word) = (raw_token.token, word_of(raw_token));
+            if std::mem::take(&mut elided_into_next) {
+                continue;
+            }
+            let elided;
+            if self.whole_text
+                && token.kind == TokenKind::Word
+                && let Some(next) = tokens.get(index + 1)
+                && next.token.kind == TokenKind::Word
+                && next.token.start == token.end + 1
+                && let Some(joined) = elision_typed_apart(word, word_of(next))
+            {
+                elided = joined;
+                word = &elided;
+                token = Token {
+                    kind: TokenKind::Word,
+                    start: token.start,
+                    end: next.token.end,
+                    spelt: false,
+                };
+                elided_into_next = true;
+            }
             // Letters spelt out one by one can stand three in a row (`r r r`), which a typed
             // word would have had read as one stretched letter: read them the same way, so that
             // the normal form reads as itself.
@@ -400,6 +422,27 @@ impl Normalizer {
         }
         normalized
     }
+}
+
+/// French elisions typed with a space where the apostrophe belongs (`j ai pris`, `c est`,
+/// `qu il`): phone keyboards often split them, and every rule writes them joined, as the
+/// apostrophe-less `jai`, `cest`, `quil` the normaliser makes of `j'ai`. Only pairs no English
+/// text has: a lone `j` before a word opening with a vowel or `h`, and `c`, `qu`, `n` before the
+/// few verbs and pronouns they elide into (a lone `m` or `s` is too common in English typing,
+/// `i m ok`, `it s`).
+fn elision_typed_apart(word: &str, next: &str) -> Option<String> {
+    let opens_with_vowel = next
+        .chars()
+        .next()
+        .is_some_and(|first| matches!(first, 'a' | 'e' | 'i' | 'o' | 'u' | 'y' | 'h'));
+    let elides = match word {
+        "j" => opens_with_vowel,
+        "c" => matches!(next, "est" | "etait"),
+        "qu" => matches!(next, "il" | "ils" | "elle" | "elles" | "on"),
+        "n" => matches!(next, "est" | "ai" | "arrive" | "arrete" | "etait"),
+        _ => false,
+    };
+    elides.then(|| format!("{word}{next}"))
 }
 
 /// `back's killing me`, `daughter's taken`, `it's swelling`: a word written with `'s` before a
@@ -1251,6 +1294,22 @@ mod tests {
             "c . u . t",
             "the guard's normaliser keeps dotted letters as written"
         );
+    }
+
+    #[test]
+    fn french_elisions_typed_with_a_space_are_joined_in_whole_text() {
+        let whole = Normalizer::default().reading_whole_text(true);
+        let read = |text: &str| whole.normalize(text).plain.trim().to_owned();
+        assert_eq!(
+            read("j ai pris toute la boite"),
+            read("j'ai pris toute la boite")
+        );
+        assert_eq!(read("c est grave"), "cest grave");
+        assert_eq!(read("qu il respire"), "quil respire");
+        // English keeps its lone letters: no elision before a consonant or an unknown pair.
+        assert_eq!(read("i m ok"), "i m ok");
+        assert_eq!(read("plan j b"), "plan j b");
+        assert_eq!(read("vitamin c every day"), "vitamin c every day");
     }
 
     #[test]
