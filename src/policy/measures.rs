@@ -308,7 +308,7 @@ pub fn extract(text: &NormalizedText) -> Measures {
         // verb, unless what follows makes it a pregnancy's length.
         let said_with_a_verb = matches!(
             word(index.wrapping_sub(1)),
-            "is" | "tiene" | "tem" | "a" | "ist" | "ha" | "ma" | "heeft" | "esta" | "est"
+            "is" | "tiene" | "tem" | "a" | "ist" | "ha" | "ma" | "heeft" | "esta" | "est" | "are"
         ) && !PREGNANCY_WORDS.contains(&after_next)
             && !(after_next == "de" && PREGNANCY_WORDS.contains(&word(end + 2 + skip)));
         // An age after the child it belongs to: "bebé de 6 semanas", "hijo de 2 años",
