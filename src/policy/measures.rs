@@ -83,6 +83,8 @@ const TEMPERATURE_WORDS: &[&str] = &[
     "ates",
     "atesi",
     "atesim",
+    "atesimi",
+    "atesini",
     "derece",
 ];
 /// Degrees in the other languages: Celsius unless the number is only plausible in Fahrenheit.
@@ -150,7 +152,17 @@ const PREGNANCY_WORDS: &[&str] = &[
     "ciaza",
     "w",
 ];
-const TABLET_WORDS: [&str; 16] = [
+const TABLET_WORDS: [&str; 25] = [
+    // Romanian and Turkish: "15 pastile", "20 tane hap"
+    "pastile",
+    "tablete",
+    "comprimate",
+    "capsule",
+    "hap",
+    "tane",
+    "kapsul",
+    "comprimes",
+    "tabletten",
     "tablets",
     "tablet",
     "pills",
@@ -252,6 +264,9 @@ pub fn extract(text: &NormalizedText) -> Measures {
         let near = |words: &[&str]| {
             (index.saturating_sub(5)..index).any(|before| words.contains(&word(before)))
         };
+        // "39.4 on the ear thermometer": the instrument named a few words after the reading.
+        let named_after =
+            |words: &[&str]| (end + skip..end + skip + 4).any(|after| words.contains(&word(after)));
 
         // Temperature: a unit after the number, or a temperature word shortly before it.
         if numeric {
@@ -264,6 +279,7 @@ pub fn extract(text: &NormalizedText) -> Measures {
                 },
                 _ if degree
                     || near(TEMPERATURE_WORDS)
+                    || named_after(&["thermometer", "termometro", "thermometre", "termometr"])
                     || TEMPERATURE_WORDS.contains(&next)
                     || (matches!(next, "de" | "di" | "van")
                         && TEMPERATURE_WORDS.contains(&after_next)) =>
@@ -488,6 +504,19 @@ mod tests {
         );
         assert_eq!(measures("oğlum 3 yaşında").age_months, Some(36.0));
         assert_eq!(
+            measures("39.4 on the ear thermometer").temperature_c,
+            Some(39.4)
+        );
+        assert_eq!(
+            measures("spent 39 pounds on shopping and then went looking for the thermometer")
+                .temperature_c,
+            None
+        );
+        assert_eq!(
+            measures("ateşimi ölçtüm 38,5 çıktı").temperature_c,
+            Some(38.5)
+        );
+        assert_eq!(
             measures("bebelușul de 2 luni are febră").age_months,
             Some(2.0)
         );
@@ -571,5 +600,10 @@ mod tests {
         assert_eq!(measures("I took 30 paracetamol").tablet_count, Some(30.0));
         assert_eq!(measures("swallowed twenty pills").tablet_count, Some(20.0));
         assert_eq!(measures("took the whole packet").tablet_count, Some(16.0));
+        assert_eq!(
+            measures("am luat 15 pastile de paracetamol").tablet_count,
+            Some(15.0)
+        );
+        assert_eq!(measures("20 tane hap içtim").tablet_count, Some(20.0));
     }
 }

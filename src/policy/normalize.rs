@@ -370,7 +370,6 @@ impl Normalizer {
                 && token.kind == TokenKind::Word
                 && let Some(next) = tokens.get(index + 1)
                 && next.token.kind == TokenKind::Word
-                && next.token.start == token.end + 1
                 && let Some(joined) = elision_typed_apart(word, word_of(next))
             {
                 elided = joined;
@@ -426,10 +425,12 @@ impl Normalizer {
 
 /// French elisions typed with a space where the apostrophe belongs (`j ai pris`, `c est`,
 /// `qu il`): phone keyboards often split them, and every rule writes them joined, as the
-/// apostrophe-less `jai`, `cest`, `quil` the normaliser makes of `j'ai`. Only pairs no English
-/// text has: a lone `j` before a word opening with a vowel or `h`, and `c`, `qu`, `n` before the
-/// few verbs and pronouns they elide into (a lone `m` or `s` is too common in English typing,
-/// `i m ok`, `it s`).
+/// apostrophe-less `jai`, `cest`, `quil` the normaliser makes of `j'ai`. Two words next to
+/// each other in the token list are joined whatever stood between them in the text (an emoji,
+/// an invisible character), so that the normal form, read again, reads as itself. Only pairs no
+/// English text has: a lone `j` before a word opening with a vowel or `h`, and `c`, `qu`, `n`
+/// before the few verbs and pronouns they elide into (a lone `m` or `s` is too common in
+/// English typing, `i m ok`, `it s`).
 fn elision_typed_apart(word: &str, next: &str) -> Option<String> {
     let opens_with_vowel = next
         .chars()
