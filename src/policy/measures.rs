@@ -87,6 +87,8 @@ const TEMPERATURE_WORDS: &[&str] = &[
     "atesini",
     "derece",
 ];
+/// Thermometers, which may be named after the reading too: "39.4 on the ear thermometer".
+const THERMOMETERS: &[&str] = &["thermometer", "termometro", "thermometre", "termometr"];
 /// Degrees in the other languages: Celsius unless the number is only plausible in Fahrenheit.
 const DEGREE_WORDS: &[&str] = &[
     "degrees", "deg", "°", "degres", "degre", "grad", "grade", "gradi", "graus", "graden",
@@ -153,7 +155,7 @@ const PREGNANCY_WORDS: &[&str] = &[
     "w",
 ];
 const TABLET_WORDS: [&str; 25] = [
-    // Romanian and Turkish: "15 pastile", "20 tane hap"
+    // Romanian, Turkish, French and German: "15 pastile", "20 tane hap", "12 comprimés"
     "pastile",
     "tablete",
     "comprimate",
@@ -279,7 +281,7 @@ pub fn extract(text: &NormalizedText) -> Measures {
                 },
                 _ if degree
                     || near(TEMPERATURE_WORDS)
-                    || named_after(&["thermometer", "termometro", "thermometre", "termometr"])
+                    || named_after(THERMOMETERS)
                     || TEMPERATURE_WORDS.contains(&next)
                     || (matches!(next, "de" | "di" | "van")
                         && TEMPERATURE_WORDS.contains(&after_next)) =>
@@ -322,10 +324,18 @@ pub fn extract(text: &NormalizedText) -> Measures {
         };
         // "is 7 weeks", "tiene 7 semanas", "a 7 semaines", "ist 7 Wochen": an age said with a
         // verb, unless what follows makes it a pregnancy's length.
-        let said_with_a_verb = matches!(
-            word(index.wrapping_sub(1)),
-            "is" | "tiene" | "tem" | "a" | "ist" | "ha" | "ma" | "heeft" | "esta" | "est" | "are"
-        ) && !PREGNANCY_WORDS.contains(&after_next)
+        // Romanian "are" (has) says an age only with a Romanian unit ("bebelușul are 7
+        // săptămâni"); English "we are 7 weeks" is a pregnancy.
+        let verb_before = word(index.wrapping_sub(1));
+        let said_with_a_verb = (matches!(
+            verb_before,
+            "is" | "tiene" | "tem" | "a" | "ist" | "ha" | "ma" | "heeft" | "esta" | "est"
+        ) || (verb_before == "are"
+            && matches!(
+                next,
+                "saptamani" | "saptamana" | "luni" | "luna" | "zile" | "zi" | "ani"
+            )))
+            && !PREGNANCY_WORDS.contains(&after_next)
             && !(after_next == "de" && PREGNANCY_WORDS.contains(&word(end + 2 + skip)));
         // An age after the child it belongs to: "bebé de 6 semanas", "hijo de 2 años",
         // "zoontje van 5 maanden", "Sohn von 5 Monaten", "figlio di 5 mesi", "a baby of 5 months".
@@ -503,6 +513,7 @@ mod tests {
             Some(38.3)
         );
         assert_eq!(measures("oğlum 3 yaşında").age_months, Some(36.0));
+        assert_eq!(measures("we are 7 weeks and so tired").age_months, None);
         assert_eq!(
             measures("39.4 on the ear thermometer").temperature_c,
             Some(39.4)

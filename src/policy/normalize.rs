@@ -432,12 +432,11 @@ impl Normalizer {
 /// before the few verbs and pronouns they elide into (a lone `m` or `s` is too common in
 /// English typing, `i m ok`, `it s`).
 fn elision_typed_apart(word: &str, next: &str) -> Option<String> {
-    let opens_with_vowel = next
-        .chars()
-        .next()
-        .is_some_and(|first| matches!(first, 'a' | 'e' | 'i' | 'o' | 'u' | 'y' | 'h'));
     let elides = match word {
-        "j" => opens_with_vowel,
+        "j" => next
+            .chars()
+            .next()
+            .is_some_and(|first| matches!(first, 'a' | 'e' | 'i' | 'o' | 'u' | 'y' | 'h')),
         "c" => matches!(next, "est" | "etait"),
         "qu" => matches!(next, "il" | "ils" | "elle" | "elles" | "on"),
         "n" => matches!(next, "est" | "ai" | "arrive" | "arrete" | "etait"),
