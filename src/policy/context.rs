@@ -31,6 +31,10 @@ pub enum Direction {
     Forward,
     /// The scope runs backwards from the cue ("chest pain … ruled out").
     Backward,
+    /// The scope is the word just before the cue, in languages that deny after the noun
+    /// (Turkish "ateşim yok", "I have no fever"). One word only: "nefes alamıyorum ateşim yok"
+    /// denies the fever and leaves the breathing a finding.
+    Preceding,
     /// Not a cue: a look-alike that cancels any cue it covers ("no doubt", "not only").
     Pseudo,
 }
@@ -287,22 +291,32 @@ impl<'a> MessageContext<'a> {
         let negation = matches!(cue.kind, CueKind::Negation(_));
         match direction(cue.kind) {
             Some(Direction::Forward) if cue.last < first => {
-                self.reaches(cue.last + 1, first, negation, |index| index + 1)
+                self.reaches(cue.last + 1, first, negation, self.scope_words, |index| {
+                    index + 1
+                })
             }
             Some(Direction::Backward) if last < cue.first => {
-                self.reaches(cue.first - 1, last, negation, |index| index.wrapping_sub(1))
+                self.reaches(cue.first - 1, last, negation, self.scope_words, |index| {
+                    index.wrapping_sub(1)
+                })
+            }
+            Some(Direction::Preceding) if last < cue.first => {
+                self.reaches(cue.first - 1, last, negation, 0, |index| {
+                    index.wrapping_sub(1)
+                })
             }
             _ => false,
         }
     }
 
-    /// Walks from `from` towards `target`, stopping at sentence ends, terminators and the scope's
-    /// word limit.
+    /// Walks from `from` towards `target`, stopping at sentence ends, terminators and once more
+    /// than `scope_words` words lie between.
     fn reaches(
         &self,
         from: usize,
         target: usize,
         negation: bool,
+        scope_words: usize,
         step: impl Fn(usize) -> usize,
     ) -> bool {
         let mut index = from;
@@ -322,7 +336,7 @@ impl<'a> MessageContext<'a> {
             }
             if token.kind == TokenKind::Word {
                 words += 1;
-                if words > self.scope_words {
+                if words > scope_words {
                     return false;
                 }
             }
@@ -376,6 +390,15 @@ mod tests {
 
     const NO: (CueKind, &str) = (CueKind::Negation(Direction::Forward), "no");
     const BUT: (CueKind, &str) = (CueKind::Terminator, "but");
+
+    #[test]
+    fn a_denial_after_the_noun_reaches_only_the_word_before_it() {
+        let yok = (CueKind::Negation(Direction::Preceding), "yok");
+        let text = "nefes alamıyorum ateşim yok";
+        // The finding is looked up in the normal form, where "ı" and "ş" are folded.
+        assert!(context_of(text, &[yok], "atesim").negated.is_some());
+        assert!(context_of(text, &[yok], "alamiyorum").negated.is_none());
+    }
 
     #[test]
     fn negation_reaches_forward_until_a_terminator() {

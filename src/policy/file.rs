@@ -210,6 +210,9 @@ pub struct CueSpec {
     pub before: Vec<String>,
     #[serde(default)]
     pub after: Vec<String>,
+    /// After the finding with no word between, reaching that word only (Turkish "ateşim yok").
+    #[serde(default)]
+    pub after_next_word: Vec<String>,
     #[serde(default)]
     pub pseudo: Vec<String>,
 }

@@ -928,6 +928,7 @@ fn cue_lists(context: &ContextFile) -> Vec<(&Vec<String>, CueKind)> {
     ] {
         lists.push((&spec.before, make(Direction::Forward)));
         lists.push((&spec.after, make(Direction::Backward)));
+        lists.push((&spec.after_next_word, make(Direction::Preceding)));
         lists.push((&spec.pseudo, make(Direction::Pseudo)));
     }
     lists.push((&context.family_history, CueKind::FamilyHistory));
