@@ -55,6 +55,19 @@ impl Measures {
     }
 }
 
+/// Units that say an age by themselves, with no "old" after them: "14 yo", "4 mo", and Turkish,
+/// which puts the age in the unit ("2 aylık", 2-month-old; "3 yaşında", aged 3). Each is also in
+/// the unit table, which gives its length.
+const AGE_UNITS: [&str; 7] = [
+    "yo",
+    "mo",
+    "aylik",
+    "haftalik",
+    "gunluk",
+    "yasinda",
+    "yasindaki",
+];
+
 /// Words that name a temperature, in the eight languages the policies speak (accents stripped).
 const TEMPERATURE_WORDS: &[&str] = &[
     "temperature",
@@ -316,10 +329,9 @@ pub fn extract(text: &NormalizedText) -> Measures {
             "month" | "mo" | "mese" | "me" | "m" | "mes" | "moi" | "monat" | "monate"
             | "monaten" | "mesi" | "maand" | "maanden" | "miesiac" | "miesiace" | "miesiecy"
             | "luni" | "luna" | "aylik" => Some(1.0),
-            "year" | "yr" | "ano" | "y" | "an" | "jahr" | "jahre" | "jahren" | "anno" | "anni"
-            | "jaar" | "jaren" | "rok" | "lata" | "lat" | "ani" | "yasinda" | "yasindaki" => {
-                Some(12.0)
-            }
+            "year" | "yr" | "yo" | "ano" | "y" | "an" | "jahr" | "jahre" | "jahren" | "anno"
+            | "anni" | "jaar" | "jaren" | "rok" | "lata" | "lat" | "ani" | "yasinda"
+            | "yasindaki" => Some(12.0),
             _ => None,
         };
         // "is 7 weeks", "tiene 7 semanas", "a 7 semaines", "ist 7 Wochen": an age said with a
@@ -397,8 +409,7 @@ pub fn extract(text: &NormalizedText) -> Measures {
                 | "alt"
                 | "oud"
         ) && !(after_next == "de" && PREGNANCY_WORDS.contains(&word(end + 2 + skip)))
-            // Turkish says the age in the unit itself: "2 aylık" (2-month-old), "3 yaşında".
-            || matches!(next, "yo" | "mo" | "aylik" | "haftalik" | "gunluk" | "yasinda" | "yasindaki")
+            || AGE_UNITS.contains(&next)
             || said_with_a_verb
             || after_the_child
             || matches!(word(index.wrapping_sub(1)), "aged" | "age" | "edad");
@@ -513,6 +524,7 @@ mod tests {
             Some(38.3)
         );
         assert_eq!(measures("oğlum 3 yaşında").age_months, Some(36.0));
+        assert_eq!(measures("my 14yo took some of my tablets").age_months, Some(168.0));
         assert_eq!(measures("we are 7 weeks and so tired").age_months, None);
         assert_eq!(
             measures("39.4 on the ear thermometer").temperature_c,
