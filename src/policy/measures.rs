@@ -167,7 +167,7 @@ const PREGNANCY_WORDS: &[&str] = &[
     "ciaza",
     "w",
 ];
-const TABLET_WORDS: [&str; 25] = [
+const TABLET_WORDS: &[&str] = &[
     // Romanian, Turkish, French and German: "15 pastile", "20 tane hap", "12 comprimés"
     "pastile",
     "tablete",
@@ -194,6 +194,44 @@ const TABLET_WORDS: [&str; 25] = [
     "co",
     "codamol",
     "sleeping",
+    // Tablets in the other languages and painkillers counted by name, as people write them:
+    // "30 de nurofen", "20 nolotil", "15 tachipirina", "12 tabletek"
+    "pastiglie",
+    "compresse",
+    "cachets",
+    "gelules",
+    "tabletki",
+    "tabletek",
+    "pigulek",
+    "pigulki",
+    "pillen",
+    "nurofen",
+    "algocalmin",
+    "paracetamolo",
+    "ibuprofeno",
+    "nolotil",
+    "doliprane",
+    "dafalgan",
+    "efferalgan",
+    "tachipirina",
+    "apap",
+    "parol",
+    "panadol",
+    "tylenol",
+    "advil",
+    "aspirin",
+    "aspirina",
+    "aspirine",
+    "dipirona",
+    "metamizol",
+    "tramadol",
+    "codeine",
+    "diazepam",
+    "valium",
+    "xanax",
+    "zopiclone",
+    "sertraline",
+    "citalopram",
 ];
 
 fn number_word(word: &str) -> Option<f64> {
@@ -456,7 +494,7 @@ pub fn extract(text: &NormalizedText) -> Measures {
 
         // Tablets: "30 paracetamol", "twenty pills", "16 x 500mg tablets".
         let counted = TABLET_WORDS.contains(&next)
-            || (matches!(next, "x" | "of") && TABLET_WORDS.contains(&after_next))
+            || (matches!(next, "x" | "of" | "de" | "di") && TABLET_WORDS.contains(&after_next))
             || ((1..=3).any(|ahead| TABLET_WORDS.contains(&word(end + ahead)))
                 && tokens
                     .get(end)
@@ -524,7 +562,14 @@ mod tests {
             Some(38.3)
         );
         assert_eq!(measures("oğlum 3 yaşında").age_months, Some(36.0));
-        assert_eq!(measures("my 14yo took some of my tablets").age_months, Some(168.0));
+        assert_eq!(
+            measures("my 14yo took some of my tablets").age_months,
+            Some(168.0)
+        );
+        assert_eq!(
+            measures("am luat 30 de nurofen acum o ora").tablet_count,
+            Some(30.0)
+        );
         assert_eq!(measures("we are 7 weeks and so tired").age_months, None);
         assert_eq!(
             measures("39.4 on the ear thermometer").temperature_c,
