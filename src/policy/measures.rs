@@ -55,6 +55,59 @@ impl Measures {
     }
 }
 
+/// Words for a child that an age may follow: "bebé de 6 semanas", "hijo de 2 años", "zoontje
+/// van 5 maanden", "a baby of 5 months", "bebe 2 mois".
+const CHILD_WORDS: &[&str] = &[
+    "bebe",
+    "nino",
+    "nina",
+    "hijo",
+    "hija",
+    "nene",
+    "nena",
+    "recien",
+    "baby",
+    "babys",
+    "zoon",
+    "zoontje",
+    "dochter",
+    "dochtertje",
+    "kind",
+    "kindje",
+    "sohn",
+    "tochter",
+    "figlio",
+    "figlia",
+    "bambino",
+    "bambina",
+    "bimbo",
+    "bimba",
+    "neonato",
+    "son",
+    "daughter",
+    "boy",
+    "girl",
+    "bebelus",
+    "bebelusul",
+    "copil",
+    "copilul",
+    "baiat",
+    "baiatul",
+    "fetita",
+    "fiica",
+    "fiul",
+    "corka",
+    "coreczka",
+    "syn",
+    "synek",
+    "dziecko",
+    "niemowle",
+    "bebek",
+    "bebegim",
+    "oglum",
+    "kizim",
+];
+
 /// Units that say an age by themselves, with no "old" after them: "14 yo", "4 mo", and Turkish,
 /// which puts the age in the unit ("2 aylık", 2-month-old; "3 yaşında", aged 3). Each is also in
 /// the unit table, which gives its length.
@@ -101,7 +154,23 @@ const TEMPERATURE_WORDS: &[&str] = &[
     "derece",
 ];
 /// Thermometers, which may be named after the reading too: "39.4 on the ear thermometer".
-const THERMOMETERS: &[&str] = &["thermometer", "termometro", "thermometre", "termometr"];
+/// Instruments and ways of taking a temperature named just after the reading ("38,2 en rectal").
+const THERMOMETERS: &[&str] = &[
+    "thermometer",
+    "termometro",
+    "thermometre",
+    "termometr",
+    "rectal",
+    "rectally",
+    "rectale",
+    "rektal",
+    "rettale",
+    "retal",
+    "rectaal",
+    "axillary",
+    "axillaire",
+    "tympanic",
+];
 /// Degrees in the other languages: Celsius unless the number is only plausible in Fahrenheit.
 const DEGREE_WORDS: &[&str] = &[
     "degrees", "deg", "°", "degres", "degre", "grad", "grade", "gradi", "graus", "graden",
@@ -366,7 +435,7 @@ pub fn extract(text: &NormalizedText) -> Measures {
             | "saptamana" | "haftalik" => Some(12.0 / 52.0),
             "month" | "mo" | "mese" | "me" | "m" | "mes" | "moi" | "monat" | "monate"
             | "monaten" | "mesi" | "maand" | "maanden" | "miesiac" | "miesiace" | "miesiecy"
-            | "luni" | "luna" | "aylik" => Some(1.0),
+            | "miesiaca" | "luni" | "luna" | "aylik" => Some(1.0),
             "year" | "yr" | "yo" | "ano" | "y" | "an" | "jahr" | "jahre" | "jahren" | "anno"
             | "anni" | "jaar" | "jaren" | "rok" | "lata" | "lat" | "ani" | "yasinda"
             | "yasindaki" => Some(12.0),
@@ -389,50 +458,19 @@ pub fn extract(text: &NormalizedText) -> Measures {
             && !(after_next == "de" && PREGNANCY_WORDS.contains(&word(end + 2 + skip)));
         // An age after the child it belongs to: "bebé de 6 semanas", "hijo de 2 años",
         // "zoontje van 5 maanden", "Sohn von 5 Monaten", "figlio di 5 mesi", "a baby of 5 months".
-        let after_the_child = matches!(
+        let child_before = |back: usize| CHILD_WORDS.contains(&word(index.wrapping_sub(back)));
+        let after_the_child = (matches!(
             word(index.wrapping_sub(1)),
             "de" | "van" | "von" | "di" | "of"
-        ) && matches!(
-            word(index.wrapping_sub(2)),
-            "bebe"
-                | "nino"
-                | "nina"
-                | "hijo"
-                | "hija"
-                | "nene"
-                | "nena"
-                | "recien"
-                | "baby"
-                | "babys"
-                | "zoon"
-                | "zoontje"
-                | "dochter"
-                | "dochtertje"
-                | "kind"
-                | "kindje"
-                | "sohn"
-                | "tochter"
-                | "figlio"
-                | "figlia"
-                | "bambino"
-                | "bambina"
-                | "bimbo"
-                | "bimba"
-                | "neonato"
-                | "son"
-                | "daughter"
-                | "boy"
-                | "girl"
-                | "bebelus"
-                | "bebelusul"
-                | "copil"
-                | "copilul"
-                | "baiat"
-                | "baiatul"
-                | "fetita"
-                | "fiica"
-                | "fiul"
-        );
+        ) && child_before(2))
+            // Terse notes put the age straight after the child: "bebe 2 mois, 38,2",
+            // "baby 6 wks temp 38"; "had my baby 10 days ago" dates the birth, and a fever in
+            // that message is the mother's.
+            || (child_before(1)
+                && !matches!(
+                    after_next,
+                    "ago" | "back" | "since" | "in" | "later" | "before" | "after" | "earlier"
+                ));
         let is_age = matches!(
             after_next,
             "old"
