@@ -106,6 +106,8 @@ const CHILD_WORDS: &[&str] = &[
     "bebegim",
     "oglum",
     "kizim",
+    "pikin",
+    "pickin",
 ];
 
 /// Units that say an age by themselves, with no "old" after them: "14 yo", "4 mo", and Turkish,
