@@ -155,8 +155,8 @@ const TEMPERATURE_WORDS: &[&str] = &[
     "atesini",
     "derece",
 ];
-/// Thermometers, which may be named after the reading too: "39.4 on the ear thermometer".
-/// Instruments and ways of taking a temperature named just after the reading ("38,2 en rectal").
+/// Thermometers and ways of taking a temperature, which may be named just after the reading:
+/// "39.4 on the ear thermometer", "38,2 en rectal".
 const THERMOMETERS: &[&str] = &[
     "thermometer",
     "termometro",
@@ -388,7 +388,8 @@ pub fn extract(text: &NormalizedText) -> Measures {
         let near = |words: &[&str]| {
             (index.saturating_sub(5)..index).any(|before| words.contains(&word(before)))
         };
-        // "39.4 on the ear thermometer": the instrument named a few words after the reading.
+        // "39.4 on the ear thermometer", "38,2 en rectal": the instrument or the way the
+        // temperature was taken, named a few words after the reading.
         let named_after =
             |words: &[&str]| (end + skip..end + skip + 4).any(|after| words.contains(&word(after)));
 
