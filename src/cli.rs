@@ -215,10 +215,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // private key file (RS256/ES256).
             let keys = TokenKeys::from_settings(&settings.auth, settings.environment)
                 .context("set CAREBRIDGE_AUTH__DEV_SECRET (the server prints one at start-up), or a key file")?;
-            println!(
+            writeln!(
+                std::io::stdout(),
                 "{}",
                 keys.mint(&args.sub, args.role.into(), Duration::from_secs(args.ttl))?
-            );
+            )?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -248,7 +249,7 @@ fn audit(command: AuditCommand, settings: &Settings) -> anyhow::Result<ExitCode>
         match command {
             AuditCommand::Verify { .. } => {
                 let report = audit::verify(backend.as_ref()).await?;
-                println!("{}", serde_json::to_string(&report)?);
+                writeln!(std::io::stdout(), "{}", serde_json::to_string(&report)?)?;
                 Ok(match report.broken {
                     None => ExitCode::SUCCESS,
                     Some(broken) => {
@@ -304,30 +305,35 @@ fn serve(mut settings: Settings) -> anyhow::Result<ExitCode> {
         let host = settings.server.host.clone();
         let application = Application::build(settings.clone()).await?;
         let port = application.port();
-        println!(
+        writeln!(
+            std::io::stdout(),
             "carebridge listening on http://{host}:{port}  (patients: ws://{host}:{port}/v1/chat)"
-        );
+        )?;
         // Only for a secret made up just now: tokens for a real key are the identity
         // provider's business, and are never printed.
         if generated {
             let keys = TokenKeys::from_settings(&settings.auth, settings.environment)?;
-            println!(
+            writeln!(
+                std::io::stdout(),
                 "development secret (CAREBRIDGE_AUTH__DEV_SECRET): {}",
                 settings.auth.dev_secret
-            );
+            )?;
             let day = Duration::from_secs(24 * 3600);
-            println!(
+            writeln!(
+                std::io::stdout(),
                 "development patient token: {}",
                 keys.mint("demo-patient", Role::Patient, day)?
-            );
-            println!(
+            )?;
+            writeln!(
+                std::io::stdout(),
                 "development nurse token:   {}",
                 keys.mint("demo-nurse", Role::Nurse, day)?
-            );
-            println!(
+            )?;
+            writeln!(
+                std::io::stdout(),
                 "development operator token: {}",
                 keys.mint("demo-operator", Role::Operator, day)?
-            );
+            )?;
         }
         std::io::stdout().flush()?;
         application.run_until_stopped().await?;
@@ -364,7 +370,7 @@ fn policy(command: PolicyCommand, settings: &Settings) -> anyhow::Result<ExitCod
         PolicyCommand::Test { dir } => {
             let set = load(settings, dir.as_deref())?;
             let report = testing::run(&set);
-            println!("{report}");
+            writeln!(std::io::stdout(), "{report}")?;
             Ok(if report.is_success() {
                 ExitCode::SUCCESS
             } else {
@@ -374,7 +380,11 @@ fn policy(command: PolicyCommand, settings: &Settings) -> anyhow::Result<ExitCod
         PolicyCommand::Explain { text, dir } => {
             let set = load(settings, dir.policies.as_deref())?;
             let explanation = set.explain(&text, &[]);
-            println!("{}", serde_json::to_string_pretty(&explanation)?);
+            writeln!(
+                std::io::stdout(),
+                "{}",
+                serde_json::to_string_pretty(&explanation)?
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         PolicyCommand::Check { dir } => {
@@ -412,7 +422,8 @@ fn policy(command: PolicyCommand, settings: &Settings) -> anyhow::Result<ExitCod
                 let (a, b) = (before.evaluate(message), after.evaluate(message));
                 if a.level != b.level || a.rule_ids() != b.rule_ids() {
                     changed += 1;
-                    println!(
+                    writeln!(
+                        std::io::stdout(),
                         "{}: {} {:?} -> {} {:?}\t{}",
                         number + 1,
                         a.level.as_str(),
@@ -420,10 +431,14 @@ fn policy(command: PolicyCommand, settings: &Settings) -> anyhow::Result<ExitCod
                         b.level.as_str(),
                         b.rule_ids(),
                         message
-                    );
+                    )?;
                 }
             }
-            println!("{changed} of {} messages change", text.lines().count());
+            writeln!(
+                std::io::stdout(),
+                "{changed} of {} messages change",
+                text.lines().count()
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         PolicyCommand::Eval {
@@ -436,7 +451,7 @@ fn policy(command: PolicyCommand, settings: &Settings) -> anyhow::Result<ExitCod
                 .with_context(|| format!("reading {}", file.display()))?;
             let report = carebridge::policy::eval::evaluate(&set, &text)
                 .with_context(|| format!("reading labels from {}", file.display()))?;
-            print!("{}", report.render(show_errors));
+            write!(std::io::stdout(), "{}", report.render(show_errors))?;
             Ok(ExitCode::SUCCESS)
         }
     }

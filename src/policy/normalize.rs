@@ -1020,6 +1020,26 @@ fn read_word(chars: &[Folded], start_index: usize, tokens: &mut RawTokens) -> us
     index.max(start_index + 1)
 }
 
+fn is_quotation_mark(ch: char) -> bool {
+    matches!(
+        ch,
+        '\'' | '’'
+            | '‘'
+            | '`'
+            | '´'
+            | '"'
+            | '“'
+            | '”'
+            | '„'
+            | '«'
+            | '»'
+            | '‹'
+            | '›'
+            | '＂'
+            | '＇'
+    )
+}
+
 /// Whether `suffix` is the English ordinal ending of the number `digits` (`1st`, `3rd`, `11th`).
 /// A wrong one (`3nd`) is no ordinal, so the digit may be a letter (`3nd it` for `end it`).
 fn is_ordinal_of(digits: &[Folded], suffix: &str) -> bool {
@@ -1142,6 +1162,11 @@ fn read_punct(chars: &[Folded], index: usize, tokens: &mut RawTokens) -> usize {
     {
         return index + 1;
     }
+    // Quotation marks set words apart as said or named; they break no phrase and no clause
+    // (`she took 'a few' of my tablets`, `the song "i want to die"`).
+    if is_quotation_mark(ch) {
+        return index + 1;
+    }
     let ends_sentence = matches!(ch, '.' | '!' | '?' | ';' | '\n' | '。' | '¡' | '¿' | '…');
     if ends_sentence {
         // A run of `?!...` is one break.
@@ -1231,6 +1256,17 @@ mod tests {
         assert_eq!(words("che\u{200B}st pa\u{00AD}in"), "chest pain");
         assert_eq!(words("сhеst раin"), "chest pain");
         assert_eq!(words("ＣＨＥＳＴ ＰＡＩＮ"), "chest pain");
+    }
+
+    #[test]
+    fn quotation_marks_break_no_phrase() {
+        let took = words("she took a few of my tablets");
+        assert_eq!(words("she took 'a few' of my tablets"), took);
+        assert_eq!(words("she took “a few” of my tablets"), took);
+        assert_eq!(words("she took «a few» of my tablets"), took);
+        assert_eq!(words("she took \"a few\" of my tablets"), took);
+        // Inside a word the apostrophe still joins it.
+        assert_eq!(words("can't breathe"), words("cant breathe"));
     }
 
     #[test]
