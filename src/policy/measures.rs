@@ -14,6 +14,9 @@ pub enum Measure {
     AgeMonths,
     GlucoseMmol,
     TabletCount,
+    OxygenSaturation,
+    SystolicPressure,
+    RespiratoryRate,
 }
 
 impl Measure {
@@ -23,15 +26,21 @@ impl Measure {
             "age_months" => Some(Self::AgeMonths),
             "glucose_mmol" => Some(Self::GlucoseMmol),
             "tablet_count" => Some(Self::TabletCount),
+            "oxygen_saturation" => Some(Self::OxygenSaturation),
+            "systolic_pressure" => Some(Self::SystolicPressure),
+            "respiratory_rate" => Some(Self::RespiratoryRate),
             _ => None,
         }
     }
 
-    pub const ALL: [Measure; 4] = [
+    pub const ALL: [Measure; 7] = [
         Self::TemperatureC,
         Self::AgeMonths,
         Self::GlucoseMmol,
         Self::TabletCount,
+        Self::OxygenSaturation,
+        Self::SystolicPressure,
+        Self::RespiratoryRate,
     ];
 }
 
@@ -42,6 +51,12 @@ pub struct Measures {
     pub age_months: Option<f64>,
     pub glucose_mmol: Option<f64>,
     pub tablet_count: Option<f64>,
+    /// Percent, the lowest reading given.
+    pub oxygen_saturation: Option<f64>,
+    /// mmHg, the lowest reading given.
+    pub systolic_pressure: Option<f64>,
+    /// Breaths a minute, the highest reading given.
+    pub respiratory_rate: Option<f64>,
 }
 
 impl Measures {
@@ -51,6 +66,9 @@ impl Measures {
             Measure::AgeMonths => self.age_months,
             Measure::GlucoseMmol => self.glucose_mmol,
             Measure::TabletCount => self.tablet_count,
+            Measure::OxygenSaturation => self.oxygen_saturation,
+            Measure::SystolicPressure => self.systolic_pressure,
+            Measure::RespiratoryRate => self.respiratory_rate,
         }
     }
 }
@@ -303,6 +321,131 @@ const TABLET_WORDS: &[&str] = &[
     "zopiclone",
     "sertraline",
     "citalopram",
+];
+
+/// Words that name an oxygen saturation, as carers and care homes report it ("sats 88", "spo2
+/// 86%", "o2 sat 90", "saturação 88%").
+const SATURATION_WORDS: &[&str] = &[
+    "sats",
+    "sat",
+    "saturation",
+    "saturations",
+    "spo",
+    "oxygen",
+    "oxygens",
+    "oximeter",
+    "ox",
+    "saturacion",
+    "saturacao",
+    "oxigeno",
+    "oxigenio",
+    "oxymetre",
+    "sauerstoff",
+    "sauerstoffsattigung",
+    "sattigung",
+    "saturazione",
+    "ossigeno",
+    "saturatie",
+    "zuurstof",
+    "saturacja",
+    "saturacji",
+    "tlen",
+    "saturatia",
+    "saturatie",
+    "oxigen",
+    "oksijen",
+    "saturasyon",
+    "satürasyon",
+];
+/// Words that name a blood pressure ("bp 82/50", "tensión 8/5", "Blutdruck 85 zu 50").
+const PRESSURE_WORDS: &[&str] = &[
+    "bp",
+    "pressure",
+    "tension",
+    "tensao",
+    "tensione",
+    "pressione",
+    "presion",
+    "pressao",
+    "blutdruck",
+    "bloeddruk",
+    "cisnienie",
+    "tensiunea",
+    "tensiune",
+    "tansiyon",
+    "tansiyonu",
+    "tansiyonum",
+];
+/// Words between a systolic and a diastolic pressure when no slash is written ("82 over 50").
+const PRESSURE_LINKS: &[&str] = &["over", "sobre", "sur", "su", "zu", "op", "na", "pe", "la"];
+/// Words that name a breathing rate ("resp rate 28", "rr 30", "frecuencia respiratoria 30").
+const BREATHING_RATE_WORDS: &[&str] = &[
+    "rr",
+    "resp",
+    "resps",
+    "respirations",
+    "respiratory",
+    "respiration",
+    "respiratoria",
+    "respiratoire",
+    "atemfrequenz",
+    "ademhalingsfrequentie",
+    "oddechow",
+    "oddechy",
+    "solunum",
+    "breathing",
+];
+/// Words after a number that make it breaths a minute ("30 breaths a minute").
+const BREATH_UNITS: &[&str] = &[
+    "breaths",
+    "breath",
+    "respiraciones",
+    "respirations",
+    "respiracoes",
+    "atemzuge",
+    "respiri",
+    "ademhalingen",
+    "oddechow",
+];
+/// Words that may stand between a vital sign's name and its reading ("sats are 88", "bp was
+/// 85/50", "saturação de 88", "breathing rate of 30").
+const VITAL_LINKS: &[&str] = &[
+    "is",
+    "was",
+    "are",
+    "were",
+    "of",
+    "at",
+    "rate",
+    "level",
+    "levels",
+    ":",
+    "=",
+    "down",
+    "to",
+    "only",
+    "de",
+    "a",
+    "di",
+    "van",
+    "von",
+    "on",
+    "sat",
+    "sats",
+    "reading",
+    "says",
+    "just",
+    "now",
+    "dropped",
+    "from",
+    "es",
+    "est",
+    "ist",
+    "e",
+    "frequency",
+    "frecuencia",
+    "frequence",
+    "frequenza",
 ];
 
 fn number_word(word: &str) -> Option<f64> {
@@ -563,7 +706,103 @@ pub fn extract(text: &NormalizedText) -> Measures {
             _ => {}
         }
     }
+    read_vital_signs(text, &mut measures);
     measures
+}
+
+/// Oxygen saturation, blood pressure and breathing rate, as carers, care homes and people with a
+/// home monitor report them: a number shortly after the sign's name ("sats 86% on air", "bp
+/// 82/50", "resp rate 28") or with its unit ("30 breaths a minute"). Each keeps the reading
+/// furthest from normal.
+fn read_vital_signs(text: &NormalizedText, measures: &mut Measures) {
+    let word = |index: usize| text.plain_of(index);
+    let is_number = |index: usize| {
+        text.tokens
+            .get(index)
+            .is_some_and(|token| token.kind == TokenKind::Number)
+    };
+    // The sign's name just before the number, perhaps across a few linking words ("sats are
+    // only 88", "blood pressure was 85/50").
+    let named_before = |index: usize, names: &[&str]| {
+        let mut at = index;
+        for _ in 0..6 {
+            let Some(before) = at.checked_sub(1) else {
+                return false;
+            };
+            let before_word = word(before);
+            // "spo2 86", "o2 sat 88": the 2 belongs to the name.
+            if names.contains(&before_word)
+                || (before_word == "2" && matches!(word(before.wrapping_sub(1)), "spo" | "o"))
+            {
+                return true;
+            }
+            // Across an earlier reading too: "sats dropped from 97 to 89".
+            if !(VITAL_LINKS.contains(&before_word) || is_number(before)) {
+                return false;
+            }
+            at = before;
+        }
+        false
+    };
+    for index in 0..text.tokens.len() {
+        if !is_number(index) {
+            continue;
+        }
+        let Ok(value) = word(index).parse::<f64>() else {
+            continue;
+        };
+        let next = word(index + 1);
+        let percent = matches!(next, "%" | "percent" | "pc" | "procent" | "por" | "pour");
+        if (50.0..=100.0).contains(&value)
+            && (named_before(index, SATURATION_WORDS)
+                || (percent
+                    && (index.saturating_sub(6)..index).any(|before| {
+                        SATURATION_WORDS.contains(&word(before)) && word(before) != "o"
+                    })))
+        {
+            measures.oxygen_saturation = Some(
+                measures
+                    .oxygen_saturation
+                    .map_or(value, |seen| seen.min(value)),
+            );
+        }
+        // A pressure is a pair: the diastolic straight after the systolic (the slash between
+        // them is dropped) or after "over".
+        let diastolic_at = if is_number(index + 1) {
+            Some(index + 1)
+        } else if PRESSURE_LINKS.contains(&next) && is_number(index + 2) {
+            Some(index + 2)
+        } else {
+            None
+        };
+        if let Some(diastolic_at) = diastolic_at
+            && named_before(index, PRESSURE_WORDS)
+            && let Ok(diastolic) = word(diastolic_at).parse::<f64>()
+        {
+            // Spanish, Italian and Portuguese speak of centimetres of mercury: "tensión 8/5".
+            let systolic = if value <= 25.0 && diastolic <= 16.0 {
+                value * 10.0
+            } else {
+                value
+            };
+            if (40.0..=300.0).contains(&systolic) && diastolic < systolic {
+                measures.systolic_pressure = Some(
+                    measures
+                        .systolic_pressure
+                        .map_or(systolic, |seen| seen.min(systolic)),
+                );
+            }
+        }
+        let breaths =
+            (named_before(index, BREATHING_RATE_WORDS) && !percent) || BREATH_UNITS.contains(&next);
+        if breaths && (5.0..=90.0).contains(&value) {
+            measures.respiratory_rate = Some(
+                measures
+                    .respiratory_rate
+                    .map_or(value, |seen| seen.max(value)),
+            );
+        }
+    }
 }
 
 #[cfg(test)]
@@ -573,6 +812,38 @@ mod tests {
 
     fn measures(text: &str) -> Measures {
         extract(&Normalizer::default().normalize(text))
+    }
+
+    #[test]
+    fn vital_signs_are_read_after_their_names() {
+        let care_home = measures("resident resp rate 28, sats 86% on air, temp 39.1, BP 82/50");
+        assert_eq!(care_home.respiratory_rate, Some(28.0));
+        assert_eq!(care_home.oxygen_saturation, Some(86.0));
+        assert_eq!(care_home.systolic_pressure, Some(82.0));
+        assert_eq!(care_home.temperature_c, Some(39.1));
+        assert_eq!(measures("spo2 88").oxygen_saturation, Some(88.0));
+        assert_eq!(measures("o2 sat is only 90").oxygen_saturation, Some(90.0));
+        assert_eq!(measures("saturação 88%").oxygen_saturation, Some(88.0));
+        assert_eq!(
+            measures("sats dropped from 97 to 89").oxygen_saturation,
+            Some(89.0)
+        );
+        assert_eq!(
+            measures("blood pressure 85 over 50").systolic_pressure,
+            Some(85.0)
+        );
+        assert_eq!(measures("la tensión 8/5").systolic_pressure, Some(80.0));
+        assert_eq!(
+            measures("breathing 40 times a minute").respiratory_rate,
+            Some(40.0)
+        );
+        assert_eq!(measures("30 breaths a minute").respiratory_rate, Some(30.0));
+        // Numbers that are not readings of these signs.
+        assert_eq!(measures("on 2 litres of oxygen").oxygen_saturation, None);
+        assert_eq!(measures("90% sure it is nothing").oxygen_saturation, None);
+        assert_eq!(measures("breathing is 50% better").respiratory_rate, None);
+        assert_eq!(measures("pain in my chest 8/10").systolic_pressure, None);
+        assert_eq!(measures("bp 120/80").systolic_pressure, Some(120.0));
     }
 
     #[test]
