@@ -568,13 +568,32 @@ impl PolicySet {
     fn scan(&self, message: &str) -> Scan {
         let normalized = self.normalizer.normalize(message);
         let hits = self.phrases.scan(&normalized);
-        let cues: Vec<CueHit> = hits
+        let mut cues: Vec<CueHit> = hits
             .iter()
             .filter_map(|hit| match self.roles.get(hit.phrase) {
                 Some(Role::Cue(kind)) => Some(CueHit::from_hit(*kind, hit)),
                 _ => None,
             })
             .collect();
+        // A negation inside a finding's own words is the finding ("hasn't peed in 14 hours",
+        // "can't get himself up"): it denies nothing after it ("hasn't peed in 14 hours, bladder
+        // bulging, screaming in pain").
+        // A word that fell in a gap of the phrase ("lips aren't going blue") is no word of it.
+        let findings: Vec<&Hit> = hits
+            .iter()
+            .filter(|hit| matches!(self.roles.get(hit.phrase), Some(Role::Trigger { .. })))
+            .collect();
+        cues.retain(|cue| {
+            !matches!(cue.kind, CueKind::Negation(_))
+                || !findings.iter().any(|hit| {
+                    hit.first <= cue.first
+                        && cue.last <= hit.last
+                        && hit.last - hit.first > cue.last - cue.first
+                        && self.phrases.fixed_words(hit.phrase).is_none_or(|fixed| {
+                            (cue.first..=cue.last).all(|token| fixed.holds(&normalized, token))
+                        })
+                })
+        });
         let context = MessageContext::new(&normalized, cues, self.scope_words);
         let hits = hits
             .into_iter()
