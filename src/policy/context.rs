@@ -124,6 +124,8 @@ pub struct MessageContext<'a> {
     /// For each token, whether a negation-only terminator covers it.
     negation_terminator: Vec<bool>,
     scope_words: usize,
+    /// Questions answered "no" ("chest pain? no."): the question's sentence and the answer.
+    denied_questions: Vec<(usize, (usize, usize))>,
 }
 
 impl<'a> MessageContext<'a> {
@@ -158,13 +160,15 @@ impl<'a> MessageContext<'a> {
                         && cue.last <= blocker.last
                 })
         });
-        // A forward cue with nothing after it but punctuation is an interjection ("No, it hurts").
+        // A forward cue with nothing after it but punctuation is an interjection ("No, it hurts");
+        // a colon after it opens the list it denies ("none of the following: ...").
         cues.retain(|cue| {
             direction(cue.kind) != Some(Direction::Forward)
                 || text
                     .tokens
                     .get(cue.last + 1)
                     .is_some_and(|next| matches!(next.kind, TokenKind::Word | TokenKind::Number))
+                || text.plain_of(cue.last + 1) == ":"
         });
         let mark = |kind: CueKind| {
             let mut flags = vec![false; count];
@@ -191,7 +195,66 @@ impl<'a> MessageContext<'a> {
             terminator,
             negation_terminator,
             scope_words,
+            denied_questions: Vec::new(),
         }
+    }
+
+    /// Reads the answers in a message that asks and answers its own questions, as people fill
+    /// in a checklist: "chest pain? no. breathless? no. just tired". A sentence of one or two
+    /// words that says no, straight after a question, denies what the question named.
+    /// `message` is the text the tokens were read from (their byte ranges point into it).
+    pub fn with_answers(mut self, message: &str) -> Self {
+        const NO: [&str; 14] = [
+            "no", "nope", "nah", "none", "negative", "nein", "nee", "nie", "nao", "non", "hayir",
+            "yok", "nu", "niet",
+        ];
+        let tokens = &self.text.tokens;
+        for (index, token) in tokens.iter().enumerate() {
+            let asks = token.kind == TokenKind::SentenceEnd
+                && message
+                    .get(token.start..token.end)
+                    .is_some_and(|mark| mark.contains('?'));
+            let Some(question) = index
+                .checked_sub(1)
+                .and_then(|before| self.sentence.get(before))
+            else {
+                continue;
+            };
+            if !asks {
+                continue;
+            }
+            // The answer: up to two words, then the end of the message or of its sentence.
+            let words = tokens
+                .get(index + 1..)
+                .unwrap_or_default()
+                .iter()
+                .take_while(|next| next.kind == TokenKind::Word)
+                .count();
+            let after = tokens.get(index + 1 + words);
+            let answer_ends = after.is_none_or(|next| next.kind != TokenKind::Number);
+            let first_word = self.text.plain_of(index + 1);
+            // "no" alone; "no bleeding" denies bleeding, not the question.
+            let says_no = (words == 1 && NO.contains(&first_word))
+                || (words == 2
+                    && first_word == "not"
+                    && matches!(self.text.plain_of(index + 2), "really" | "at" | "now"));
+            // Only a checklist question, a few words naming a symptom ("any chest pain?"):
+            // "took 30 paracetamol, should I go to A&E? no" denies nothing.
+            let question_words = (0..index)
+                .rev()
+                .take_while(|&before| self.sentence.get(before) == Some(question))
+                .filter(|&before| {
+                    tokens
+                        .get(before)
+                        .is_some_and(|t| t.kind == TokenKind::Word)
+                })
+                .count();
+            if says_no && answer_ends && question_words <= 4 {
+                self.denied_questions
+                    .push((*question, (index + 1, index + words)));
+            }
+        }
+        self
     }
 
     /// The context of a finding at tokens `first..=last`.
@@ -244,6 +307,13 @@ impl<'a> MessageContext<'a> {
                 *slot = Some((cue.first, cue.last));
             }
         }
+        if assessment.negated.is_none() {
+            assessment.negated = self
+                .denied_questions
+                .iter()
+                .find(|(question, _)| *question == first_sentence && *question == last_sentence)
+                .map(|&(_, answer)| answer);
+        }
         assessment
     }
 
@@ -291,7 +361,14 @@ impl<'a> MessageContext<'a> {
         let negation = matches!(cue.kind, CueKind::Negation(_));
         match direction(cue.kind) {
             Some(Direction::Forward) if cue.last < first => {
-                self.reaches(cue.last + 1, first, negation, self.scope_words, |index| {
+                // A colon after the cue opens a list that it covers to the sentence's end: "not
+                // experiencing any of these: dizziness, nausea, sweating, crushing chest pain".
+                let scope_words = if self.text.plain_of(cue.last + 1) == ":" {
+                    usize::MAX
+                } else {
+                    self.scope_words
+                };
+                self.reaches(cue.last + 1, first, negation, scope_words, |index| {
                     index + 1
                 })
             }
@@ -406,6 +483,67 @@ mod tests {
         assert!(negated.negated.is_some());
         let kept = context_of("no fever but a rash", &[NO, BUT], "rash");
         assert!(kept.negated.is_none());
+    }
+
+    #[test]
+    fn a_question_answered_no_denies_what_it_asked() {
+        let answered = |text: &str, finding: &str| {
+            let normalizer = Normalizer::default();
+            let normalized = normalizer.normalize(text);
+            let needle = format!(" {} ", normalizer.normalize(finding).squeezed.trim());
+            let at = normalized.squeezed.find(&needle).expect("finding present");
+            let (first, last) = normalized
+                .token_range(at + 1, at + needle.len() - 1, true)
+                .expect("tokens");
+            MessageContext::new(&normalized, Vec::new(), 8)
+                .with_answers(text)
+                .assess(first, last)
+                .negated
+                .is_some()
+        };
+        assert!(answered(
+            "chest pain? no. breathless? no. just tired",
+            "chest pain"
+        ));
+        assert!(answered(
+            "chest pain? no. breathless? no. just tired",
+            "breathless"
+        ));
+        assert!(answered("any chest pain? Nope", "chest pain"));
+        assert!(!answered("chest pain? yes, crushing", "chest pain"));
+        assert!(!answered(
+            "is this chest pain? no idea what to do, it is crushing",
+            "chest pain"
+        ));
+        assert!(!answered("chest pain. no. it is real", "chest pain"));
+        assert!(!answered(
+            "took two apixaban instead of one, do i need to do anything? no bleeding",
+            "took two apixaban"
+        ));
+        assert!(!answered(
+            "took 30 paracetamol, should i go to hospital? no.",
+            "took 30 paracetamol"
+        ));
+    }
+
+    #[test]
+    fn a_colon_after_a_negation_opens_a_list_it_covers() {
+        let cue = (
+            CueKind::Negation(Direction::Forward),
+            "not experiencing any of these",
+        );
+        let text = "not experiencing any of these: dizziness, nausea, sweating, jaw pain, a bad headache, feeling faint, crushing chest pain";
+        assert!(
+            context_of(text, &[cue], "crushing chest pain")
+                .negated
+                .is_some()
+        );
+        let without = "not experiencing any of these dizziness nausea sweating jaw pain a bad headache feeling faint crushing chest pain";
+        assert!(
+            context_of(without, &[cue], "crushing chest pain")
+                .negated
+                .is_none()
+        );
     }
 
     #[test]

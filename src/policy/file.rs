@@ -98,6 +98,10 @@ pub enum ContextMode {
 pub struct Bounds {
     pub min: Option<f64>,
     pub max: Option<f64>,
+    /// Apply the bounds only when the message gives a reading; without one the rule still fires
+    /// on its words ("newborn, feels hot"), with one it must be in bounds ("temp 37.2").
+    #[serde(default)]
+    pub when_read: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -198,6 +198,8 @@ const DEGREE_WORDS: &[&str] = &[
 ];
 /// Words that name a blood glucose reading.
 const GLUCOSE_WORDS: &[&str] = &[
+    "hypo",
+    "hypos",
     "sugar",
     "sugars",
     "glucose",
@@ -658,7 +660,31 @@ pub fn extract(text: &NormalizedText) -> Measures {
             word(index.wrapping_sub(1)),
             "type" | "typ" | "typu" | "tipo" | "tipe"
         );
-        if numeric && !diabetes_type && (direct || near(GLUCOSE_WORDS)) {
+        // A number with a unit of its own is no reading, however near a glucose word: "a hypo
+        // at 3am", "took 4 units", "sugar fine for 2 days".
+        let other_unit = matches!(
+            next,
+            "am" | "pm"
+                | "units"
+                | "unit"
+                | "u"
+                | "hours"
+                | "hour"
+                | "hrs"
+                | "hr"
+                | "minutes"
+                | "mins"
+                | "min"
+                | "days"
+                | "day"
+                | "weeks"
+                | "times"
+                | "x"
+                | "oclock"
+                | "year"
+                | "years"
+        );
+        if numeric && !diabetes_type && !other_unit && (direct || near(GLUCOSE_WORDS)) {
             // mg/dL when so labelled or implausible as mmol/L; g/L (French) is a tenth of that.
             let mmol = if next == "g" && after_next == "l" {
                 value * 100.0 / 18.0
@@ -812,6 +838,16 @@ mod tests {
 
     fn measures(text: &str) -> Measures {
         extract(&Normalizer::default().normalize(text))
+    }
+
+    #[test]
+    fn a_hypo_gives_its_reading_but_not_its_time() {
+        assert_eq!(
+            measures("had a hypo this morning, 2.6, treated it").glucose_mmol,
+            Some(2.6)
+        );
+        assert_eq!(measures("had a hypo at 3am, fine now").glucose_mmol, None);
+        assert_eq!(measures("sugar high so took 4 units").glucose_mmol, None);
     }
 
     #[test]

@@ -594,7 +594,8 @@ impl PolicySet {
                         })
                 })
         });
-        let context = MessageContext::new(&normalized, cues, self.scope_words);
+        let context =
+            MessageContext::new(&normalized, cues, self.scope_words).with_answers(message);
         let hits = hits
             .into_iter()
             .filter(|hit| !matches!(self.roles.get(hit.phrase), Some(Role::Cue(_)) | None))
@@ -674,10 +675,15 @@ impl PolicySet {
             let unmet_group =
                 (0..rule.require_groups).find(|group| !met.contains_key(&(rule_index, *group)));
             let failed_measure = rule.measures.iter().find(|(measure, bounds)| {
-                measures.get(*measure).is_none_or(|value| {
-                    bounds.min.is_some_and(|min| value < min)
-                        || bounds.max.is_some_and(|max| value > max)
-                })
+                match measures.get(*measure) {
+                    // `when_read`: a bound on a reading if one was given ("is 37.2 a fever?"),
+                    // not a reading the rule needs.
+                    None => !bounds.when_read,
+                    Some(value) => {
+                        bounds.min.is_some_and(|min| value < min)
+                            || bounds.max.is_some_and(|max| value > max)
+                    }
+                }
             });
             let reason = if blocked[rule_index] {
                 Some("an `unless` phrase is present".to_owned())
@@ -739,7 +745,8 @@ impl PolicySet {
                 _ => None,
             })
             .collect();
-        let context = MessageContext::new(&normalized, cues, self.scope_words);
+        let context =
+            MessageContext::new(&normalized, cues, self.scope_words).with_answers(sentence);
         let (first, last) = locate(&self.normalizer, &normalized, concept).unwrap_or((0, 0));
         let assessment = context.assess(first, last);
         ContextVerdict {
