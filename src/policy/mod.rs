@@ -654,12 +654,33 @@ impl PolicySet {
                         met.insert((*rule, *group), true);
                     }
                 }
-                Some(Role::Unless { rule }) => {
+                // A denied exception is no exception: "Eisentabletten nehme ich keine", "not
+                // taking any iron" leave black stools a red flag. Only a denial next to the
+                // exception counts: in "can't see out of my left eye without my glasses" the
+                // "not" belongs to the finding.
+                // "without my glasses" names the exception rather than denying it.
+                Some(Role::Unless { rule })
+                    if !assessment.negated.is_some_and(|(first, last)| {
+                        (first > hit.last || last + 4 >= hit.first)
+                            && !matches!(
+                                scan.normalized.plain_of(first),
+                                "without"
+                                    | "sans"
+                                    | "sin"
+                                    | "ohne"
+                                    | "senza"
+                                    | "zonder"
+                                    | "bez"
+                                    | "sem"
+                                    | "fara"
+                            )
+                    }) =>
+                {
                     if let Some(flag) = blocked.get_mut(*rule) {
                         *flag = true;
                     }
                 }
-                Some(Role::Cue(_)) | None => {}
+                Some(Role::Unless { .. } | Role::Cue(_)) | None => {}
             }
         }
         for &pair in earlier_met {
@@ -1060,6 +1081,66 @@ unless = ["@never"]
         );
         let twice = CONCEPTS.replace(r#"id = "spreading""#, r#"id = "chest""#);
         assert!(load_one(&twice).is_err_and(|error| error.to_string().contains("defined twice")));
+    }
+
+    fn set_with_topic(topic: &str) -> (tempfile::TempDir, PolicySet) {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let prompts = Prompts::load(&root.join("prompts"), Region::Uk).expect("prompts");
+        let dir = tempfile::tempdir().expect("temporary directory");
+        for shared in ["context.toml", "lexicon.toml"] {
+            std::fs::copy(root.join("policies").join(shared), dir.path().join(shared))
+                .expect("copy the shipped cues and lexicon");
+        }
+        std::fs::write(dir.path().join("topic.toml"), topic).expect("write the topic file");
+        let set = PolicySet::load(dir.path(), &prompts).expect("a set with the topic");
+        (dir, set)
+    }
+
+    #[test]
+    fn a_denied_exception_does_not_block_and_a_denial_inside_a_finding_denies_nothing_after_it() {
+        let (_dir, set) = set_with_topic(
+            r#"
+[meta]
+id = "topic"
+
+[[rule]]
+id = "topic.black"
+severity = "urgent"
+guidance = "urgent"
+triggers = ["black poo"]
+unless = ["iron tablets"]
+
+[[rule]]
+id = "topic.retention"
+severity = "urgent"
+guidance = "urgent"
+triggers = ["has not peed"]
+
+[[rule]]
+id = "topic.bladder"
+severity = "emergency"
+guidance = "emergency"
+triggers = ["bladder bulging"]
+"#,
+        );
+        let level = |text: &str| set.evaluate(text).level;
+        assert_eq!(level("black poo, I take iron tablets"), Severity::Routine);
+        assert_eq!(
+            level("black poo, I'm not on iron tablets"),
+            Severity::Urgent
+        );
+        assert_eq!(level("black poo, no iron tablets"), Severity::Urgent);
+        assert_eq!(
+            level("black poo, I can't swallow without iron tablets"),
+            Severity::Routine,
+            "a denial far from the exception is not about it"
+        );
+        assert_eq!(
+            level("hasn't peed in 14 hours, bladder bulging"),
+            Severity::Emergency,
+            "the finding's own `not` denies nothing after it"
+        );
+        assert_eq!(level("no bladder bulging"), Severity::Routine);
     }
 
     #[test]

@@ -1020,6 +1020,38 @@ fn read_word(chars: &[Folded], start_index: usize, tokens: &mut RawTokens) -> us
     index.max(start_index + 1)
 }
 
+/// Whether a word counted by an ordinal follows `index` (after spaces): the week of a
+/// pregnancy, a day or month of life, a floor ("33. Woche", "3. Lebenstag", "12. tydzień").
+fn ordinal_unit_follows(chars: &[Folded], index: usize) -> bool {
+    const UNITS: &[&str] = &[
+        "woche",
+        "wochen",
+        "ssw",
+        "schwangerschaftswoche",
+        "lebenswoche",
+        "monat",
+        "lebensmonat",
+        "lebensjahr",
+        "tag",
+        "lebenstag",
+        "stock",
+        "tydzien",
+        "tygodniu",
+        "miesiac",
+        "dzien",
+    ];
+    let word: String = chars
+        .get(index..)
+        .unwrap_or_default()
+        .iter()
+        .skip_while(|folded| folded.ch == ' ')
+        .take_while(|folded| is_word_char(folded.ch))
+        .take(24)
+        .map(|folded| folded.ch)
+        .collect();
+    UNITS.contains(&word.as_str())
+}
+
 fn is_quotation_mark(ch: char) -> bool {
     matches!(
         ch,
@@ -1167,6 +1199,15 @@ fn read_punct(chars: &[Folded], index: usize, tokens: &mut RawTokens) -> usize {
     if is_quotation_mark(ch) {
         return index + 1;
     }
+    // A German or Polish ordinal ends no sentence: "in der 33. Woche", "am 3. Tag".
+    if ch == '.'
+        && tokens
+            .last()
+            .is_some_and(|token| token.kind == TokenKind::Number && token.end == current.start)
+        && ordinal_unit_follows(chars, index + 1)
+    {
+        return index + 1;
+    }
     let ends_sentence = matches!(ch, '.' | '!' | '?' | ';' | '\n' | '。' | '¡' | '¿' | '…');
     if ends_sentence {
         // A run of `?!...` is one break.
@@ -1256,6 +1297,15 @@ mod tests {
         assert_eq!(words("che\u{200B}st pa\u{00AD}in"), "chest pain");
         assert_eq!(words("сhеst раin"), "chest pain");
         assert_eq!(words("ＣＨＥＳＴ ＰＡＩＮ"), "chest pain");
+    }
+
+    #[test]
+    fn a_german_ordinal_ends_no_sentence() {
+        assert_eq!(
+            words("in der 33. Woche, starke Kopfschmerzen"),
+            words("in der 33 Woche, starke Kopfschmerzen")
+        );
+        assert!(words("I took 30. Now I feel sick").contains('.'));
     }
 
     #[test]
