@@ -1145,13 +1145,6 @@ triggers = ["bladder bulging"]
 
     #[test]
     fn a_negation_in_a_gap_of_the_phrase_negates_it_but_the_phrase_own_words_do_not() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let prompts = Prompts::load(&root.join("prompts"), Region::Uk).expect("prompts");
-        let dir = tempfile::tempdir().expect("temporary directory");
-        for shared in ["context.toml", "lexicon.toml"] {
-            std::fs::copy(root.join("policies").join(shared), dir.path().join(shared))
-                .expect("copy the shipped cues and lexicon");
-        }
         let topic = r#"
 [meta]
 id = "topic"
@@ -1163,8 +1156,7 @@ guidance = "emergency"
 triggers = ["lips ** going blue", "can not ** breathe"]
 patterns = ['\blips (?:\S+ ){0,3}turning grey\b']
 "#;
-        std::fs::write(dir.path().join("topic.toml"), topic).expect("write the topic file");
-        let set = PolicySet::load(dir.path(), &prompts).expect("a set with gapped phrases");
+        let (_dir, set) = set_with_topic(topic);
         let level = |text: &str| set.evaluate(text).level;
         assert_eq!(level("his lips are going blue"), Severity::Emergency);
         assert_eq!(
