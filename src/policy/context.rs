@@ -445,7 +445,7 @@ mod tests {
         let normalizer = Normalizer::default();
         let normalized = normalizer.normalize(text);
         let find = |phrase: &str| {
-            let needle = format!(" {phrase} ");
+            let needle = format!(" {} ", normalizer.normalize(phrase).squeezed.trim());
             let at = normalized.squeezed.find(&needle)?;
             normalized.token_range(at + 1, at + needle.len() - 1, true)
         };
@@ -460,7 +460,7 @@ mod tests {
                 })
             })
             .collect();
-        let context = MessageContext::new(&normalized, hits, 8);
+        let context = MessageContext::new(&normalized, hits, 8).with_answers(text);
         let (first, last) = find(finding).expect("finding present");
         context.assess(first, last)
     }
@@ -487,20 +487,7 @@ mod tests {
 
     #[test]
     fn a_question_answered_no_denies_what_it_asked() {
-        let answered = |text: &str, finding: &str| {
-            let normalizer = Normalizer::default();
-            let normalized = normalizer.normalize(text);
-            let needle = format!(" {} ", normalizer.normalize(finding).squeezed.trim());
-            let at = normalized.squeezed.find(&needle).expect("finding present");
-            let (first, last) = normalized
-                .token_range(at + 1, at + needle.len() - 1, true)
-                .expect("tokens");
-            MessageContext::new(&normalized, Vec::new(), 8)
-                .with_answers(text)
-                .assess(first, last)
-                .negated
-                .is_some()
-        };
+        let answered = |text: &str, finding: &str| context_of(text, &[], finding).negated.is_some();
         assert!(answered(
             "chest pain? no. breathless? no. just tired",
             "chest pain"

@@ -579,10 +579,16 @@ impl PolicySet {
         // "can't get himself up"): it denies nothing after it ("hasn't peed in 14 hours, bladder
         // bulging, screaming in pain").
         // A word that fell in a gap of the phrase ("lips aren't going blue") is no word of it.
-        let findings: Vec<&Hit> = hits
+        let negations = cues
             .iter()
-            .filter(|hit| matches!(self.roles.get(hit.phrase), Some(Role::Trigger { .. })))
-            .collect();
+            .any(|cue| matches!(cue.kind, CueKind::Negation(_)));
+        let findings: Vec<&Hit> = if negations {
+            hits.iter()
+                .filter(|hit| matches!(self.roles.get(hit.phrase), Some(Role::Trigger { .. })))
+                .collect()
+        } else {
+            Vec::new()
+        };
         cues.retain(|cue| {
             !matches!(cue.kind, CueKind::Negation(_))
                 || !findings.iter().any(|hit| {
