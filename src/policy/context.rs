@@ -203,11 +203,8 @@ impl<'a> MessageContext<'a> {
     /// in a checklist: "chest pain? no. breathless? no. just tired". A sentence of one or two
     /// words that says no, straight after a question, denies what the question named.
     /// `message` is the text the tokens were read from (their byte ranges point into it).
-    pub fn with_answers(mut self, message: &str) -> Self {
-        const NO: [&str; 14] = [
-            "no", "nope", "nah", "none", "negative", "nein", "nee", "nie", "nao", "non", "hayir",
-            "yok", "nu", "niet",
-        ];
+    /// `no_words` are the one-word answers that say no, normalised.
+    pub fn with_answers(mut self, message: &str, no_words: &[String]) -> Self {
         let tokens = &self.text.tokens;
         for (index, token) in tokens.iter().enumerate() {
             let asks = token.kind == TokenKind::SentenceEnd
@@ -234,7 +231,7 @@ impl<'a> MessageContext<'a> {
             let answer_ends = after.is_none_or(|next| next.kind != TokenKind::Number);
             let first_word = self.text.plain_of(index + 1);
             // "no" alone; "no bleeding" denies bleeding, not the question.
-            let says_no = (words == 1 && NO.contains(&first_word))
+            let says_no = (words == 1 && no_words.iter().any(|no| no == first_word))
                 || (words == 2
                     && first_word == "not"
                     && matches!(self.text.plain_of(index + 2), "really" | "at" | "now"));
@@ -460,7 +457,8 @@ mod tests {
                 })
             })
             .collect();
-        let context = MessageContext::new(&normalized, hits, 8).with_answers(text);
+        let no_words = ["no", "nope", "nein"].map(String::from);
+        let context = MessageContext::new(&normalized, hits, 8).with_answers(text, &no_words);
         let (first, last) = find(finding).expect("finding present");
         context.assess(first, last)
     }

@@ -249,6 +249,13 @@ pub struct ContextFile {
     pub negation_terminators: Vec<String>,
     #[serde(default)]
     pub figurative: Vec<String>,
+    /// One-word answers that say no to a checklist question ("chest pain? no").
+    #[serde(default)]
+    pub answers_no: Vec<String>,
+    /// Negation words that name an exception rather than deny it: "without my glasses" is the
+    /// exception itself, not a denial of it.
+    #[serde(default)]
+    pub exception_words: Vec<String>,
 }
 
 fn default_scope() -> usize {

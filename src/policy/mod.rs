@@ -24,7 +24,7 @@ pub mod testing;
 use context::{Assessment, CueHit, CueKind, Direction, MessageContext};
 use file::{Bounds, ContextFile, ContextMode, LexiconFile, PolicyFile, Window};
 use measures::{Measure, Measures};
-use normalize::{Lexicon, NormalizedText, Normalizer};
+use normalize::{Lexicon, NormalizedText, Normalizer, TokenKind};
 use phrases::{Hit, PhraseError, PhraseSet, PhraseSetBuilder};
 
 use crate::prompts::{PromptError, Prompts};
@@ -198,6 +198,10 @@ pub struct PolicySet {
     roles: Vec<Role>,
     rules: Vec<Rule>,
     scope_words: usize,
+    /// `answers_no` of the context file, normalised.
+    answers_no: Vec<String>,
+    /// `exception_words` of the context file, normalised.
+    exception_words: Vec<String>,
     output: output::OutputRules,
     tests: Vec<testing::FileTests>,
     version: String,
@@ -446,12 +450,26 @@ impl PolicySet {
             &normalizer.clone().reading_whole_text(false),
             output_specs,
         )?;
+        let answers_no = single_words(
+            &normalizer,
+            &context_path,
+            "answers_no",
+            &context.answers_no,
+        )?;
+        let exception_words = single_words(
+            &normalizer,
+            &context_path,
+            "exception_words",
+            &context.exception_words,
+        )?;
         Ok(Self {
             normalizer,
             phrases,
             roles,
             rules,
             scope_words: context.scope_words,
+            answers_no,
+            exception_words,
             output,
             tests,
             version: hex::encode(&hasher.finalize()[..6]),
@@ -600,8 +618,8 @@ impl PolicySet {
                         })
                 })
         });
-        let context =
-            MessageContext::new(&normalized, cues, self.scope_words).with_answers(message);
+        let context = MessageContext::new(&normalized, cues, self.scope_words)
+            .with_answers(message, &self.answers_no);
         let hits = hits
             .into_iter()
             .filter(|hit| !matches!(self.roles.get(hit.phrase), Some(Role::Cue(_)) | None))
@@ -668,18 +686,10 @@ impl PolicySet {
                 Some(Role::Unless { rule })
                     if !assessment.negated.is_some_and(|(first, last)| {
                         (first > hit.last || last + 4 >= hit.first)
-                            && !matches!(
-                                scan.normalized.plain_of(first),
-                                "without"
-                                    | "sans"
-                                    | "sin"
-                                    | "ohne"
-                                    | "senza"
-                                    | "zonder"
-                                    | "bez"
-                                    | "sem"
-                                    | "fara"
-                            )
+                            && !self
+                                .exception_words
+                                .iter()
+                                .any(|word| word == scan.normalized.plain_of(first))
                     }) =>
                 {
                     if let Some(flag) = blocked.get_mut(*rule) {
@@ -772,8 +782,8 @@ impl PolicySet {
                 _ => None,
             })
             .collect();
-        let context =
-            MessageContext::new(&normalized, cues, self.scope_words).with_answers(sentence);
+        let context = MessageContext::new(&normalized, cues, self.scope_words)
+            .with_answers(sentence, &self.answers_no);
         let (first, last) = locate(&self.normalizer, &normalized, concept).unwrap_or((0, 0));
         let assessment = context.assess(first, last);
         ContextVerdict {
@@ -968,6 +978,29 @@ impl<'a> Concepts<'a> {
     }
 }
 
+/// The words of a one-word list in the context file, read as messages are read ("não" and
+/// "nao" are one word).
+fn single_words(
+    normalizer: &Normalizer,
+    path: &Path,
+    list: &str,
+    words: &[String],
+) -> Result<Vec<String>, PolicyLoadError> {
+    words
+        .iter()
+        .map(|word| {
+            let normalized = normalizer.normalize(word);
+            match normalized.tokens.as_slice() {
+                [token] if token.kind == TokenKind::Word => Ok(normalized.plain_of(0).to_owned()),
+                _ => Err(PolicyLoadError::Parse {
+                    path: path.to_owned(),
+                    reason: format!("`{list}` holds one-word entries; `{word}` is not one word"),
+                }),
+            }
+        })
+        .collect()
+}
+
 fn cue_lists(context: &ContextFile) -> Vec<(&Vec<String>, CueKind)> {
     let mut lists: Vec<(&Vec<String>, CueKind)> = Vec::new();
     for (spec, make) in [
@@ -1147,6 +1180,73 @@ triggers = ["bladder bulging"]
             "the finding's own `not` denies nothing after it"
         );
         assert_eq!(level("no bladder bulging"), Severity::Routine);
+    }
+
+    /// A set of `topic` with a context file of its own, or the error loading it gives.
+    fn load_with_context(context: &str) -> Result<PolicySet, PolicyLoadError> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let prompts = Prompts::load(&root.join("prompts"), Region::Uk).expect("prompts");
+        let dir = tempfile::tempdir().expect("temporary directory");
+        std::fs::write(dir.path().join("context.toml"), context).expect("write the context");
+        let topic = r#"
+[meta]
+id = "topic"
+
+[[rule]]
+id = "topic.chest"
+severity = "emergency"
+guidance = "emergency"
+triggers = ["chest pain"]
+
+[[rule]]
+id = "topic.black"
+severity = "urgent"
+guidance = "urgent"
+triggers = ["black poo"]
+unless = ["iron tablets"]
+"#;
+        std::fs::write(dir.path().join("topic.toml"), topic).expect("write the topic file");
+        PolicySet::load(dir.path(), &prompts)
+    }
+
+    #[test]
+    fn the_answers_and_exception_words_are_the_context_file_s_own() {
+        let set = load_with_context(
+            r#"
+answers_no = ["nah", "NÃO"]
+exception_words = ["without"]
+[negation]
+before = ["no", "without"]
+"#,
+        )
+        .expect("a set with its own answers");
+        let level = |text: &str| set.evaluate(text).level;
+        assert_eq!(level("chest pain? nah."), Severity::Routine);
+        assert_eq!(
+            level("chest pain? nao"),
+            Severity::Routine,
+            "read as messages are"
+        );
+        assert_eq!(
+            level("chest pain? nope."),
+            Severity::Emergency,
+            "not in this file"
+        );
+        assert_eq!(level("black poo without iron tablets"), Severity::Routine);
+
+        let set = load_with_context("[negation]\nbefore = [\"no\", \"without\"]\n")
+            .expect("a set without exception words");
+        assert_eq!(
+            set.evaluate("black poo without iron tablets").level,
+            Severity::Urgent,
+            "with no exception words `without` denies the exception"
+        );
+
+        let refused = load_with_context("answers_no = [\"no way\"]\n").err();
+        assert!(
+            refused.is_some_and(|error| error.to_string().contains("`no way` is not one word")),
+            "a list of single words refuses a phrase"
+        );
     }
 
     #[test]
