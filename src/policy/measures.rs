@@ -17,6 +17,7 @@ pub enum Measure {
     OxygenSaturation,
     SystolicPressure,
     RespiratoryRate,
+    HeartRate,
 }
 
 impl Measure {
@@ -29,11 +30,12 @@ impl Measure {
             "oxygen_saturation" => Some(Self::OxygenSaturation),
             "systolic_pressure" => Some(Self::SystolicPressure),
             "respiratory_rate" => Some(Self::RespiratoryRate),
+            "heart_rate" => Some(Self::HeartRate),
             _ => None,
         }
     }
 
-    pub const ALL: [Measure; 7] = [
+    pub const ALL: [Measure; 8] = [
         Self::TemperatureC,
         Self::AgeMonths,
         Self::GlucoseMmol,
@@ -41,6 +43,7 @@ impl Measure {
         Self::OxygenSaturation,
         Self::SystolicPressure,
         Self::RespiratoryRate,
+        Self::HeartRate,
     ];
 }
 
@@ -57,6 +60,9 @@ pub struct Measures {
     pub systolic_pressure: Option<f64>,
     /// Breaths a minute, the highest reading given.
     pub respiratory_rate: Option<f64>,
+    /// Beats a minute, the reading furthest from a resting 75: a message that gives a pulse of
+    /// 32 or of 190 is about that reading.
+    pub heart_rate: Option<f64>,
 }
 
 impl Measures {
@@ -69,6 +75,7 @@ impl Measures {
             Measure::OxygenSaturation => self.oxygen_saturation,
             Measure::SystolicPressure => self.systolic_pressure,
             Measure::RespiratoryRate => self.respiratory_rate,
+            Measure::HeartRate => self.heart_rate,
         }
     }
 }
@@ -409,6 +416,32 @@ const BREATH_UNITS: &[&str] = &[
     "ademhalingen",
     "oddechow",
 ];
+/// Words that name a heart rate ("pulse 32", "heart rate was 190", "tętno 40"). "hr" is left out:
+/// "1 hr 30 mins" would read as a pulse of 30; "32 bpm" needs no name.
+const HEART_RATE_WORDS: &[&str] = &[
+    "pulse",
+    "heart",
+    "heartrate",
+    "heartbeat",
+    "pulso",
+    "pouls",
+    "cardiaque",
+    "cardiaca",
+    "cardiaco",
+    "puls",
+    "pulsul",
+    "polso",
+    "battito",
+    "battiti",
+    "herzfrequenz",
+    "hartslag",
+    "tetno",
+    "nabiz",
+    "nabzi",
+    "nabzim",
+];
+/// Words after a number that make it a heart rate ("32 bpm", "180 beats a minute").
+const HEART_UNITS: &[&str] = &["bpm", "beats", "lpm", "ppm", "spm", "uderzen", "atim"];
 /// Words that may stand between a vital sign's name and its reading ("sats are 88", "bp was
 /// 85/50", "saturação de 88", "breathing rate of 30").
 const VITAL_LINKS: &[&str] = &[
@@ -448,6 +481,18 @@ const VITAL_LINKS: &[&str] = &[
     "frecuencia",
     "frequence",
     "frequenza",
+    "esta",
+    "en",
+    "em",
+    "sta",
+    "like",
+    "going",
+    "racing",
+    "pounding",
+    "beating",
+    "about",
+    "around",
+    "still",
 ];
 
 fn number_word(word: &str) -> Option<f64> {
@@ -821,6 +866,17 @@ fn read_vital_signs(text: &NormalizedText, measures: &mut Measures) {
         }
         let breaths =
             (named_before(index, BREATHING_RATE_WORDS) && !percent) || BREATH_UNITS.contains(&next);
+        let beats = (named_before(index, HEART_RATE_WORDS) && !percent && !breaths)
+            || HEART_UNITS.contains(&next);
+        if beats && (25.0..=250.0).contains(&value) {
+            measures.heart_rate = Some(measures.heart_rate.map_or(value, |seen| {
+                if (value - 75.0).abs() > (seen - 75.0).abs() {
+                    value
+                } else {
+                    seen
+                }
+            }));
+        }
         if breaths && (5.0..=90.0).contains(&value) {
             measures.respiratory_rate = Some(
                 measures
@@ -878,6 +934,19 @@ mod tests {
         assert_eq!(measures("on 2 litres of oxygen").oxygen_saturation, None);
         assert_eq!(measures("90% sure it is nothing").oxygen_saturation, None);
         assert_eq!(measures("breathing is 50% better").respiratory_rate, None);
+    }
+
+    #[test]
+    fn a_heart_rate_is_read_after_its_name_or_before_its_unit() {
+        assert_eq!(measures("heart rate 32 on my watch").heart_rate, Some(32.0));
+        assert_eq!(measures("heart going like 180").heart_rate, Some(180.0));
+        assert_eq!(measures("pulse was 40, now 72").heart_rate, Some(40.0));
+        assert_eq!(measures("resting at 150 bpm").heart_rate, Some(150.0));
+        assert_eq!(measures("tętno 38").heart_rate, Some(38.0));
+        assert_eq!(measures("for 1 hr 30 mins").heart_rate, None, "hr is an hour");
+        assert_eq!(measures("heart is 60% blocked").heart_rate, None);
+        assert_eq!(measures("heart attack at 45").heart_rate, None);
+        assert_eq!(measures("resp rate 30").heart_rate, None);
         assert_eq!(measures("pain in my chest 8/10").systolic_pressure, None);
         assert_eq!(measures("bp 120/80").systolic_pressure, Some(120.0));
     }

@@ -388,7 +388,7 @@ impl PolicySet {
                 for (name, bounds) in &spec.measures {
                     let measure = Measure::parse(name).ok_or_else(|| {
                         rule_error(format!(
-                            "unknown measure `{name}` (known: temperature_c, age_months, glucose_mmol, tablet_count, oxygen_saturation, systolic_pressure, respiratory_rate)"
+                            "unknown measure `{name}` (known: temperature_c, age_months, glucose_mmol, tablet_count, oxygen_saturation, systolic_pressure, respiratory_rate, heart_rate)"
                         ))
                     })?;
                     measures.push((measure, *bounds));
