@@ -133,6 +133,10 @@ const CHILD_WORDS: &[&str] = &[
     "kizim",
     "pikin",
     "pickin",
+    "grandson",
+    "granddaughter",
+    "nephew",
+    "niece",
 ];
 
 /// Units that say an age by themselves, with no "old" after them: "14 yo", "4 mo", and Turkish,
@@ -652,10 +656,18 @@ pub fn extract(text: &NormalizedText) -> Measures {
         // An age after the child it belongs to: "bebé de 6 semanas", "hijo de 2 años",
         // "zoontje van 5 maanden", "Sohn von 5 Monaten", "figlio di 5 mesi", "a baby of 5 months".
         let child_before = |back: usize| CHILD_WORDS.contains(&word(index.wrapping_sub(back)));
+        // "bebelușul meu de 2 luni", "my son (6 weeks)", and the learner's "my baby have 6
+        // weeks" (an age said with "have", as in French, Spanish or Romanian).
+        let possessive = matches!(
+            word(index.wrapping_sub(2)),
+            "my" | "our" | "meu" | "mea" | "mi" | "mon" | "ma" | "mein" | "meine" | "mio" | "mia"
+                | "mijn" | "moj" | "moja"
+        );
         let after_the_child = (matches!(
             word(index.wrapping_sub(1)),
             "de" | "van" | "von" | "di" | "of"
-        ) && child_before(2))
+        ) && (child_before(2) || (possessive && child_before(3))))
+            || (matches!(word(index.wrapping_sub(1)), "(" | "have" | "has") && child_before(2))
             // Terse notes put the age straight after the child: "bebe 2 mois, 38,2",
             // "baby 6 wks temp 38"; "had my baby 10 days ago" dates the birth, and a fever in
             // that message is the mother's.
@@ -748,7 +760,11 @@ pub fn extract(text: &NormalizedText) -> Measures {
         }
 
         // Tablets: "30 paracetamol", "twenty pills", "16 x 500mg tablets".
+        // "16 of my co-codamol", "20 of her sertraline".
         let counted = TABLET_WORDS.contains(&next)
+            || (next == "of"
+                && matches!(after_next, "my" | "his" | "her" | "their" | "the" | "our" | "your")
+                && (2..=4).any(|ahead| TABLET_WORDS.contains(&word(end + ahead))))
             || (matches!(next, "x" | "of" | "de" | "di") && TABLET_WORDS.contains(&after_next))
             || ((1..=3).any(|ahead| TABLET_WORDS.contains(&word(end + ahead)))
                 && tokens
@@ -934,6 +950,22 @@ mod tests {
         assert_eq!(measures("on 2 litres of oxygen").oxygen_saturation, None);
         assert_eq!(measures("90% sure it is nothing").oxygen_saturation, None);
         assert_eq!(measures("breathing is 50% better").respiratory_rate, None);
+    }
+
+    #[test]
+    fn an_age_is_read_in_brackets_after_a_possessive_or_with_have() {
+        let weeks = |text: &str| measures(text).age_months.map(|months| (months * 52.0 / 12.0).round());
+        assert_eq!(weeks("grandson (5 weeks) is 38.4"), Some(5.0));
+        assert_eq!(measures("bebelușul meu de 2 luni are 38,3").age_months, Some(2.0));
+        assert_eq!(weeks("my baby have 6 weeks"), Some(6.0));
+        assert_eq!(measures("my husband (44) has had a cold for 6 weeks").age_months, None);
+    }
+
+    #[test]
+    fn tablets_are_counted_when_they_are_someone_s_medicine() {
+        assert_eq!(measures("took 16 of my co-codamol").tablet_count, Some(16.0));
+        assert_eq!(measures("took 20 of her sertraline").tablet_count, Some(20.0));
+        assert_eq!(measures("3 of my friends came round").tablet_count, None);
     }
 
     #[test]
