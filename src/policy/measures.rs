@@ -420,6 +420,80 @@ const BREATH_UNITS: &[&str] = &[
     "ademhalingen",
     "oddechow",
 ];
+/// Words before a bare decimal number that make it something other than a temperature
+/// ("bmi 39.5", "£38.50", "weighs 40.2").
+const NOT_TEMPERATURE_NAMES: &[&str] = &[
+    "bmi", "weight", "weighs", "weighed", "weigh", "size", "waist", "inr", "crp", "ketones",
+    "ketone", "glucose", "sugar", "sugars", "bg", "hba1c", "lactate", "ph", "psa", "£", "$", "€",
+    "cost", "costs", "price", "paid", "week", "weeks", "wk", "wks",
+];
+/// Units after a bare decimal number that make it something other than a temperature.
+const NOT_TEMPERATURE_UNITS: &[&str] = &[
+    "kg",
+    "kgs",
+    "kilo",
+    "kilos",
+    "lb",
+    "lbs",
+    "pounds",
+    "st",
+    "stone",
+    "week",
+    "weeks",
+    "wk",
+    "wks",
+    "semana",
+    "semanas",
+    "semaine",
+    "semaines",
+    "woche",
+    "wochen",
+    "settimane",
+    "weken",
+    "tygodni",
+    "tydzien",
+    "year",
+    "years",
+    "yrs",
+    "yr",
+    "yo",
+    "ans",
+    "anos",
+    "jahre",
+    "anni",
+    "jaar",
+    "lat",
+    "mmol",
+    "mg",
+    "ml",
+    "cm",
+    "mm",
+    "m",
+    "g",
+    "l",
+    "hours",
+    "hour",
+    "hrs",
+    "h",
+    "minutes",
+    "mins",
+    "min",
+    "days",
+    "day",
+    "months",
+    "month",
+    "%",
+    "percent",
+    "bpm",
+    "mph",
+    "km",
+    "miles",
+    "euros",
+    "pounds",
+    "dollars",
+    "units",
+    "iu",
+];
 /// Words that name a heart rate ("pulse 32", "heart rate was 190", "tętno 40"). "hr" is left out:
 /// "1 hr 30 mins" would read as a pulse of 30; "32 bpm" needs no name.
 const HEART_RATE_WORDS: &[&str] = &[
@@ -605,6 +679,18 @@ pub fn extract(text: &NormalizedText) -> Measures {
                 {
                     Some(value > 50.0)
                 }
+                // "he's 39.8", "bebelușul are 38,3": a reading with one decimal in the fever
+                // range and no unit or other name is a temperature in a health message.
+                _ if numeric
+                    && word(index).contains('.')
+                    && (37.5..=42.5).contains(&value)
+                    && !NOT_TEMPERATURE_UNITS.contains(&next)
+                    && !(1..=2).any(|back| {
+                        NOT_TEMPERATURE_NAMES.contains(&word(index.wrapping_sub(back)))
+                    }) =>
+                {
+                    Some(false)
+                }
                 _ => None,
             };
             if let Some(fahrenheit) = unit {
@@ -660,8 +746,19 @@ pub fn extract(text: &NormalizedText) -> Measures {
         // weeks" (an age said with "have", as in French, Spanish or Romanian).
         let possessive = matches!(
             word(index.wrapping_sub(2)),
-            "my" | "our" | "meu" | "mea" | "mi" | "mon" | "ma" | "mein" | "meine" | "mio" | "mia"
-                | "mijn" | "moj" | "moja"
+            "my" | "our"
+                | "meu"
+                | "mea"
+                | "mi"
+                | "mon"
+                | "ma"
+                | "mein"
+                | "meine"
+                | "mio"
+                | "mia"
+                | "mijn"
+                | "moj"
+                | "moja"
         );
         let after_the_child = (matches!(
             word(index.wrapping_sub(1)),
@@ -763,7 +860,10 @@ pub fn extract(text: &NormalizedText) -> Measures {
         // "16 of my co-codamol", "20 of her sertraline".
         let counted = TABLET_WORDS.contains(&next)
             || (next == "of"
-                && matches!(after_next, "my" | "his" | "her" | "their" | "the" | "our" | "your")
+                && matches!(
+                    after_next,
+                    "my" | "his" | "her" | "their" | "the" | "our" | "your"
+                )
                 && (2..=4).any(|ahead| TABLET_WORDS.contains(&word(end + ahead))))
             || (matches!(next, "x" | "of" | "de" | "di") && TABLET_WORDS.contains(&after_next))
             || ((1..=3).any(|ahead| TABLET_WORDS.contains(&word(end + ahead)))
@@ -954,18 +1054,48 @@ mod tests {
 
     #[test]
     fn an_age_is_read_in_brackets_after_a_possessive_or_with_have() {
-        let weeks = |text: &str| measures(text).age_months.map(|months| (months * 52.0 / 12.0).round());
+        let weeks = |text: &str| {
+            measures(text)
+                .age_months
+                .map(|months| (months * 52.0 / 12.0).round())
+        };
         assert_eq!(weeks("grandson (5 weeks) is 38.4"), Some(5.0));
-        assert_eq!(measures("bebelușul meu de 2 luni are 38,3").age_months, Some(2.0));
+        assert_eq!(
+            measures("bebelușul meu de 2 luni are 38,3").age_months,
+            Some(2.0)
+        );
         assert_eq!(weeks("my baby have 6 weeks"), Some(6.0));
-        assert_eq!(measures("my husband (44) has had a cold for 6 weeks").age_months, None);
+        assert_eq!(
+            measures("my husband (44) has had a cold for 6 weeks").age_months,
+            None
+        );
     }
 
     #[test]
     fn tablets_are_counted_when_they_are_someone_s_medicine() {
-        assert_eq!(measures("took 16 of my co-codamol").tablet_count, Some(16.0));
-        assert_eq!(measures("took 20 of her sertraline").tablet_count, Some(20.0));
+        assert_eq!(
+            measures("took 16 of my co-codamol").tablet_count,
+            Some(16.0)
+        );
+        assert_eq!(
+            measures("took 20 of her sertraline").tablet_count,
+            Some(20.0)
+        );
         assert_eq!(measures("3 of my friends came round").tablet_count, None);
+    }
+
+    #[test]
+    fn a_bare_decimal_in_the_fever_range_is_a_temperature() {
+        assert_eq!(measures("he's 39.8 and floppy").temperature_c, Some(39.8));
+        assert_eq!(measures("bebelușul are 38,3").temperature_c, Some(38.3));
+        assert_eq!(measures("38.5 weeks pregnant").temperature_c, None);
+        assert_eq!(measures("my bmi is 39.5").temperature_c, None);
+        assert_eq!(measures("she weighs 40.2 kg").temperature_c, None);
+        assert_eq!(
+            measures("he's 39 and fit").temperature_c,
+            None,
+            "an age has no decimal"
+        );
     }
 
     #[test]
@@ -975,7 +1105,11 @@ mod tests {
         assert_eq!(measures("pulse was 40, now 72").heart_rate, Some(40.0));
         assert_eq!(measures("resting at 150 bpm").heart_rate, Some(150.0));
         assert_eq!(measures("tętno 38").heart_rate, Some(38.0));
-        assert_eq!(measures("for 1 hr 30 mins").heart_rate, None, "hr is an hour");
+        assert_eq!(
+            measures("for 1 hr 30 mins").heart_rate,
+            None,
+            "hr is an hour"
+        );
         assert_eq!(measures("heart is 60% blocked").heart_rate, None);
         assert_eq!(measures("heart attack at 45").heart_rate, None);
         assert_eq!(measures("resp rate 30").heart_rate, None);
