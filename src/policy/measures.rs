@@ -334,6 +334,27 @@ const TABLET_WORDS: &[&str] = &[
     "zopiclone",
     "sertraline",
     "citalopram",
+    "oxycodone",
+    "morphine",
+    "propranolol",
+    "amitriptyline",
+    "fluoxetine",
+    "quetiapine",
+    "olanzapine",
+    "gabapentin",
+    "pregabalin",
+    "lorazepam",
+    "clonazepam",
+    "temazepam",
+    "zolpidem",
+    "mirtazapine",
+    "venlafaxine",
+    "dihydrocodeine",
+    "naproxen",
+    "diclofenac",
+    "meds",
+    "painkillers",
+    "antidepressants",
 ];
 
 /// Words that name an oxygen saturation, as carers and care homes report it ("sats 88", "spo2
@@ -881,6 +902,16 @@ pub fn extract(text: &NormalizedText) -> Measures {
             "newborn" | "neonate" | "recien" if measures.age_months.is_none() => {
                 measures.age_months = Some(0.5);
             }
+            // "a load of propranolol", "a handful of her pills", "todas las pastillas": a
+            // quantity with no number, at least a packet's worth.
+            "load" | "loads" | "handful" | "bunch" | "lots" | "mouthful" | "fistful" | "heap"
+            | "pile" | "todas" | "todos" | "toutes" | "tutte"
+                if matches!(word(index + 1), "of" | "las" | "los" | "les" | "le" | "de")
+                    && (index + 2..=index + 4).any(|ahead| TABLET_WORDS.contains(&word(ahead)))
+                    && measures.tablet_count.is_none() =>
+            {
+                measures.tablet_count = Some(16.0);
+            }
             // "the whole packet", "a full bottle": at least a packet of 16.
             "packet" | "pack" | "box" | "bottle" | "tub" | "caja" | "bote" | "blister"
                 if matches!(
@@ -1069,6 +1100,14 @@ mod tests {
             measures("my husband (44) has had a cold for 6 weeks").age_months,
             None
         );
+    }
+
+    #[test]
+    fn a_quantity_without_a_number_counts_as_a_packet() {
+        assert_eq!(measures("took a load of propranolol").tablet_count, Some(16.0));
+        assert_eq!(measures("swallowed a handful of her pills").tablet_count, Some(16.0));
+        assert_eq!(measures("me tomé todas las pastillas").tablet_count, Some(16.0));
+        assert_eq!(measures("took loads of photos").tablet_count, None);
     }
 
     #[test]
