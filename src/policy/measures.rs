@@ -234,6 +234,12 @@ const GLUCOSE_WORDS: &[&str] = &[
     "cukru",
     "glukoza",
     "glukozy",
+    // Turkish and Romanian: "şekerim 2,8", "açlık şekerim 5,6", "glicemia 3,1"
+    "seker",
+    "sekerim",
+    "sekeri",
+    "glicemie",
+    "glicemii",
 ];
 /// Devices whose display gives a reading: a number straight after one (or after "says") is a
 /// glucose reading, a number merely near one is not.
@@ -752,8 +758,11 @@ pub fn extract(text: &NormalizedText) -> Measures {
         let verb_before = word(index.wrapping_sub(1));
         let said_with_a_verb = (matches!(
             verb_before,
-            "is" | "tiene" | "tem" | "a" | "ist" | "ha" | "ma" | "heeft" | "esta" | "est"
-        ) || (verb_before == "are"
+            "is" | "tiene" | "tem" | "a" | "ist" | "ma" | "heeft" | "esta" | "est"
+        ) || (verb_before == "ha"
+            // Italian "ha 7 settimane"; Portuguese "há uma semana" is "a week ago".
+            && matches!(next, "settimane" | "settimana" | "mesi" | "mese" | "giorni" | "giorno" | "anni" | "anno"))
+            || (verb_before == "are"
             && matches!(
                 next,
                 "saptamani" | "saptamana" | "luni" | "luna" | "zile" | "zi" | "ani"
@@ -1100,6 +1109,13 @@ mod tests {
             measures("my husband (44) has had a cold for 6 weeks").age_months,
             None
         );
+    }
+
+    #[test]
+    fn a_portuguese_time_ago_is_no_age_and_a_turkish_sugar_is_a_reading() {
+        assert_eq!(measures("voltei de Moçambique há uma semana").age_months, None);
+        assert!(measures("mio figlio ha 7 settimane").age_months.is_some());
+        assert_eq!(measures("açlık şekerim 5,6 çıktı").glucose_mmol, Some(5.6));
     }
 
     #[test]
