@@ -133,6 +133,10 @@ const CHILD_WORDS: &[&str] = &[
     "kizim",
     "pikin",
     "pickin",
+    "fille",
+    "fils",
+    "garcon",
+    "enfant",
     "grandson",
     "granddaughter",
     "nephew",
@@ -763,10 +767,10 @@ pub fn extract(text: &NormalizedText) -> Measures {
             // Italian "ha 7 settimane"; Portuguese "há uma semana" is "a week ago".
             && matches!(next, "settimane" | "settimana" | "mesi" | "mese" | "giorni" | "giorno" | "anni" | "anno"))
             || (verb_before == "are"
-            && matches!(
-                next,
-                "saptamani" | "saptamana" | "luni" | "luna" | "zile" | "zi" | "ani"
-            )))
+                && matches!(
+                    next,
+                    "saptamani" | "saptamana" | "luni" | "luna" | "zile" | "zi" | "ani"
+                )))
             && !PREGNANCY_WORDS.contains(&after_next)
             && !(after_next == "de" && PREGNANCY_WORDS.contains(&word(end + 2 + skip)));
         // An age after the child it belongs to: "bebé de 6 semanas", "hijo de 2 años",
@@ -908,6 +912,18 @@ pub fn extract(text: &NormalizedText) -> Measures {
     measures.glucose_mmol = glucose.map(|reading| reading.mmol);
     for index in 0..tokens.len() {
         match word(index) {
+            // "born last Thursday", "born yesterday": a baby of days; "I was born on a
+            // Tuesday" is the writer's birthday.
+            "born"
+                if measures.age_months.is_none()
+                    && matches!(
+                        word(index + 1),
+                        "last" | "yesterday" | "today" | "this" | "on"
+                    )
+                    && word(index.wrapping_sub(2)) != "i" =>
+            {
+                measures.age_months = Some(0.25);
+            }
             "newborn" | "neonate" | "recien" if measures.age_months.is_none() => {
                 measures.age_months = Some(0.5);
             }
@@ -1113,16 +1129,38 @@ mod tests {
 
     #[test]
     fn a_portuguese_time_ago_is_no_age_and_a_turkish_sugar_is_a_reading() {
-        assert_eq!(measures("voltei de Moçambique há uma semana").age_months, None);
+        assert_eq!(
+            measures("voltei de Moçambique há uma semana").age_months,
+            None
+        );
         assert!(measures("mio figlio ha 7 settimane").age_months.is_some());
         assert_eq!(measures("açlık şekerim 5,6 çıktı").glucose_mmol, Some(5.6));
     }
 
     #[test]
+    fn a_baby_born_last_week_is_days_old() {
+        assert_eq!(
+            measures("born last Thursday, feels hot").age_months,
+            Some(0.25)
+        );
+        assert_eq!(measures("I was born on a Tuesday").age_months, None);
+        assert_eq!(measures("ma fille de 4 mois a 39,3").age_months, Some(4.0));
+    }
+
+    #[test]
     fn a_quantity_without_a_number_counts_as_a_packet() {
-        assert_eq!(measures("took a load of propranolol").tablet_count, Some(16.0));
-        assert_eq!(measures("swallowed a handful of her pills").tablet_count, Some(16.0));
-        assert_eq!(measures("me tomé todas las pastillas").tablet_count, Some(16.0));
+        assert_eq!(
+            measures("took a load of propranolol").tablet_count,
+            Some(16.0)
+        );
+        assert_eq!(
+            measures("swallowed a handful of her pills").tablet_count,
+            Some(16.0)
+        );
+        assert_eq!(
+            measures("me tomé todas las pastillas").tablet_count,
+            Some(16.0)
+        );
         assert_eq!(measures("took loads of photos").tablet_count, None);
     }
 
