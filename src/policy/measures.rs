@@ -932,7 +932,7 @@ pub fn extract(text: &NormalizedText) -> Measures {
             "load" | "loads" | "handful" | "bunch" | "lots" | "mouthful" | "fistful" | "heap"
             | "pile" | "todas" | "todos" | "toutes" | "tutte"
                 if matches!(word(index + 1), "of" | "las" | "los" | "les" | "le" | "de")
-                    && (index + 2..=index + 4).any(|ahead| TABLET_WORDS.contains(&word(ahead)))
+                    && (index + 2..=index + 5).any(|ahead| TABLET_WORDS.contains(&word(ahead)))
                     && measures.tablet_count.is_none() =>
             {
                 measures.tablet_count = Some(16.0);
