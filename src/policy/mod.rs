@@ -1060,10 +1060,17 @@ mod tests {
 
     /// A policy set of one topic file (and the shipped prompts), or the error loading it gives.
     fn load_one(topic: &str) -> Result<PolicySet, PolicyLoadError> {
+        load_files(&[("topic.toml", topic)])
+    }
+
+    /// A policy set of the given files (and the shipped prompts), or the error loading it gives.
+    fn load_files(files: &[(&str, &str)]) -> Result<PolicySet, PolicyLoadError> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let prompts = Prompts::load(&root.join("prompts"), Region::Uk).expect("prompts");
         let dir = tempfile::tempdir().expect("temporary directory");
-        std::fs::write(dir.path().join("topic.toml"), topic).expect("write the topic file");
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).expect("write a policy file");
+        }
         PolicySet::load(dir.path(), &prompts)
     }
 
@@ -1184,10 +1191,6 @@ triggers = ["bladder bulging"]
 
     /// A set of `topic` with a context file of its own, or the error loading it gives.
     fn load_with_context(context: &str) -> Result<PolicySet, PolicyLoadError> {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let prompts = Prompts::load(&root.join("prompts"), Region::Uk).expect("prompts");
-        let dir = tempfile::tempdir().expect("temporary directory");
-        std::fs::write(dir.path().join("context.toml"), context).expect("write the context");
         let topic = r#"
 [meta]
 id = "topic"
@@ -1205,8 +1208,7 @@ guidance = "urgent"
 triggers = ["black poo"]
 unless = ["iron tablets"]
 "#;
-        std::fs::write(dir.path().join("topic.toml"), topic).expect("write the topic file");
-        PolicySet::load(dir.path(), &prompts)
+        load_files(&[("context.toml", context), ("topic.toml", topic)])
     }
 
     #[test]
