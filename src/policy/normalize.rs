@@ -5,6 +5,7 @@
 //! variants it folds: NFKC, case, invisible characters, look-alike letters, accents, digits used as
 //! letters, apostrophes, the lexicon's spellings and abbreviations, and repeated letters.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use unicode_normalization::UnicodeNormalization;
@@ -130,6 +131,24 @@ impl NormalizedText {
             *self.squeezed_starts.get(index)?,
             *self.squeezed_ends.get(index)?,
         ))
+    }
+
+    /// Whether three single-letter words stand in a row: a reading of this text would join them.
+    fn has_letters_in_a_row(&self) -> bool {
+        let mut in_a_row = 0;
+        for (index, token) in self.tokens.iter().enumerate() {
+            let mut chars = self.plain_of(index).chars();
+            let single = chars.next().is_some() && chars.next().is_none();
+            in_a_row = if token.kind == TokenKind::Word && single {
+                in_a_row + 1
+            } else {
+                0
+            };
+            if in_a_row == 3 {
+                return true;
+            }
+        }
+        false
     }
 
     /// The original text of tokens `first..=last`.
@@ -345,8 +364,46 @@ impl Normalizer {
         &self.lexicon
     }
 
+    /// A word as it is read: letters spelt out three in a row unstretched, then through the
+    /// lexicon. Returns the first word it is read as and the words after it.
+    fn read_as<'a>(&'a self, word: &'a str, spelt: bool) -> (Cow<'a, str>, &'a [String]) {
+        let word = if spelt && is_stretched(word) {
+            Cow::Owned(unstretched(word))
+        } else {
+            Cow::Borrowed(word)
+        };
+        match self.lexicon.lookup(&word) {
+            Some([first, rest @ ..]) => (Cow::Borrowed(first.as_str()), rest),
+            _ => (word, &[]),
+        }
+    }
+
     /// Normalises `text`. Never fails and never panics, whatever the input.
+    ///
+    /// The normal form reads as itself: phrases are normalised as messages are, so a message's
+    /// normal form must not read differently when read again. Three single letters can stand in
+    /// a row in it that stood apart in the text (`a  b  c` with wide gaps, `b c im` where the
+    /// lexicon reads `im` as `i am`); read again they are one word spelt out, so the normal form
+    /// is read again, with each token keeping its place in the original text.
     pub fn normalize(&self, text: &str) -> NormalizedText {
+        let mut normalized = self.normalize_once(text);
+        // Each reading joins every such run, so a second one is almost always the last.
+        for _ in 0..2 {
+            if !normalized.has_letters_in_a_row() {
+                break;
+            }
+            let mut again = self.normalize_once(&normalized.plain);
+            for token in &mut again.tokens {
+                if let Some((first, last)) = normalized.token_range(token.start, token.end, false) {
+                    (token.start, token.end) = normalized.original_span(first, last);
+                }
+            }
+            normalized = again;
+        }
+        normalized
+    }
+
+    fn normalize_once(&self, text: &str) -> NormalizedText {
         let folded = fold_chars(text);
         let mut raw = tokenize(&folded, &self.vocabulary);
         if self.whole_text {
@@ -365,15 +422,24 @@ impl Normalizer {
             if std::mem::take(&mut elided_into_next) {
                 continue;
             }
+            let next_word = tokens
+                .get(index + 1)
+                .filter(|next| next.token.kind == TokenKind::Word);
+            // The word after this one as it will be read (unstretched, through the lexicon), not
+            // as written: `j r` must join as `j are` will when the normal form is read again.
+            let next_read = |next: &'_ RawToken| self.read_as(word_of(next), next.token.spelt);
             let elided;
+            let mut trailing: &[String] = &[];
             if self.whole_text
                 && token.kind == TokenKind::Word
-                && let Some(next) = tokens.get(index + 1)
-                && next.token.kind == TokenKind::Word
-                && let Some(joined) = elision_typed_apart(word, word_of(next))
+                && ELIDING_WORDS.contains(&word)
+                && let Some(next) = next_word
+                && let (first, rest) = next_read(next)
+                && let Some(joined) = elision_typed_apart(word, &first)
             {
                 elided = joined;
                 word = &elided;
+                trailing = rest;
                 token = Token {
                     kind: TokenKind::Word,
                     start: token.start,
@@ -398,26 +464,19 @@ impl Normalizer {
                 for expansion in replacement {
                     normalized.push(token, expansion);
                 }
-                continue;
-            }
             // Only a word ending in `s` can be a contraction: most words never look ahead.
-            if self.whole_text
-                && word.ends_with('s')
-                && let Some((base, verb)) = contracted_s(
-                    text,
-                    &token,
-                    word,
-                    tokens
-                        .get(index + 1)
-                        .filter(|next| next.token.kind == TokenKind::Word)
-                        .map(word_of),
-                )
+            } else if let Some((base, verb)) = (self.whole_text && word.ends_with('s'))
+                .then(|| contracted_s(text, &token, word, &next_read(next_word?).0))
+                .flatten()
             {
                 normalized.push(token, base);
                 normalized.push(token, verb);
-                continue;
+            } else {
+                normalized.push(token, word);
             }
-            normalized.push(token, word);
+            for expansion in trailing {
+                normalized.push(token, expansion);
+            }
         }
         normalized
     }
@@ -431,6 +490,9 @@ impl Normalizer {
 /// English text has: a lone `j` before a word opening with a vowel or `h`, and `c`, `qu`, `n`
 /// before the few verbs and pronouns they elide into (a lone `m` or `s` is too common in
 /// English typing, `i m ok`, `it s`).
+/// The words that may be elided into the next one when typed apart ([`elision_typed_apart`]).
+const ELIDING_WORDS: [&str; 4] = ["j", "c", "qu", "n"];
+
 fn elision_typed_apart(word: &str, next: &str) -> Option<String> {
     let elides = match word {
         "j" => next
@@ -455,7 +517,7 @@ fn contracted_s<'w>(
     text: &str,
     token: &Token,
     word: &'w str,
-    next: Option<&str>,
+    next: &str,
 ) -> Option<(&'w str, &'static str)> {
     let base = word.strip_suffix('s')?;
     let written = text.get(token.start..token.end)?;
@@ -465,7 +527,7 @@ fn contracted_s<'w>(
     if !(apostrophe || word == "its") || base.is_empty() {
         return None;
     }
-    Some((base, s_verb(next?)?))
+    Some((base, s_verb(next)?))
 }
 
 /// The verb a contracted `'s` stands for before `next`, or `None` when it may be a possessive.
@@ -1399,6 +1461,52 @@ mod tests {
     }
 
     #[test]
+    fn the_word_after_an_elision_or_a_contraction_is_taken_as_it_is_read() {
+        let whole = Normalizer::new(Lexicon::new([
+            ("r".to_owned(), "are".to_owned()),
+            ("gettin".to_owned(), "getting".to_owned()),
+            ("ur".to_owned(), "you are".to_owned()),
+        ]))
+        .reading_whole_text(true);
+        let twice = |text: &str| {
+            let once = whole.normalize(text).plain;
+            let again = whole.normalize(&once).plain;
+            assert_eq!(again, once, "the normal form of {text:?} reads as itself");
+            once.trim().to_owned()
+        };
+        // Found by the property test below: `r` is read `are`, which opens with a vowel, so the
+        // lone `j` before it elides as it does before the `are` of the normal form.
+        assert_eq!(
+            twice("a\u{5D0}\u{1F300}\u{458}\u{1F300}r\u{FF19}aa"),
+            "a\u{5D0} jare 9 aa"
+        );
+        assert_eq!(
+            twice("j ur"),
+            "jyou are",
+            "the words after the first are kept"
+        );
+        assert_eq!(twice("its gettin worse"), "it is getting worse");
+    }
+
+    #[test]
+    fn single_letters_left_in_a_row_are_read_again_as_one_word() {
+        let reading = Normalizer::new(Lexicon::new([("im".to_owned(), "i am".to_owned())]));
+        let once = |text: &str| reading.normalize(text);
+        // Found by the property test below: lone letters between wide gaps, and a lexicon
+        // reading that puts a letter after two, would be joined by a second reading.
+        assert_eq!(
+            once("y\u{b}\u{b}\u{23a} \t\u{25dc9}6").plain,
+            "y\u{2c65}\u{25dc9} 6"
+        );
+        let spelt = once("so b c im ok");
+        assert_eq!(spelt.plain, "so bci am ok");
+        // Each word still points at the text it came from.
+        let spans: Vec<(usize, usize)> = spelt.tokens.iter().map(|t| (t.start, t.end)).collect();
+        assert_eq!(spans, [(0, 2), (3, 9), (7, 9), (10, 12)]);
+        assert_eq!(once("t a k e n  a  l o t").plain, "taken a lot");
+    }
+
+    #[test]
     fn a_contracted_s_is_spelt_out_where_no_possessive_can_stand() {
         let reading = Normalizer::default().reading_whole_text(true);
         let words = |text: &str| reading.normalize(text).squeezed.trim().to_owned();
@@ -1675,14 +1783,6 @@ mod tests {
     }
 
     proptest! {
-        // A fixed seed keeps CI reproducible: a fresh random search found a known, unfixed
-        // idempotence failure ("aא🌀ј🌀r９aa": single look-alike letters between emoji join on a
-        // second pass); until the normaliser is mended, every run checks the same cases.
-        #![proptest_config(ProptestConfig {
-            rng_seed: proptest::test_runner::RngSeed::Fixed(15),
-            ..ProptestConfig::default()
-        })]
-
         #[test]
         fn normalising_any_string_keeps_its_promises(text in any_text()) {
             check_invariants(&text, &Normalizer::default().normalize(&text))?;
