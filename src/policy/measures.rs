@@ -1,8 +1,11 @@
 //! Numbers in a message that rules can set bounds on: a temperature, a baby's age, a blood glucose
 //! reading, a number of tablets. Units are converted (°F → °C, mg/dL → mmol/L, weeks → months).
 
+use std::collections::HashSet;
+
 use serde::Serialize;
 
+use super::file::MeasuresFile;
 use super::normalize::{NormalizedText, TokenKind};
 use super::number_words;
 
@@ -80,529 +83,86 @@ impl Measures {
     }
 }
 
-/// Words for a child that an age may follow: "bebé de 6 semanas", "hijo de 2 años", "zoontje
-/// van 5 maanden", "a baby of 5 months", "bebe 2 mois".
-const CHILD_WORDS: &[&str] = &[
-    "bebe",
-    "nino",
-    "nina",
-    "hijo",
-    "hija",
-    "nene",
-    "nena",
-    "recien",
-    "baby",
-    "babys",
-    "zoon",
-    "zoontje",
-    "dochter",
-    "dochtertje",
-    "kind",
-    "kindje",
-    "sohn",
-    "tochter",
-    "figlio",
-    "figlia",
-    "bambino",
-    "bambina",
-    "bimbo",
-    "bimba",
-    "neonato",
-    "son",
-    "daughter",
-    "boy",
-    "girl",
-    "bebelus",
-    "bebelusul",
-    "copil",
-    "copilul",
-    "baiat",
-    "baiatul",
-    "fetita",
-    "fiica",
-    "fiul",
-    "corka",
-    "coreczka",
-    "syn",
-    "synek",
-    "dziecko",
-    "niemowle",
-    "bebek",
-    "bebegim",
-    "oglum",
-    "kizim",
-    "pikin",
-    "pickin",
-    "fille",
-    "fils",
-    "garcon",
-    "enfant",
-    "grandson",
-    "granddaughter",
-    "nephew",
-    "niece",
-];
+/// The words measures are read by, from `measures.toml` (each list is described there): a
+/// number is a temperature, an age or a reading by the words around it. The words are as
+/// messages are read (normalised).
+#[derive(Debug, Clone, Default)]
+pub struct MeasureWords {
+    pub child_words: WordSet,
+    pub age_units: WordSet,
+    pub temperature_words: WordSet,
+    pub thermometers: WordSet,
+    pub degree_words: WordSet,
+    pub glucose_words: WordSet,
+    pub glucose_devices: WordSet,
+    pub glucose_links: WordSet,
+    pub pregnancy_words: WordSet,
+    pub tablet_words: WordSet,
+    pub saturation_words: WordSet,
+    pub pressure_words: WordSet,
+    pub pressure_links: WordSet,
+    pub breathing_rate_words: WordSet,
+    pub breath_units: WordSet,
+    pub not_temperature_names: WordSet,
+    pub not_temperature_units: WordSet,
+    pub heart_rate_words: WordSet,
+    pub heart_units: WordSet,
+    pub vital_links: WordSet,
+}
 
-/// Units that say an age by themselves, with no "old" after them: "14 yo", "4 mo", and Turkish,
-/// which puts the age in the unit ("2 aylık", 2-month-old; "3 yaşında", aged 3). Each is also in
-/// the unit table, which gives its length.
-const AGE_UNITS: [&str; 7] = [
-    "yo",
-    "mo",
-    "aylik",
-    "haftalik",
-    "gunluk",
-    "yasinda",
-    "yasindaki",
-];
+impl MeasureWords {
+    /// The lists of `file`, each word as `read` reads it (`read` is given the list's name, for
+    /// its error).
+    ///
+    /// # Errors
+    /// The first error `read` returns.
+    pub fn from_file<E>(
+        file: MeasuresFile,
+        read: impl Fn(&str, &str) -> Result<String, E>,
+    ) -> Result<Self, E> {
+        let set = |name: &str, list: Vec<String>| -> Result<WordSet, E> {
+            list.iter().map(|word| read(name, word)).collect()
+        };
+        Ok(Self {
+            child_words: set("child_words", file.child_words)?,
+            age_units: set("age_units", file.age_units)?,
+            temperature_words: set("temperature_words", file.temperature_words)?,
+            thermometers: set("thermometers", file.thermometers)?,
+            degree_words: set("degree_words", file.degree_words)?,
+            glucose_words: set("glucose_words", file.glucose_words)?,
+            glucose_devices: set("glucose_devices", file.glucose_devices)?,
+            glucose_links: set("glucose_links", file.glucose_links)?,
+            pregnancy_words: set("pregnancy_words", file.pregnancy_words)?,
+            tablet_words: set("tablet_words", file.tablet_words)?,
+            saturation_words: set("saturation_words", file.saturation_words)?,
+            pressure_words: set("pressure_words", file.pressure_words)?,
+            pressure_links: set("pressure_links", file.pressure_links)?,
+            breathing_rate_words: set("breathing_rate_words", file.breathing_rate_words)?,
+            breath_units: set("breath_units", file.breath_units)?,
+            not_temperature_names: set("not_temperature_names", file.not_temperature_names)?,
+            not_temperature_units: set("not_temperature_units", file.not_temperature_units)?,
+            heart_rate_words: set("heart_rate_words", file.heart_rate_words)?,
+            heart_units: set("heart_units", file.heart_units)?,
+            vital_links: set("vital_links", file.vital_links)?,
+        })
+    }
+}
 
-/// Words that name a temperature, in the eight languages the policies speak (accents stripped).
-const TEMPERATURE_WORDS: &[&str] = &[
-    "temperature",
-    "temp",
-    "fever",
-    "febre",
-    "fiebre",
-    "calentura",
-    "temperatura",
-    "thermometer",
-    "termometro",
-    "thermometre",
-    "reading",
-    "hot",
-    "fievre",
-    "fieber",
-    "temperatur",
-    "febbre",
-    "koorts",
-    "temperatuur",
-    "goraczka",
-    "goraczke",
-    "goraczki",
-    "termometr",
-    "febra",
-    "ates",
-    "atesi",
-    "atesim",
-    "atesimi",
-    "atesini",
-    "derece",
-];
-/// Thermometers and ways of taking a temperature, which may be named just after the reading:
-/// "39.4 on the ear thermometer", "38,2 en rectal".
-const THERMOMETERS: &[&str] = &[
-    "thermometer",
-    "termometro",
-    "thermometre",
-    "termometr",
-    "rectal",
-    "rectally",
-    "rectale",
-    "rektal",
-    "rettale",
-    "retal",
-    "rectaal",
-    "axillary",
-    "axillaire",
-    "tympanic",
-];
-/// Degrees in the other languages: Celsius unless the number is only plausible in Fahrenheit.
-const DEGREE_WORDS: &[&str] = &[
-    "degrees", "deg", "°", "degres", "degre", "grad", "grade", "gradi", "graus", "graden",
-    "stopni", "stopnie", "stopnia",
-];
-/// Words that name a blood glucose reading.
-const GLUCOSE_WORDS: &[&str] = &[
-    "hypo",
-    "hypos",
-    "sugar",
-    "sugars",
-    "glucose",
-    "bm",
-    "bg",
-    "bs",
-    "glucosa",
-    "glucemia",
-    "azucar",
-    "reading",
-    "level",
-    "glycemie",
-    "glicemia",
-    "glicose",
-    "blutzucker",
-    "zucker",
-    "bz",
-    "bloedsuiker",
-    "suiker",
-    "cukier",
-    "cukru",
-    "glukoza",
-    "glukozy",
-    // Turkish and Romanian: "şekerim 2,8", "açlık şekerim 5,6", "glicemia 3,1"
-    "seker",
-    "sekerim",
-    "sekeri",
-    "glicemie",
-    "glicemii",
-];
-/// Devices whose display gives a reading: a number straight after one (or after "says") is a
-/// glucose reading, a number merely near one is not.
-const GLUCOSE_DEVICES: &[&str] = &["meter", "glucometer", "libre", "dexcom", "sensor", "cgm"];
-/// Words that may sit between a glucose word and its reading ("sugar is 2.4", "bg: 2.4", "meter
-/// says 1.9").
-const GLUCOSE_LINKS: &[&str] = &[
-    "is", "was", "of", "at", "level", "levels", "reading", ":", "=", "es", "de", "est", "ist", "e",
-    "wynosi", "marca", "a", "van", "di", "says", "said", "reads", "read", "shows", "showed",
-    "showing", "on",
-];
-/// Words after an age that make it a pregnancy's length, not a child's age.
-const PREGNANCY_WORDS: &[&str] = &[
-    "pregnant",
-    "gestation",
-    "embarazada",
-    "embarazo",
-    "gestacion",
-    "enceinte",
-    "grossesse",
-    "sa",
-    "gravida",
-    "gestacao",
-    "gravidez",
-    "schwanger",
-    "schwangerschaft",
-    "ssw",
-    "incinta",
-    "gravidanza",
-    "zwanger",
-    "zwangerschap",
-    "ciazy",
-    "ciaza",
-    "w",
-];
-const TABLET_WORDS: &[&str] = &[
-    // Romanian, Turkish, French and German: "15 pastile", "20 tane hap", "12 comprimés"
-    "pastile",
-    "tablete",
-    "comprimate",
-    "capsule",
-    "hap",
-    "tane",
-    "kapsul",
-    "comprimes",
-    "tabletten",
-    "tablets",
-    "tablet",
-    "pills",
-    "pill",
-    "capsules",
-    "caps",
-    "paracetamol",
-    "paracetamols",
-    "ibuprofen",
-    "pastillas",
-    "pastilla",
-    "comprimidos",
-    "tabs",
-    "co",
-    "codamol",
-    "sleeping",
-    // Tablets in the other languages and painkillers counted by name, as people write them:
-    // "30 de nurofen", "20 nolotil", "15 tachipirina", "12 tabletek"
-    "pastiglie",
-    "compresse",
-    "cachets",
-    "gelules",
-    "tabletki",
-    "tabletek",
-    "pigulek",
-    "pigulki",
-    "pillen",
-    "nurofen",
-    "algocalmin",
-    "paracetamolo",
-    "ibuprofeno",
-    "nolotil",
-    "doliprane",
-    "dafalgan",
-    "efferalgan",
-    "tachipirina",
-    "apap",
-    "parol",
-    "panadol",
-    "tylenol",
-    "advil",
-    "aspirin",
-    "aspirina",
-    "aspirine",
-    "dipirona",
-    "metamizol",
-    "tramadol",
-    "codeine",
-    "diazepam",
-    "valium",
-    "xanax",
-    "zopiclone",
-    "sertraline",
-    "citalopram",
-    "oxycodone",
-    "morphine",
-    "propranolol",
-    "amitriptyline",
-    "fluoxetine",
-    "quetiapine",
-    "olanzapine",
-    "gabapentin",
-    "pregabalin",
-    "lorazepam",
-    "clonazepam",
-    "temazepam",
-    "zolpidem",
-    "mirtazapine",
-    "venlafaxine",
-    "dihydrocodeine",
-    "naproxen",
-    "diclofenac",
-    "meds",
-    "painkillers",
-    "antidepressants",
-];
+/// One list of `measures.toml`, looked up for the words around every number.
+#[derive(Debug, Clone, Default)]
+pub struct WordSet(HashSet<String, foldhash::fast::RandomState>);
 
-/// Words that name an oxygen saturation, as carers and care homes report it ("sats 88", "spo2
-/// 86%", "o2 sat 90", "saturação 88%").
-const SATURATION_WORDS: &[&str] = &[
-    "sats",
-    "sat",
-    "saturation",
-    "saturations",
-    "spo",
-    "oxygen",
-    "oxygens",
-    "oximeter",
-    "ox",
-    "saturacion",
-    "saturacao",
-    "oxigeno",
-    "oxigenio",
-    "oxymetre",
-    "sauerstoff",
-    "sauerstoffsattigung",
-    "sattigung",
-    "saturazione",
-    "ossigeno",
-    "saturatie",
-    "zuurstof",
-    "saturacja",
-    "saturacji",
-    "tlen",
-    "saturatia",
-    "saturatie",
-    "oxigen",
-    "oksijen",
-    "saturasyon",
-    "satürasyon",
-];
-/// Words that name a blood pressure ("bp 82/50", "tensión 8/5", "Blutdruck 85 zu 50").
-const PRESSURE_WORDS: &[&str] = &[
-    "bp",
-    "pressure",
-    "tension",
-    "tensao",
-    "tensione",
-    "pressione",
-    "presion",
-    "pressao",
-    "blutdruck",
-    "bloeddruk",
-    "cisnienie",
-    "tensiunea",
-    "tensiune",
-    "tansiyon",
-    "tansiyonu",
-    "tansiyonum",
-];
-/// Words between a systolic and a diastolic pressure when no slash is written ("82 over 50").
-const PRESSURE_LINKS: &[&str] = &["over", "sobre", "sur", "su", "zu", "op", "na", "pe", "la"];
-/// Words that name a breathing rate ("resp rate 28", "rr 30", "frecuencia respiratoria 30").
-const BREATHING_RATE_WORDS: &[&str] = &[
-    "rr",
-    "resp",
-    "resps",
-    "respirations",
-    "respiratory",
-    "respiration",
-    "respiratoria",
-    "respiratoire",
-    "atemfrequenz",
-    "ademhalingsfrequentie",
-    "oddechow",
-    "oddechy",
-    "solunum",
-    "breathing",
-];
-/// Words after a number that make it breaths a minute ("30 breaths a minute").
-const BREATH_UNITS: &[&str] = &[
-    "breaths",
-    "breath",
-    "respiraciones",
-    "respirations",
-    "respiracoes",
-    "atemzuge",
-    "respiri",
-    "ademhalingen",
-    "oddechow",
-];
-/// Words before a bare decimal number that make it something other than a temperature
-/// ("bmi 39.5", "£38.50", "weighs 40.2").
-const NOT_TEMPERATURE_NAMES: &[&str] = &[
-    "bmi", "weight", "weighs", "weighed", "weigh", "size", "waist", "inr", "crp", "ketones",
-    "ketone", "glucose", "sugar", "sugars", "bg", "hba1c", "lactate", "ph", "psa", "£", "$", "€",
-    "cost", "costs", "price", "paid", "week", "weeks", "wk", "wks",
-];
-/// Units after a bare decimal number that make it something other than a temperature.
-const NOT_TEMPERATURE_UNITS: &[&str] = &[
-    "kg",
-    "kgs",
-    "kilo",
-    "kilos",
-    "lb",
-    "lbs",
-    "pounds",
-    "st",
-    "stone",
-    "week",
-    "weeks",
-    "wk",
-    "wks",
-    "semana",
-    "semanas",
-    "semaine",
-    "semaines",
-    "woche",
-    "wochen",
-    "settimane",
-    "weken",
-    "tygodni",
-    "tydzien",
-    "year",
-    "years",
-    "yrs",
-    "yr",
-    "yo",
-    "ans",
-    "anos",
-    "jahre",
-    "anni",
-    "jaar",
-    "lat",
-    "mmol",
-    "mg",
-    "ml",
-    "cm",
-    "mm",
-    "m",
-    "g",
-    "l",
-    "hours",
-    "hour",
-    "hrs",
-    "h",
-    "minutes",
-    "mins",
-    "min",
-    "days",
-    "day",
-    "months",
-    "month",
-    "%",
-    "percent",
-    "bpm",
-    "mph",
-    "km",
-    "miles",
-    "euros",
-    "pounds",
-    "dollars",
-    "units",
-    "iu",
-];
-/// Words that name a heart rate ("pulse 32", "heart rate was 190", "tętno 40"). "hr" is left out:
-/// "1 hr 30 mins" would read as a pulse of 30; "32 bpm" needs no name.
-const HEART_RATE_WORDS: &[&str] = &[
-    "pulse",
-    "heart",
-    "heartrate",
-    "heartbeat",
-    "pulso",
-    "pouls",
-    "cardiaque",
-    "cardiaca",
-    "cardiaco",
-    "puls",
-    "pulsul",
-    "polso",
-    "battito",
-    "battiti",
-    "herzfrequenz",
-    "hartslag",
-    "tetno",
-    "nabiz",
-    "nabzi",
-    "nabzim",
-];
-/// Words after a number that make it a heart rate ("32 bpm", "180 beats a minute").
-const HEART_UNITS: &[&str] = &["bpm", "beats", "lpm", "ppm", "spm", "uderzen", "atim"];
-/// Words that may stand between a vital sign's name and its reading ("sats are 88", "bp was
-/// 85/50", "saturação de 88", "breathing rate of 30").
-const VITAL_LINKS: &[&str] = &[
-    "is",
-    "was",
-    "are",
-    "were",
-    "of",
-    "at",
-    "rate",
-    "level",
-    "levels",
-    ":",
-    "=",
-    "down",
-    "to",
-    "only",
-    "de",
-    "a",
-    "di",
-    "van",
-    "von",
-    "on",
-    "sat",
-    "sats",
-    "reading",
-    "says",
-    "just",
-    "now",
-    "dropped",
-    "from",
-    "es",
-    "est",
-    "ist",
-    "e",
-    "frequency",
-    "frecuencia",
-    "frequence",
-    "frequenza",
-    "esta",
-    "en",
-    "em",
-    "sta",
-    "like",
-    "going",
-    "racing",
-    "pounding",
-    "beating",
-    "about",
-    "around",
-    "still",
-];
+impl WordSet {
+    pub fn has(&self, word: &str) -> bool {
+        self.0.contains(word)
+    }
+}
+
+impl FromIterator<String> for WordSet {
+    fn from_iter<I: IntoIterator<Item = String>>(words: I) -> Self {
+        Self(words.into_iter().collect())
+    }
+}
 
 fn number_word(word: &str) -> Option<f64> {
     let value = match word {
@@ -646,7 +206,7 @@ impl GlucoseReading {
 }
 
 /// Reads the measures of a message.
-pub fn extract(text: &NormalizedText) -> Measures {
+pub fn extract(text: &NormalizedText, words: &MeasureWords) -> Measures {
     let tokens = &text.tokens;
     let word = |index: usize| text.plain_of(index);
     let mut measures = Measures::default();
@@ -681,32 +241,31 @@ pub fn extract(text: &NormalizedText) -> Measures {
         // A glucose word, or a meter or sensor that shows a reading straight after it ("meter
         // says 1.9"); a peak flow meter reads litres a minute, not glucose.
         let names_glucose = |at: usize| {
-            GLUCOSE_WORDS.contains(&word(at))
-                || (GLUCOSE_DEVICES.contains(&word(at)) && word(at.wrapping_sub(1)) != "flow")
+            words.glucose_words.has(word(at))
+                || (words.glucose_devices.has(word(at)) && word(at.wrapping_sub(1)) != "flow")
         };
-        let near = |words: &[&str]| {
-            (index.saturating_sub(5)..index).any(|before| words.contains(&word(before)))
-        };
+        let near =
+            |list: &WordSet| (index.saturating_sub(5)..index).any(|before| list.has(word(before)));
         // "39.4 on the ear thermometer", "38,2 en rectal": the instrument or the way the
         // temperature was taken, named a few words after the reading.
         let named_after =
-            |words: &[&str]| (end + skip..end + skip + 4).any(|after| words.contains(&word(after)));
+            |list: &WordSet| (end + skip..end + skip + 4).any(|after| list.has(word(after)));
 
         // Temperature: a unit after the number, or a temperature word shortly before it.
         if numeric {
             let unit = match next {
                 "c" | "celsius" | "centigrade" | "grados" => Some(false),
                 "f" | "fahrenheit" => Some(true),
-                _ if DEGREE_WORDS.contains(&next) => match after_next {
+                _ if words.degree_words.has(next) => match after_next {
                     "f" | "fahrenheit" => Some(true),
                     _ => Some(value > 50.0),
                 },
                 _ if degree
-                    || near(TEMPERATURE_WORDS)
-                    || named_after(THERMOMETERS)
-                    || TEMPERATURE_WORDS.contains(&next)
+                    || near(&words.temperature_words)
+                    || named_after(&words.thermometers)
+                    || words.temperature_words.has(next)
                     || (matches!(next, "de" | "di" | "van")
-                        && TEMPERATURE_WORDS.contains(&after_next)) =>
+                        && words.temperature_words.has(after_next)) =>
                 {
                     Some(value > 50.0)
                 }
@@ -715,9 +274,11 @@ pub fn extract(text: &NormalizedText) -> Measures {
                 _ if numeric
                     && word(index).contains('.')
                     && (37.5..=42.5).contains(&value)
-                    && !NOT_TEMPERATURE_UNITS.contains(&next)
+                    && !words.not_temperature_units.has(next)
                     && !(1..=2).any(|back| {
-                        NOT_TEMPERATURE_NAMES.contains(&word(index.wrapping_sub(back)))
+                        words
+                            .not_temperature_names
+                            .has(word(index.wrapping_sub(back)))
                     }) =>
                 {
                     Some(false)
@@ -771,11 +332,11 @@ pub fn extract(text: &NormalizedText) -> Measures {
                     next,
                     "saptamani" | "saptamana" | "luni" | "luna" | "zile" | "zi" | "ani"
                 )))
-            && !PREGNANCY_WORDS.contains(&after_next)
-            && !(after_next == "de" && PREGNANCY_WORDS.contains(&word(end + 2 + skip)));
+            && !words.pregnancy_words.has(after_next)
+            && !(after_next == "de" && words.pregnancy_words.has(word(end + 2 + skip)));
         // An age after the child it belongs to: "bebé de 6 semanas", "hijo de 2 años",
         // "zoontje van 5 maanden", "Sohn von 5 Monaten", "figlio di 5 mesi", "a baby of 5 months".
-        let child_before = |back: usize| CHILD_WORDS.contains(&word(index.wrapping_sub(back)));
+        let child_before = |back: usize| words.child_words.has(word(index.wrapping_sub(back)));
         // "bebelușul meu de 2 luni", "my son (6 weeks)", and the learner's "my baby have 6
         // weeks" (an age said with "have", as in French, Spanish or Romanian).
         let possessive = matches!(
@@ -820,8 +381,8 @@ pub fn extract(text: &NormalizedText) -> Measures {
                 | "bebe"
                 | "alt"
                 | "oud"
-        ) && !(after_next == "de" && PREGNANCY_WORDS.contains(&word(end + 2 + skip)))
-            || AGE_UNITS.contains(&next)
+        ) && !(after_next == "de" && words.pregnancy_words.has(word(end + 2 + skip)))
+            || words.age_units.has(next)
             || said_with_a_verb
             || after_the_child
             || matches!(word(index.wrapping_sub(1)), "aged" | "age" | "edad");
@@ -832,14 +393,14 @@ pub fn extract(text: &NormalizedText) -> Measures {
 
         // Blood glucose, near a glucose word; mg/dL when so labelled or implausible as mmol/L.
         let glucose_after =
-            GLUCOSE_WORDS.contains(&next) || (next == "de" && GLUCOSE_WORDS.contains(&after_next));
+            words.glucose_words.has(next) || (next == "de" && words.glucose_words.has(after_next));
         // A number straight after a glucose word ("bg 2.4", "sugar is 2.4") or with its unit is
         // the reading; a number merely near one ("ate glucose tabs, rechecking in 15") counts
         // only when no such reading was given.
         let direct = matches!(next, "mmol" | "mg")
             || (next == "g" && after_next == "l")
             || names_glucose(index.wrapping_sub(1))
-            || (GLUCOSE_LINKS.contains(&word(index.wrapping_sub(1)))
+            || (words.glucose_links.has(word(index.wrapping_sub(1)))
                 && names_glucose(index.wrapping_sub(2)))
             || glucose_after;
         // "type 2 diabetes", "diabetes tipo 1", "cukrzyca typu 2": the kind of diabetes, not a
@@ -872,7 +433,7 @@ pub fn extract(text: &NormalizedText) -> Measures {
                 | "year"
                 | "years"
         );
-        if numeric && !diabetes_type && !other_unit && (direct || near(GLUCOSE_WORDS)) {
+        if numeric && !diabetes_type && !other_unit && (direct || near(&words.glucose_words)) {
             // mg/dL when so labelled or implausible as mmol/L; g/L (French) is a tenth of that.
             let mmol = if next == "g" && after_next == "l" {
                 value * 100.0 / 18.0
@@ -892,15 +453,15 @@ pub fn extract(text: &NormalizedText) -> Measures {
 
         // Tablets: "30 paracetamol", "twenty pills", "16 x 500mg tablets".
         // "16 of my co-codamol", "20 of her sertraline".
-        let counted = TABLET_WORDS.contains(&next)
+        let counted = words.tablet_words.has(next)
             || (next == "of"
                 && matches!(
                     after_next,
                     "my" | "his" | "her" | "their" | "the" | "our" | "your"
                 )
-                && (2..=4).any(|ahead| TABLET_WORDS.contains(&word(end + ahead))))
-            || (matches!(next, "x" | "of" | "de" | "di") && TABLET_WORDS.contains(&after_next))
-            || ((1..=3).any(|ahead| TABLET_WORDS.contains(&word(end + ahead)))
+                && (2..=4).any(|ahead| words.tablet_words.has(word(end + ahead))))
+            || (matches!(next, "x" | "of" | "de" | "di") && words.tablet_words.has(after_next))
+            || ((1..=3).any(|ahead| words.tablet_words.has(word(end + ahead)))
                 && tokens
                     .get(end)
                     .is_some_and(|following| following.kind == TokenKind::Number));
@@ -932,7 +493,7 @@ pub fn extract(text: &NormalizedText) -> Measures {
             "load" | "loads" | "handful" | "bunch" | "lots" | "mouthful" | "fistful" | "heap"
             | "pile" | "todas" | "todos" | "toutes" | "tutte"
                 if matches!(word(index + 1), "of" | "las" | "los" | "les" | "le" | "de")
-                    && (index + 2..=index + 5).any(|ahead| TABLET_WORDS.contains(&word(ahead)))
+                    && (index + 2..=index + 5).any(|ahead| words.tablet_words.has(word(ahead)))
                     && measures.tablet_count.is_none() =>
             {
                 measures.tablet_count = Some(16.0);
@@ -949,7 +510,7 @@ pub fn extract(text: &NormalizedText) -> Measures {
             _ => {}
         }
     }
-    read_vital_signs(text, &mut measures);
+    read_vital_signs(text, words, &mut measures);
     measures
 }
 
@@ -957,7 +518,7 @@ pub fn extract(text: &NormalizedText) -> Measures {
 /// home monitor report them: a number shortly after the sign's name ("sats 86% on air", "bp
 /// 82/50", "resp rate 28") or with its unit ("30 breaths a minute"). Each keeps the reading
 /// furthest from normal.
-fn read_vital_signs(text: &NormalizedText, measures: &mut Measures) {
+fn read_vital_signs(text: &NormalizedText, words: &MeasureWords, measures: &mut Measures) {
     let word = |index: usize| text.plain_of(index);
     let is_number = |index: usize| {
         text.tokens
@@ -966,7 +527,7 @@ fn read_vital_signs(text: &NormalizedText, measures: &mut Measures) {
     };
     // The sign's name just before the number, perhaps across a few linking words ("sats are
     // only 88", "blood pressure was 85/50").
-    let named_before = |index: usize, names: &[&str]| {
+    let named_before = |index: usize, names: &WordSet| {
         let mut at = index;
         for _ in 0..6 {
             let Some(before) = at.checked_sub(1) else {
@@ -974,13 +535,13 @@ fn read_vital_signs(text: &NormalizedText, measures: &mut Measures) {
             };
             let before_word = word(before);
             // "spo2 86", "o2 sat 88": the 2 belongs to the name.
-            if names.contains(&before_word)
+            if names.has(before_word)
                 || (before_word == "2" && matches!(word(before.wrapping_sub(1)), "spo" | "o"))
             {
                 return true;
             }
             // Across an earlier reading too: "sats dropped from 97 to 89".
-            if !(VITAL_LINKS.contains(&before_word) || is_number(before)) {
+            if !(words.vital_links.has(before_word) || is_number(before)) {
                 return false;
             }
             at = before;
@@ -997,10 +558,10 @@ fn read_vital_signs(text: &NormalizedText, measures: &mut Measures) {
         let next = word(index + 1);
         let percent = matches!(next, "%" | "percent" | "pc" | "procent" | "por" | "pour");
         if (50.0..=100.0).contains(&value)
-            && (named_before(index, SATURATION_WORDS)
+            && (named_before(index, &words.saturation_words)
                 || (percent
                     && (index.saturating_sub(6)..index).any(|before| {
-                        SATURATION_WORDS.contains(&word(before)) && word(before) != "o"
+                        words.saturation_words.has(word(before)) && word(before) != "o"
                     })))
         {
             measures.oxygen_saturation = Some(
@@ -1013,13 +574,13 @@ fn read_vital_signs(text: &NormalizedText, measures: &mut Measures) {
         // them is dropped) or after "over".
         let diastolic_at = if is_number(index + 1) {
             Some(index + 1)
-        } else if PRESSURE_LINKS.contains(&next) && is_number(index + 2) {
+        } else if words.pressure_links.has(next) && is_number(index + 2) {
             Some(index + 2)
         } else {
             None
         };
         if let Some(diastolic_at) = diastolic_at
-            && named_before(index, PRESSURE_WORDS)
+            && named_before(index, &words.pressure_words)
             && let Ok(diastolic) = word(diastolic_at).parse::<f64>()
         {
             // Spanish, Italian and Portuguese speak of centimetres of mercury: "tensión 8/5".
@@ -1036,10 +597,10 @@ fn read_vital_signs(text: &NormalizedText, measures: &mut Measures) {
                 );
             }
         }
-        let breaths =
-            (named_before(index, BREATHING_RATE_WORDS) && !percent) || BREATH_UNITS.contains(&next);
-        let beats = (named_before(index, HEART_RATE_WORDS) && !percent && !breaths)
-            || HEART_UNITS.contains(&next);
+        let breaths = (named_before(index, &words.breathing_rate_words) && !percent)
+            || words.breath_units.has(next);
+        let beats = (named_before(index, &words.heart_rate_words) && !percent && !breaths)
+            || words.heart_units.has(next);
         if beats && (25.0..=250.0).contains(&value) {
             measures.heart_rate = Some(measures.heart_rate.map_or(value, |seen| {
                 if (value - 75.0).abs() > (seen - 75.0).abs() {
@@ -1061,11 +622,27 @@ fn read_vital_signs(text: &NormalizedText, measures: &mut Measures) {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+    use std::sync::LazyLock;
+
     use super::*;
+    use crate::policy::file::MeasuresFile;
     use crate::policy::normalize::Normalizer;
 
+    /// The shipped `measures.toml`, each word read as the default normaliser reads it.
+    static SHIPPED: LazyLock<MeasureWords> = LazyLock::new(|| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/measures.toml");
+        let raw = std::fs::read_to_string(path).expect("policies/measures.toml is readable");
+        let file: MeasuresFile = toml::from_str(&raw).expect("policies/measures.toml parses");
+        let normalizer = Normalizer::default();
+        MeasureWords::from_file(file, |_, word| {
+            Ok::<_, ()>(normalizer.normalize(word).plain)
+        })
+        .expect("every word reads")
+    });
+
     fn measures(text: &str) -> Measures {
-        extract(&Normalizer::default().normalize(text))
+        extract(&Normalizer::default().normalize(text), &SHIPPED)
     }
 
     #[test]

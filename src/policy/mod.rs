@@ -22,8 +22,8 @@ pub mod reload;
 pub mod testing;
 
 use context::{Assessment, CueHit, CueKind, Direction, MessageContext};
-use file::{Bounds, ContextFile, ContextMode, LexiconFile, PolicyFile, Window};
-use measures::{Measure, Measures};
+use file::{Bounds, ContextFile, ContextMode, LexiconFile, MeasuresFile, PolicyFile, Window};
+use measures::{Measure, MeasureWords, Measures};
 use normalize::{Lexicon, NormalizedText, Normalizer, TokenKind};
 use phrases::{Hit, PhraseError, PhraseSet, PhraseSetBuilder};
 
@@ -202,6 +202,8 @@ pub struct PolicySet {
     answers_no: Vec<String>,
     /// `exception_words` of the context file, normalised.
     exception_words: Vec<String>,
+    /// The lists of `measures.toml`, normalised.
+    measure_words: MeasureWords,
     output: output::OutputRules,
     tests: Vec<testing::FileTests>,
     version: String,
@@ -244,6 +246,9 @@ impl PolicySet {
         let normalizer = Normalizer::new(Lexicon::new(lexicon.words)).reading_whole_text(true);
         let context_path = dir.join("context.toml");
         let context: ContextFile = read_optional(&context_path, &mut hasher)?;
+        let measures_path = dir.join("measures.toml");
+        let has_measure_words = measures_path.exists();
+        let measures_file: MeasuresFile = read_optional(&measures_path, &mut hasher)?;
 
         let mut builder = PhraseSetBuilder::default();
         let mut roles: Vec<Role> = Vec::new();
@@ -287,7 +292,7 @@ impl PolicySet {
                     .is_some_and(|extension| extension == "toml")
                     && !matches!(
                         path.file_name().and_then(|name| name.to_str()),
-                        Some("lexicon.toml" | "context.toml" | "redaction.toml")
+                        Some("lexicon.toml" | "context.toml" | "measures.toml" | "redaction.toml")
                     )
             })
             .collect();
@@ -391,6 +396,11 @@ impl PolicySet {
                             "unknown measure `{name}` (known: temperature_c, age_months, glucose_mmol, tablet_count, oxygen_saturation, systolic_pressure, respiratory_rate, heart_rate)"
                         ))
                     })?;
+                    if !has_measure_words {
+                        return Err(rule_error(format!(
+                            "names the measure `{name}`, but the set has no measures.toml to say which words give it"
+                        )));
+                    }
                     measures.push((measure, *bounds));
                 }
                 let mut languages: Vec<&str> = triggers
@@ -462,6 +472,24 @@ impl PolicySet {
             "exception_words",
             &context.exception_words,
         )?;
+        let measure_words = MeasureWords::from_file(measures_file, |list, word| {
+            let normalized = normalizer.normalize(word);
+            let refused = |why: &str| PolicyLoadError::Parse {
+                path: measures_path.clone(),
+                reason: format!("`{list}`: `{word}` {why}"),
+            };
+            match normalized.tokens.as_slice() {
+                [token] if token.kind == TokenKind::Word => Ok(normalized.plain_of(0).to_owned()),
+                // A sign is read as itself or not at all: `£` reads as a comma, which would
+                // stand for every comma.
+                [_] if normalized.plain_of(0) == word => Ok(word.to_owned()),
+                [_] => Err(refused(&format!(
+                    "reads as `{}`, another sign",
+                    normalized.plain_of(0)
+                ))),
+                _ => Err(refused("is not one word; each list holds single words")),
+            }
+        })?;
         Ok(Self {
             normalizer,
             phrases,
@@ -470,6 +498,7 @@ impl PolicySet {
             scope_words: context.scope_words,
             answers_no,
             exception_words,
+            measure_words,
             output,
             tests,
             version: hex::encode(&hasher.finalize()[..6]),
@@ -640,7 +669,7 @@ impl PolicySet {
 
     /// `earlier_met`: requirement groups (rule, group) that earlier messages met.
     fn decide(&self, message: &str, scan: &Scan, earlier_met: &[(usize, usize)]) -> Decision {
-        let measures = measures::extract(&scan.normalized);
+        let measures = measures::extract(&scan.normalized, &self.measure_words);
         let mut decision = Decision {
             measures: measures.clone(),
             ..Decision::default()
@@ -1133,7 +1162,7 @@ unless = ["@never"]
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let prompts = Prompts::load(&root.join("prompts"), Region::Uk).expect("prompts");
         let dir = tempfile::tempdir().expect("temporary directory");
-        for shared in ["context.toml", "lexicon.toml"] {
+        for shared in ["context.toml", "lexicon.toml", "measures.toml"] {
             std::fs::copy(root.join("policies").join(shared), dir.path().join(shared))
                 .expect("copy the shipped cues and lexicon");
         }
@@ -1248,6 +1277,71 @@ before = ["no", "without"]
         assert!(
             refused.is_some_and(|error| error.to_string().contains("`no way` is not one word")),
             "a list of single words refuses a phrase"
+        );
+    }
+
+    #[test]
+    fn the_words_that_give_a_measure_are_the_measures_file_s_own() {
+        const HOT: &str = r#"
+[meta]
+id = "topic"
+
+[[rule]]
+id = "topic.hot"
+severity = "urgent"
+summary = "A temperature"
+guidance = "urgent"
+triggers = ["hot"]
+
+[rule.measures]
+temperature_c = { min = 38.0 }
+
+[[test]]
+text = "feeling hot, temperature 38.5"
+expect = "urgent"
+rule = "topic.hot"
+"#;
+        let with_words =
+            |measures: &str| load_files(&[("measures.toml", measures), ("topic.toml", HOT)]);
+        let set = with_words("temperature_words = [\"Températur\", \"calor\"]\n")
+            .expect("a set with its own temperature words");
+        let level = |text: &str| set.evaluate(text).level;
+        assert_eq!(
+            level("feeling hot, calor 39"),
+            Severity::Urgent,
+            "a word of the file"
+        );
+        assert_eq!(
+            level("feeling hot, temperatur 39"),
+            Severity::Urgent,
+            "read as messages are"
+        );
+        assert_eq!(
+            level("feeling hot, fever 39"),
+            Severity::Routine,
+            "not a word of this file"
+        );
+
+        let refused = |measures: &str| with_words(measures).err().map(|error| error.to_string());
+        assert!(
+            refused("heart_units = [\"beats a minute\"]\n")
+                .is_some_and(|error| error.contains("`beats a minute` is not one word"))
+        );
+        assert!(
+            refused("not_temperature_names = [\"£\"]\n")
+                .is_some_and(|error| error.contains("reads as `,`")),
+            "a sign read as a comma would stand for every comma"
+        );
+        assert!(
+            refused("temperature = [\"calor\"]\n").is_some(),
+            "an unknown list"
+        );
+        let without = load_files(&[("topic.toml", HOT)])
+            .err()
+            .map(|error| error.to_string());
+        assert!(
+            without.is_some_and(|error| error.contains("no measures.toml")),
+            "a rule that names a measure needs the words that give it"
         );
     }
 
