@@ -461,7 +461,18 @@ impl Normalizer {
                 continue;
             }
             if let Some(replacement) = self.lexicon.lookup(word) {
-                for expansion in replacement {
+                // `hes` and `shes` are `he is`, `she is` in the lexicon, but before `been`, `had`,
+                // `taken` their `s` is `has`, as for any contracted `'s` (`s_verb`).
+                let has = self.whole_text
+                    && word.ends_with('s')
+                    && replacement.last().is_some_and(|last| last == "is")
+                    && next_word.is_some_and(|next| s_verb(&next_read(next).0) == Some("has"));
+                for (at, expansion) in replacement.iter().enumerate() {
+                    let expansion = if has && at + 1 == replacement.len() {
+                        "has"
+                    } else {
+                        expansion
+                    };
                     normalized.push(token, expansion);
                 }
             // Only a word ending in `s` can be a contraction: most words never look ahead.
@@ -1486,6 +1497,20 @@ mod tests {
             "the words after the first are kept"
         );
         assert_eq!(twice("its gettin worse"), "it is getting worse");
+    }
+
+    #[test]
+    fn a_contraction_from_the_lexicon_has_has_before_a_past_participle() {
+        let whole = Normalizer::new(Lexicon::new([
+            ("hes".to_owned(), "he is".to_owned()),
+            ("shes".to_owned(), "she is".to_owned()),
+        ]))
+        .reading_whole_text(true);
+        let read = |text: &str| whole.normalize(text).plain;
+        assert_eq!(read("he's had one fit"), "he has had one fit");
+        assert_eq!(read("shes been sick all night"), "she has been sick all night");
+        assert_eq!(read("she's sick"), "she is sick");
+        assert_eq!(read("he's"), "he is");
     }
 
     #[test]
