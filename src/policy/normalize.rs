@@ -591,9 +591,33 @@ fn s_verb(next: &str) -> Option<&'static str> {
         "breathless",
         "sick",
     ];
+    /// Nouns ending in `ing`, which a possessive comes before: "mum's morning tablets".
+    const ING_NOUNS: &[&str] = &[
+        "morning",
+        "evening",
+        "wedding",
+        "building",
+        "ceiling",
+        "clothing",
+        "bedding",
+        "pudding",
+        "something",
+        "nothing",
+        "anything",
+        "everything",
+        "sibling",
+        "darling",
+        "earring",
+        "meeting",
+        "painting",
+        "stuffing",
+        "dumpling",
+    ];
     if HAS.contains(&next) {
         Some("has")
-    } else if IS.contains(&next) || (next.len() > 4 && next.ends_with("ing")) {
+    } else if IS.contains(&next)
+        || (next.len() > 4 && next.ends_with("ing") && !ING_NOUNS.contains(&next))
+    {
         Some("is")
     } else {
         None
@@ -1508,7 +1532,10 @@ mod tests {
         .reading_whole_text(true);
         let read = |text: &str| whole.normalize(text).plain;
         assert_eq!(read("he's had one fit"), "he has had one fit");
-        assert_eq!(read("shes been sick all night"), "she has been sick all night");
+        assert_eq!(
+            read("shes been sick all night"),
+            "she has been sick all night"
+        );
         assert_eq!(read("she's sick"), "she is sick");
         assert_eq!(read("he's"), "he is");
     }
@@ -1545,6 +1572,10 @@ mod tests {
         assert_eq!(words("the baby's temperature"), "the babys temperature");
         assert_eq!(words("my legs aching"), "my legs aching");
         assert_eq!(words("its lid"), "its lid");
+        assert_eq!(
+            words("gave her mum's evening tablets"),
+            "gave her mums evening tablets"
+        );
         // The output guard's normaliser keeps `'s` as written (see `contracted_s`).
         let streaming = Normalizer::default();
         assert_eq!(
