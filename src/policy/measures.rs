@@ -304,16 +304,20 @@ pub fn extract(text: &NormalizedText, words: &MeasureWords) -> Measures {
         // Age: "6 week old", "3 months old", "10 day old baby", "2 meses".
         let months_per_unit = match next.trim_end_matches('s') {
             "day" | "dia" | "jour" | "tag" | "tage" | "tagen" | "giorno" | "giorni" | "dag"
-            | "dagen" | "dzien" | "dni" | "zile" | "zi" | "gunluk" => Some(1.0 / 30.4),
+            | "dagen" | "dzien" | "dni" | "zile" | "zi" | "gunluk" | "diita" | "diazinho"
+            | "dniowy" => Some(1.0 / 30.4),
+            // Diminutives are how parents write a baby's age: "6 semanitas", "2 mesecitos".
             "wk" | "week" | "semana" | "semaine" | "woche" | "wochen" | "settimana"
             | "settimane" | "weken" | "tydzien" | "tygodni" | "tygodnie" | "saptamani"
-            | "saptamana" | "haftalik" => Some(12.0 / 52.0),
+            | "saptamana" | "haftalik" | "semanita" | "semaninha" | "settimanina"
+            | "settimanine" | "weekje" | "weekjes" => Some(12.0 / 52.0),
             "month" | "mo" | "mese" | "me" | "m" | "mes" | "moi" | "monat" | "monate"
             | "monaten" | "mesi" | "maand" | "maanden" | "miesiac" | "miesiace" | "miesiecy"
-            | "miesiaca" | "luni" | "luna" | "aylik" => Some(1.0),
+            | "miesiaca" | "luni" | "luna" | "aylik" | "mesecito" | "mesesito" | "mesinho"
+            | "mesetto" | "mesetti" | "maandje" | "maandjes" => Some(1.0),
             "year" | "yr" | "yo" | "ano" | "y" | "an" | "jahr" | "jahre" | "jahren" | "anno"
             | "anni" | "jaar" | "jaren" | "rok" | "lata" | "lat" | "ani" | "yasinda"
-            | "yasindaki" => Some(12.0),
+            | "yasindaki" | "anito" | "aninho" => Some(12.0),
             _ => None,
         };
         // "is 7 weeks", "tiene 7 semanas", "a 7 semaines", "ist 7 Wochen": an age said with a
@@ -863,6 +867,8 @@ mod tests {
         let weeks = |text: &str| measures(text).age_months.map(|months| months * 52.0 / 12.0);
         assert!(weeks("mein Baby ist 7 Wochen alt").is_some_and(|w| (w - 7.0).abs() < 0.01));
         assert!(weeks("mi bebé tiene 7 semanas").is_some_and(|w| (w - 7.0).abs() < 0.01));
+        assert!(weeks("mi bebé tiene 6 semanitas").is_some_and(|w| (w - 6.0).abs() < 0.01));
+        assert!(weeks("o meu bebé de 2 mesinhos").is_some_and(|w| (w - 8.7).abs() < 0.1));
         assert!(weeks("il a 6 semaines").is_some_and(|w| (w - 6.0).abs() < 0.01));
         assert!(weeks("ons kindje is 5 weken oud").is_some_and(|w| (w - 5.0).abs() < 0.01));
         assert_eq!(measures("she is 7 weeks pregnant").age_months, None);
