@@ -214,6 +214,14 @@ pub struct MeasuresFile {
     #[serde(default)]
     pub age_units: Vec<String>,
     #[serde(default)]
+    pub age_unit_days: Vec<String>,
+    #[serde(default)]
+    pub age_unit_weeks: Vec<String>,
+    #[serde(default)]
+    pub age_unit_months: Vec<String>,
+    #[serde(default)]
+    pub age_unit_years: Vec<String>,
+    #[serde(default)]
     pub temperature_words: Vec<String>,
     #[serde(default)]
     pub thermometers: Vec<String>,

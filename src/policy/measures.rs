@@ -90,6 +90,11 @@ impl Measures {
 pub struct MeasureWords {
     pub child_words: WordSet,
     pub age_units: WordSet,
+    /// Units of a child's age, written without a final `s` ("week" for "weeks").
+    pub age_unit_days: WordSet,
+    pub age_unit_weeks: WordSet,
+    pub age_unit_months: WordSet,
+    pub age_unit_years: WordSet,
     pub temperature_words: WordSet,
     pub thermometers: WordSet,
     pub degree_words: WordSet,
@@ -126,6 +131,10 @@ impl MeasureWords {
         Ok(Self {
             child_words: set("child_words", file.child_words)?,
             age_units: set("age_units", file.age_units)?,
+            age_unit_days: set("age_unit_days", file.age_unit_days)?,
+            age_unit_weeks: set("age_unit_weeks", file.age_unit_weeks)?,
+            age_unit_months: set("age_unit_months", file.age_unit_months)?,
+            age_unit_years: set("age_unit_years", file.age_unit_years)?,
             temperature_words: set("temperature_words", file.temperature_words)?,
             thermometers: set("thermometers", file.thermometers)?,
             degree_words: set("degree_words", file.degree_words)?,
@@ -145,6 +154,23 @@ impl MeasureWords {
             heart_units: set("heart_units", file.heart_units)?,
             vital_links: set("vital_links", file.vital_links)?,
         })
+    }
+}
+
+impl MeasureWords {
+    /// How many months one `unit` of a child's age is, for a unit without its final `s`.
+    fn age_unit_months(&self, unit: &str) -> Option<f64> {
+        if self.age_unit_days.has(unit) {
+            Some(1.0 / 30.4)
+        } else if self.age_unit_weeks.has(unit) {
+            Some(12.0 / 52.0)
+        } else if self.age_unit_months.has(unit) {
+            Some(1.0)
+        } else if self.age_unit_years.has(unit) {
+            Some(12.0)
+        } else {
+            None
+        }
     }
 }
 
@@ -302,24 +328,7 @@ pub fn extract(text: &NormalizedText, words: &MeasureWords) -> Measures {
         }
 
         // Age: "6 week old", "3 months old", "10 day old baby", "2 meses".
-        let months_per_unit = match next.trim_end_matches('s') {
-            "day" | "dia" | "jour" | "tag" | "tage" | "tagen" | "giorno" | "giorni" | "dag"
-            | "dagen" | "dzien" | "dni" | "zile" | "zi" | "gunluk" | "diita" | "diazinho"
-            | "dniowy" => Some(1.0 / 30.4),
-            // Diminutives are how parents write a baby's age: "6 semanitas", "2 mesecitos".
-            "wk" | "week" | "semana" | "semaine" | "woche" | "wochen" | "settimana"
-            | "settimane" | "weken" | "tydzien" | "tygodni" | "tygodnie" | "saptamani"
-            | "saptamana" | "haftalik" | "semanita" | "semaninha" | "settimanina"
-            | "settimanine" | "weekje" | "weekjes" => Some(12.0 / 52.0),
-            "month" | "mo" | "mese" | "me" | "m" | "mes" | "moi" | "monat" | "monate"
-            | "monaten" | "mesi" | "maand" | "maanden" | "miesiac" | "miesiace" | "miesiecy"
-            | "miesiaca" | "luni" | "luna" | "aylik" | "mesecito" | "mesesito" | "mesinho"
-            | "mesetto" | "mesetti" | "maandje" | "maandjes" => Some(1.0),
-            "year" | "yr" | "yo" | "ano" | "y" | "an" | "jahr" | "jahre" | "jahren" | "anno"
-            | "anni" | "jaar" | "jaren" | "rok" | "lata" | "lat" | "ani" | "yasinda"
-            | "yasindaki" | "anito" | "aninho" => Some(12.0),
-            _ => None,
-        };
+        let months_per_unit = words.age_unit_months(next.trim_end_matches('s'));
         // "is 7 weeks", "tiene 7 semanas", "a 7 semaines", "ist 7 Wochen": an age said with a
         // verb, unless what follows makes it a pregnancy's length.
         // Romanian "are" (has) says an age only with a Romanian unit ("bebelușul are 7
