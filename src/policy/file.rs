@@ -207,55 +207,31 @@ pub struct LexiconFile {
 
 /// `measures.toml`: the words measures are read by (each list is described in the shipped file).
 #[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct MeasuresFile {
-    #[serde(default)]
     pub child_words: Vec<String>,
-    #[serde(default)]
     pub age_units: Vec<String>,
-    #[serde(default)]
     pub age_unit_days: Vec<String>,
-    #[serde(default)]
     pub age_unit_weeks: Vec<String>,
-    #[serde(default)]
     pub age_unit_months: Vec<String>,
-    #[serde(default)]
     pub age_unit_years: Vec<String>,
-    #[serde(default)]
     pub temperature_words: Vec<String>,
-    #[serde(default)]
     pub thermometers: Vec<String>,
-    #[serde(default)]
     pub degree_words: Vec<String>,
-    #[serde(default)]
     pub glucose_words: Vec<String>,
-    #[serde(default)]
     pub glucose_devices: Vec<String>,
-    #[serde(default)]
     pub glucose_links: Vec<String>,
-    #[serde(default)]
     pub pregnancy_words: Vec<String>,
-    #[serde(default)]
     pub tablet_words: Vec<String>,
-    #[serde(default)]
     pub saturation_words: Vec<String>,
-    #[serde(default)]
     pub pressure_words: Vec<String>,
-    #[serde(default)]
     pub pressure_links: Vec<String>,
-    #[serde(default)]
     pub breathing_rate_words: Vec<String>,
-    #[serde(default)]
     pub breath_units: Vec<String>,
-    #[serde(default)]
     pub not_temperature_names: Vec<String>,
-    #[serde(default)]
     pub not_temperature_units: Vec<String>,
-    #[serde(default)]
     pub heart_rate_words: Vec<String>,
-    #[serde(default)]
     pub heart_units: Vec<String>,
-    #[serde(default)]
     pub vital_links: Vec<String>,
 }
 

@@ -1381,11 +1381,17 @@ mod tests {
     }
     use crate::policy::file::LexiconFile;
 
+    /// A lexicon of `(word, replacement)` pairs.
+    fn lexicon(pairs: &[(&str, &str)]) -> Lexicon {
+        Lexicon::new(
+            pairs
+                .iter()
+                .map(|(from, to)| ((*from).to_owned(), (*to).to_owned())),
+        )
+    }
+
     fn words(text: &str) -> String {
-        let normalizer = Normalizer::new(Lexicon::new([
-            ("can't".to_owned(), "can not".to_owned()),
-            ("cp".to_owned(), "chest pain".to_owned()),
-        ]));
+        let normalizer = Normalizer::new(lexicon(&[("can't", "can not"), ("cp", "chest pain")]));
         normalizer.normalize(text).squeezed.trim().to_owned()
     }
 
@@ -1497,10 +1503,10 @@ mod tests {
 
     #[test]
     fn the_word_after_an_elision_or_a_contraction_is_taken_as_it_is_read() {
-        let whole = Normalizer::new(Lexicon::new([
-            ("r".to_owned(), "are".to_owned()),
-            ("gettin".to_owned(), "getting".to_owned()),
-            ("ur".to_owned(), "you are".to_owned()),
+        let whole = Normalizer::new(lexicon(&[
+            ("r", "are"),
+            ("gettin", "getting"),
+            ("ur", "you are"),
         ]))
         .reading_whole_text(true);
         let twice = |text: &str| {
@@ -1525,11 +1531,8 @@ mod tests {
 
     #[test]
     fn a_contraction_from_the_lexicon_has_has_before_a_past_participle() {
-        let whole = Normalizer::new(Lexicon::new([
-            ("hes".to_owned(), "he is".to_owned()),
-            ("shes".to_owned(), "she is".to_owned()),
-        ]))
-        .reading_whole_text(true);
+        let whole = Normalizer::new(lexicon(&[("hes", "he is"), ("shes", "she is")]))
+            .reading_whole_text(true);
         let read = |text: &str| whole.normalize(text).plain;
         assert_eq!(read("he's had one fit"), "he has had one fit");
         assert_eq!(
@@ -1542,7 +1545,7 @@ mod tests {
 
     #[test]
     fn single_letters_left_in_a_row_are_read_again_as_one_word() {
-        let reading = Normalizer::new(Lexicon::new([("im".to_owned(), "i am".to_owned())]));
+        let reading = Normalizer::new(lexicon(&[("im", "i am")]));
         let once = |text: &str| reading.normalize(text);
         // Found by the property test below: lone letters between wide gaps, and a lexicon
         // reading that puts a letter after two, would be joined by a second reading.
