@@ -493,6 +493,32 @@ impl Normalizer {
     }
 }
 
+/// French and Italian articles and prepositions elided before a vowel (`l'oreille`, `d'air`,
+/// `un'ombra`, `dell'occhio`, `all'improvviso`) stand as a word of their own, so that the noun
+/// after them is read as written: a rule that names `ombra` or `air` matches whichever article
+/// came before it. Joined, as other apostrophes are, they made a new word of every noun
+/// (`unombra`, `dair`). The one-letter ones are written in full (`le`, `de`), because three
+/// lone letters in a row are read as a word spelt out (`il y a l'air` would become `yal`).
+/// The subject and verb elisions (`j'ai`, `c'est`, `qu'il`, `n'est`) stay joined, as every
+/// rule writes them. Returns the article as read, or `None` for any other word.
+fn elided_article(word: &str) -> Option<&'static str> {
+    Some(match word {
+        "l" => "le",
+        "d" => "de",
+        "un" => "un",
+        "dell" => "dell",
+        "nell" => "nell",
+        "all" => "all",
+        "dall" => "dall",
+        "sull" => "sull",
+        "coll" => "coll",
+        "quell" => "quell",
+        "quest" => "quest",
+        "nessun" => "nessun",
+        _ => return None,
+    })
+}
+
 /// French elisions typed with a space where the apostrophe belongs (`j ai pris`, `c est`,
 /// `qu il`): phone keyboards often split them, and every rule writes them joined, as the
 /// apostrophe-less `jai`, `cest`, `quil` the normaliser makes of `j'ai`. Two words next to
@@ -1076,6 +1102,16 @@ fn read_word(chars: &[Folded], start_index: usize, tokens: &mut RawTokens) -> us
             if !next_is_letter {
                 break;
             }
+            if let Some(article) = elided_article(word)
+                && chars
+                    .get(index + 1)
+                    .is_some_and(|next| matches!(next.ch, 'a' | 'e' | 'i' | 'o' | 'u' | 'h'))
+            {
+                tokens.text.truncate(text_start);
+                tokens.text.push_str(article);
+                tokens.close(TokenKind::Word, text_start, start, end);
+                return index + 1;
+            }
         } else if let Some(letter) = leet_letter(ch) {
             // `k1ll`, `su!c!de`, `bl00d`: digits or symbols between letters, or one or two digits
             // closing a word of letters (`n0`, `d13`; not `x3`, a count).
@@ -1502,6 +1538,31 @@ mod tests {
     }
 
     #[test]
+    fn an_elided_article_stands_apart_from_its_noun() {
+        let read = |text: &str| Normalizer::default().normalize(text).plain.trim().to_owned();
+        assert_eq!(read("vedo un'ombra nell'occhio"), "vedo un ombra nell occhio");
+        assert_eq!(read("mal à l’oreille d'un coup"), "mal a le oreille de un coup");
+        assert_eq!(read("all'improvviso"), "all improvviso");
+        // Three lone letters would be read as a word spelt out: `l'` is written in full.
+        assert_eq!(read("il y a l'air"), "il y a le air");
+        // Before a consonant, and in English, the apostrophe is dropped as before.
+        assert_eq!(read("l'ho detto, d'you know, all's well"), "le ho detto , dyou know , alls well");
+        assert_eq!(read("j'ai mal"), "jai mal");
+        let normalizer = Normalizer::default();
+        let span = |text: &str, word: &str| {
+            let normalized = normalizer.normalize(text);
+            let at = normalized.plain.find(word).unwrap_or_default();
+            let (first, last) = normalized
+                .token_range(at, at + word.len(), false)
+                .unwrap_or_default();
+            let (start, end) = normalized.original_span(first, last);
+            text[start..end].to_owned()
+        };
+        assert_eq!(span("dans l'oreille", "oreille"), "oreille");
+        assert_eq!(span("dans l'oreille", "le"), "l");
+    }
+
+    #[test]
     fn the_word_after_an_elision_or_a_contraction_is_taken_as_it_is_read() {
         let whole = Normalizer::new(lexicon(&[
             ("r", "are"),
@@ -1623,7 +1684,7 @@ mod tests {
 
     #[test]
     fn letters_keyboards_lack_are_spelt_out() {
-        assert_eq!(words("mal à l'Œil"), "mal a loeil");
+        assert_eq!(words("mal à l'Œil"), "mal a le oeil");
         assert_eq!(words("es ist so heiß"), words("es ist so heiss"));
         assert_eq!(words("Cæsar"), "caesar");
     }
