@@ -570,9 +570,13 @@ fn contracted_s<'w>(
 /// The verb a contracted `'s` stands for before `next`, or `None` when it may be a possessive.
 fn s_verb(next: &str) -> Option<&'static str> {
     /// After these, `'s` is `has`.
+    /// Past participles of things that happen to a person
+    /// (`he's swallowed`, `she's collapsed`) are here; those that also describe a state
+    /// (`broken`, `burnt`, `cut`, `swollen`) are not, since `it's broken` is `it is broken`.
     const HAS: &[&str] = &[
         "been", "got", "gotten", "gone", "had", "taken", "started", "stopped", "become", "done",
-        "fallen", "lost", "never",
+        "fallen", "lost", "never", "swallowed", "eaten", "bitten", "drunk", "vomited", "collapsed",
+        "fainted", "overdosed", "thrown", "passed", "slipped", "tripped", "woken", "choked",
     ];
     /// After these, `'s` is `is`: what follows a verb, never a possessive.
     const IS: &[&str] = &[
