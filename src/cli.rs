@@ -97,6 +97,12 @@ enum PolicyCommand {
         #[command(flatten)]
         dir: PolicyDir,
     },
+    /// Read one message per line on stdin, write its normal form per line (what rules and the
+    /// safety net read; `scripts/train_safety_net.py` trains on it).
+    Normalize {
+        #[command(flatten)]
+        dir: PolicyDir,
+    },
     /// Read `concept<TAB>sentence` lines, write the context engine's verdict per line.
     Context {
         #[command(flatten)]
@@ -394,6 +400,14 @@ fn policy(command: PolicyCommand, settings: &Settings) -> anyhow::Result<ExitCod
                 let line =
                     serde_json::json!({ "level": decision.level, "rules": decision.rule_ids() });
                 writeln!(out, "{line}")?;
+                Ok(())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCommand::Normalize { dir } => {
+            let set = load(settings, dir.policies.as_deref())?;
+            each_line(|line, out| {
+                writeln!(out, "{}", set.normalizer().normalize(line).plain)?;
                 Ok(())
             })?;
             Ok(ExitCode::SUCCESS)

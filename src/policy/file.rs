@@ -205,6 +205,22 @@ pub struct LexiconFile {
     pub words: BTreeMap<String, String>,
 }
 
+/// `safety_net.toml`: the statistical safety net's settings, its weights file and the two rules
+/// it raises a decision with (see `policy::safety_net`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SafetyNetFile {
+    /// The weights file, beside this one.
+    pub weights: String,
+    pub urgent_at: f32,
+    pub emergency_at: f32,
+    pub bias_urgent: f32,
+    pub bias_emergency: f32,
+    /// Two rules without triggers: one urgent, one emergency. They give the raised decision its
+    /// id, summary and guidance.
+    pub rule: Vec<RuleSpec>,
+}
+
 /// `measures.toml`: the words measures are read by (each list is described in the shipped file).
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]

@@ -19,10 +19,14 @@ pub mod output;
 pub mod phrases;
 pub mod prefixes;
 pub mod reload;
+pub mod safety_net;
 pub mod testing;
 
 use context::{Assessment, CueHit, CueKind, Direction, MessageContext};
-use file::{Bounds, ContextFile, ContextMode, LexiconFile, MeasuresFile, PolicyFile, Window};
+use file::{
+    Bounds, ContextFile, ContextMode, LexiconFile, MeasuresFile, PolicyFile, RuleSpec,
+    SafetyNetFile, Window,
+};
 use measures::{Measure, MeasureWords, Measures};
 use normalize::{Lexicon, NormalizedText, Normalizer, TokenKind};
 use phrases::{Hit, PhraseError, PhraseSet, PhraseSetBuilder};
@@ -166,6 +170,9 @@ pub struct Decision {
     pub fired: Vec<FiredRule>,
     pub set_aside: Vec<SetAside>,
     pub measures: Measures,
+    /// What the statistical safety net made of the message, when the set has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub net: Option<safety_net::NetScore>,
 }
 
 impl Decision {
@@ -205,10 +212,144 @@ pub struct PolicySet {
     /// The lists of `measures.toml`, normalised.
     measure_words: MeasureWords,
     output: output::OutputRules,
+    net: Option<NetRules>,
     tests: Vec<testing::FileTests>,
     version: String,
     loaded_at: SystemTime,
     source: PathBuf,
+}
+
+/// A rule's guidance in each of `languages`. A localised template without advice in its
+/// language goes without advice rather than mixing languages; the English template takes English
+/// advice.
+fn render_guidance(
+    spec: &RuleSpec,
+    languages: &[&str],
+    prompts: &Prompts,
+) -> Result<BTreeMap<String, String>, PolicyLoadError> {
+    let mut guidance = BTreeMap::new();
+    for &language in languages {
+        let advice = spec
+            .advice
+            .get(language)
+            .or_else(|| {
+                (!prompts.has_guidance(&spec.guidance, language))
+                    .then(|| spec.advice.get("en"))
+                    .flatten()
+            })
+            .map(String::as_str)
+            .unwrap_or("");
+        guidance.insert(
+            language.to_owned(),
+            prompts.guidance(&spec.guidance, language, advice)?,
+        );
+    }
+    Ok(guidance)
+}
+
+/// Reads `safety_net.toml` and its weights, and adds the net's two rules to `rules`.
+fn load_safety_net(
+    dir: &Path,
+    prompts: &Prompts,
+    hasher: &mut Sha256,
+    rules: &mut Vec<Rule>,
+) -> Result<Option<NetRules>, PolicyLoadError> {
+    let path = dir.join("safety_net.toml");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let raw = std::fs::read_to_string(&path).map_err(|source| PolicyLoadError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    hasher.update(raw.as_bytes());
+    let file: SafetyNetFile = toml::from_str(&raw).map_err(|error| PolicyLoadError::Parse {
+        path: path.clone(),
+        reason: error.to_string(),
+    })?;
+    let weights_path = dir.join(&file.weights);
+    let weights =
+        std::fs::read_to_string(&weights_path).map_err(|source| PolicyLoadError::Read {
+            path: weights_path.clone(),
+            source,
+        })?;
+    hasher.update(weights.as_bytes());
+    let net = safety_net::SafetyNet::parse(
+        &weights,
+        (file.bias_urgent, file.bias_emergency),
+        file.urgent_at,
+        file.emergency_at,
+    )
+    .map_err(|error| PolicyLoadError::Parse {
+        path: weights_path.clone(),
+        reason: error.to_string(),
+    })?;
+    let mut urgent = None;
+    let mut emergency = None;
+    for spec in &file.rule {
+        if rules.iter().any(|rule| rule.id == spec.id) {
+            return Err(PolicyLoadError::DuplicateRule(spec.id.clone()));
+        }
+        let refused = |reason: &str| PolicyLoadError::Rule {
+            path: path.clone(),
+            rule: spec.id.clone(),
+            reason: reason.to_owned(),
+        };
+        if !(spec.triggers.is_empty() && spec.patterns.is_empty() && spec.requires.is_empty()) {
+            return Err(refused(
+                "the safety net's rules have no phrases: the net decides when they fire",
+            ));
+        }
+        let slot = match spec.severity {
+            Severity::Urgent => &mut urgent,
+            Severity::Emergency => &mut emergency,
+            Severity::Routine => {
+                return Err(refused("the safety net only raises: urgent or emergency"));
+            }
+        };
+        if slot.is_some() {
+            return Err(refused("the safety net has one rule per level"));
+        }
+        let mut languages: Vec<&str> = spec.advice.keys().map(String::as_str).collect();
+        languages.push("en");
+        languages.sort_unstable();
+        languages.dedup();
+        *slot = Some(rules.len());
+        rules.push(Rule {
+            id: spec.id.clone(),
+            severity: spec.severity,
+            summary: spec.summary.clone(),
+            escalate: spec.escalate.unwrap_or(true),
+            priority: spec.priority,
+            file: "safety_net".to_owned(),
+            window: Window::default(),
+            context: ContextMode::default(),
+            require_groups: 0,
+            measures: Vec::new(),
+            guidance: render_guidance(spec, &languages, prompts)?,
+        });
+    }
+    let (Some(urgent), Some(emergency)) = (urgent, emergency) else {
+        return Err(PolicyLoadError::Parse {
+            path,
+            reason: "needs one urgent and one emergency `[[rule]]`".to_owned(),
+        });
+    };
+    Ok(Some(NetRules {
+        net,
+        urgent,
+        emergency,
+    }))
+}
+
+/// Why a rule is set aside when one of its `unless` phrases is in the message.
+const UNLESS_PRESENT: &str = "an `unless` phrase is present";
+
+/// The safety net and the rules (indices into `rules`) it raises a decision with.
+struct NetRules {
+    net: safety_net::SafetyNet,
+    urgent: usize,
+    emergency: usize,
 }
 
 /// A message's scan, kept so that later messages can use its findings.
@@ -292,7 +433,13 @@ impl PolicySet {
                     .is_some_and(|extension| extension == "toml")
                     && !matches!(
                         path.file_name().and_then(|name| name.to_str()),
-                        Some("lexicon.toml" | "context.toml" | "measures.toml" | "redaction.toml")
+                        Some(
+                            "lexicon.toml"
+                                | "context.toml"
+                                | "measures.toml"
+                                | "redaction.toml"
+                                | "safety_net.toml"
+                        )
                     )
             })
             .collect();
@@ -411,25 +558,7 @@ impl PolicySet {
                 languages.push("en");
                 languages.sort_unstable();
                 languages.dedup();
-                let mut guidance = BTreeMap::new();
-                for language in languages {
-                    // A localised template without advice in its language goes without advice
-                    // rather than mixing languages; the English template takes English advice.
-                    let advice = spec
-                        .advice
-                        .get(language)
-                        .or_else(|| {
-                            (!prompts.has_guidance(&spec.guidance, language))
-                                .then(|| spec.advice.get("en"))
-                                .flatten()
-                        })
-                        .map(String::as_str)
-                        .unwrap_or("");
-                    guidance.insert(
-                        language.to_owned(),
-                        prompts.guidance(&spec.guidance, language, advice)?,
-                    );
-                }
+                let guidance = render_guidance(spec, &languages, prompts)?;
                 rules.push(Rule {
                     id: spec.id.clone(),
                     severity: spec.severity,
@@ -445,6 +574,7 @@ impl PolicySet {
                 });
             }
         }
+        let net = load_safety_net(dir, prompts, &mut hasher, &mut rules)?;
         for (path, file) in files {
             output_specs.push((path.clone(), file.output_rule));
             tests.push(testing::FileTests {
@@ -500,6 +630,7 @@ impl PolicySet {
             exception_words,
             measure_words,
             output,
+            net,
             tests,
             version: hex::encode(&hasher.finalize()[..6]),
             loaded_at: SystemTime::now(),
@@ -752,7 +883,7 @@ impl PolicySet {
                 }
             });
             let reason = if blocked[rule_index] {
-                Some("an `unless` phrase is present".to_owned())
+                Some(UNLESS_PRESENT.to_owned())
             } else if let Some(group) = unmet_group {
                 Some(format!("requires group {group} not met"))
             } else {
@@ -780,6 +911,9 @@ impl PolicySet {
                 context: describe(assessment),
             });
         }
+        if let Some(net) = &self.net {
+            self.apply_net(net, message, scan, &mut decision);
+        }
         // Most severe first; then the rule's priority; then what the patient said first.
         let priority = |id: &str| {
             self.rules
@@ -798,6 +932,66 @@ impl PolicySet {
             .first()
             .map_or(Severity::Routine, |fired| fired.severity);
         decision
+    }
+
+    /// Raises a decision the rules left below what the safety net reads, never lowers one. An
+    /// exception an operator wrote (`unless`) outranks the statistics: when one set a rule
+    /// aside, the net does not raise ("I bit my tongue and now it's swollen").
+    fn apply_net(&self, net: &NetRules, message: &str, scan: &Scan, decision: &mut Decision) {
+        let score = net.net.score(&scan.normalized);
+        let excepted = decision
+            .set_aside
+            .iter()
+            .any(|aside| aside.reason == UNLESS_PRESENT);
+        let level = decision
+            .fired
+            .iter()
+            .map(|fired| fired.severity)
+            .max()
+            .unwrap_or_default();
+        let raise = if level < Severity::Emergency && score.emergency >= net.net.emergency_at {
+            Some(net.emergency)
+        } else if level < Severity::Urgent && score.urgent >= net.net.urgent_at {
+            Some(net.urgent)
+        } else {
+            None
+        };
+        if let Some(rule) = raise
+            .filter(|_| !excepted)
+            .and_then(|index| self.rules.get(index))
+        {
+            let language = self.language_of(scan);
+            decision.fired.push(FiredRule {
+                rule: rule.id.clone(),
+                severity: rule.severity,
+                escalate: rule.escalate,
+                summary: rule.summary.clone(),
+                span: (0, message.len()),
+                matched: score.evidence.join(", "),
+                guidance: rule.guidance_for(language),
+                language: language.to_owned(),
+                context: Vec::new(),
+            });
+        }
+        decision.net = Some(score);
+    }
+
+    /// The language most of the message's trigger phrases are listed under, English if none:
+    /// the guidance of a rule without phrases of its own is given in it.
+    fn language_of<'s>(&'s self, scan: &Scan) -> &'s str {
+        let mut counts: Vec<(&str, usize)> = Vec::new();
+        for (hit, _) in &scan.hits {
+            if let Some(Role::Trigger { language, .. }) = self.roles.get(hit.phrase) {
+                match counts.iter_mut().find(|(seen, _)| seen == language) {
+                    Some((_, count)) => *count += 1,
+                    None => counts.push((language.as_str(), 1)),
+                }
+            }
+        }
+        counts
+            .iter()
+            .max_by_key(|(_, count)| *count)
+            .map_or("en", |(language, _)| language)
     }
 
     /// The context engine's view of `concept` in `sentence` (for `policy context`).
@@ -1427,5 +1621,97 @@ patterns.de = ['\bgesicht\b(?: \S+){0,3} (?:hangt|schief)\b']
         let (_, own) = set.evaluate_after(fever, []);
         assert!(own.is_for(&set));
         assert_eq!(own.met, kept.met);
+    }
+
+    const NET_TOPIC: &str = r#"
+[meta]
+id = "topic"
+
+[[rule]]
+id = "topic.tongue"
+severity = "emergency"
+guidance = "emergency"
+triggers = ["tongue swollen"]
+unless = ["bit my tongue"]
+
+[[rule]]
+id = "topic.mild"
+severity = "urgent"
+guidance = "urgent"
+triggers = ["earache"]
+"#;
+
+    const NET: &str = r#"
+weights = "weights.tsv"
+urgent_at = 0.5
+emergency_at = 0.5
+bias_urgent = -2.0
+bias_emergency = -3.0
+
+[[rule]]
+id = "net.emergency"
+severity = "emergency"
+guidance = "emergency"
+advice.en = "Call 999 if someone could be in danger."
+
+[[rule]]
+id = "net.urgent"
+severity = "urgent"
+guidance = "urgent"
+"#;
+
+    const WEIGHTS: &str = "grey\t1.5\t2.0\nsweaty\t1.0\t2.0\ngunk\t2.5\t0.0\ntongue\t3.0\t4.0\n";
+
+    #[test]
+    fn the_safety_net_raises_what_the_rules_left_low_and_never_lowers() {
+        let set = load_files(&[
+            ("topic.toml", NET_TOPIC),
+            ("safety_net.toml", NET),
+            ("weights.tsv", WEIGHTS),
+        ])
+        .expect("a set with a safety net");
+        let decide = |text: &str| set.evaluate(text);
+
+        let grey = decide("he has gone grey and sweaty");
+        assert_eq!(grey.level, Severity::Emergency);
+        assert_eq!(grey.rule_ids(), ["net.emergency"]);
+        let lead = grey.lead().expect("the net's rule fired");
+        assert_eq!(lead.matched, "grey, sweaty");
+        assert!(lead.guidance.contains("Call 999"));
+        assert!(grey.net.as_ref().is_some_and(|net| net.emergency > 0.5));
+
+        // Urgent only: a rule already at that level is kept, not doubled.
+        assert_eq!(decide("gunk everywhere").rule_ids(), ["net.urgent"]);
+        assert_eq!(decide("earache and gunk").rule_ids(), ["topic.mild"]);
+        // Never lowered, and quiet on words it does not know.
+        assert_eq!(decide("my tongue swollen").level, Severity::Emergency);
+        assert_eq!(decide("can I book a smear test").level, Severity::Routine);
+        // An operator's exception outranks the statistics.
+        let excepted = decide("I bit my tongue swollen");
+        assert_eq!(excepted.level, Severity::Routine);
+        assert!(excepted.net.is_some_and(|net| net.emergency > 0.5));
+    }
+
+    #[test]
+    fn a_malformed_safety_net_is_refused() {
+        let refused = |net: &str, weights: &str| {
+            load_files(&[
+                ("topic.toml", NET_TOPIC),
+                ("safety_net.toml", net),
+                ("weights.tsv", weights),
+            ])
+            .err()
+            .map(|error| error.to_string())
+            .unwrap_or_default()
+        };
+        assert!(refused(NET, "grey\t1.0\n").contains("weights.tsv"));
+        assert!(refused(&NET.replace("0.5", "2.5"), WEIGHTS).contains("between 0 and 1"));
+        let with_triggers = NET.replace(
+            "id = \"net.urgent\"",
+            "id = \"net.urgent\"\ntriggers = [\"pain\"]",
+        );
+        assert!(refused(&with_triggers, WEIGHTS).contains("no phrases"));
+        let one_level = NET.replace("severity = \"urgent\"", "severity = \"emergency\"");
+        assert!(refused(&one_level, WEIGHTS).contains("one rule per level"));
     }
 }

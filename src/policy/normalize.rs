@@ -574,9 +574,33 @@ fn s_verb(next: &str) -> Option<&'static str> {
     /// (`he's swallowed`, `she's collapsed`) are here; those that also describe a state
     /// (`broken`, `burnt`, `cut`, `swollen`) are not, since `it's broken` is `it is broken`.
     const HAS: &[&str] = &[
-        "been", "got", "gotten", "gone", "had", "taken", "started", "stopped", "become", "done",
-        "fallen", "lost", "never", "swallowed", "eaten", "bitten", "drunk", "vomited", "collapsed",
-        "fainted", "overdosed", "thrown", "passed", "slipped", "tripped", "woken", "choked",
+        "been",
+        "got",
+        "gotten",
+        "gone",
+        "had",
+        "taken",
+        "started",
+        "stopped",
+        "become",
+        "done",
+        "fallen",
+        "lost",
+        "never",
+        "swallowed",
+        "eaten",
+        "bitten",
+        "drunk",
+        "vomited",
+        "collapsed",
+        "fainted",
+        "overdosed",
+        "thrown",
+        "passed",
+        "slipped",
+        "tripped",
+        "woken",
+        "choked",
     ];
     /// After these, `'s` is `is`: what follows a verb, never a possessive.
     const IS: &[&str] = &[
@@ -1543,14 +1567,29 @@ mod tests {
 
     #[test]
     fn an_elided_article_stands_apart_from_its_noun() {
-        let read = |text: &str| Normalizer::default().normalize(text).plain.trim().to_owned();
-        assert_eq!(read("vedo un'ombra nell'occhio"), "vedo un ombra nell occhio");
-        assert_eq!(read("mal à l’oreille d'un coup"), "mal a le oreille de un coup");
+        let read = |text: &str| {
+            Normalizer::default()
+                .normalize(text)
+                .plain
+                .trim()
+                .to_owned()
+        };
+        assert_eq!(
+            read("vedo un'ombra nell'occhio"),
+            "vedo un ombra nell occhio"
+        );
+        assert_eq!(
+            read("mal à l’oreille d'un coup"),
+            "mal a le oreille de un coup"
+        );
         assert_eq!(read("all'improvviso"), "all improvviso");
         // Three lone letters would be read as a word spelt out: `l'` is written in full.
         assert_eq!(read("il y a l'air"), "il y a le air");
         // Before a consonant, and in English, the apostrophe is dropped as before.
-        assert_eq!(read("l'ho detto, d'you know, all's well"), "le ho detto , dyou know , alls well");
+        assert_eq!(
+            read("l'ho detto, d'you know, all's well"),
+            "le ho detto , dyou know , alls well"
+        );
         assert_eq!(read("j'ai mal"), "jai mal");
         let normalizer = Normalizer::default();
         let span = |text: &str, word: &str| {
