@@ -140,23 +140,17 @@ impl SafetyNet {
             .filter(|word| word.chars().any(char::is_alphanumeric))
             .map(word_key)
             .collect();
+        // Features are present or absent, as in training: a repeated word counts once.
         let mut seen: Vec<u64> = Vec::with_capacity(words.len() * 2);
+        seen.extend_from_slice(&words);
+        seen.extend(words.windows(2).map(|pair| pair_key(pair[0], pair[1])));
+        seen.sort_unstable();
+        seen.dedup();
         let mut total = self.bias;
-        let mut add = |key: u64, seen: &mut Vec<u64>| {
-            // Features are present or absent, as in training: a repeated word counts once.
-            if seen.contains(&key) {
-                return;
-            }
-            seen.push(key);
-            if let Some((urgent, emergency)) = self.weights.get(&key) {
+        for key in &seen {
+            if let Some((urgent, emergency)) = self.weights.get(key) {
                 total.0 += urgent;
                 total.1 += emergency;
-            }
-        };
-        for (index, &word) in words.iter().enumerate() {
-            add(word, &mut seen);
-            if let Some(&next) = words.get(index + 1) {
-                add(pair_key(word, next), &mut seen);
             }
         }
         let urgent = sigmoid(total.0);
