@@ -168,7 +168,9 @@ impl SafetyNet {
                 (weight > 0.0).then_some((weight, *key))
             })
             .collect();
-        weighed.sort_by(|a, b| b.0.total_cmp(&a.0));
+        // Ties go by the words, so that the same message always names the same evidence.
+        let name = |key: &u64| self.names.get(key).map_or("", String::as_str);
+        weighed.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| name(&a.1).cmp(name(&b.1))));
         let evidence = weighed
             .iter()
             .take(EVIDENCE)
