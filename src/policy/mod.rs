@@ -1601,7 +1601,8 @@ patterns.de = ['\bgesicht\b(?: \S+){0,3} (?:hangt|schief)\b']
         let set = shipped();
         let fever = "I've had a high temperature since yesterday";
         let neck = "and now my neck is really stiff";
-        assert_eq!(set.evaluate(neck).level, Severity::Routine);
+        // On its own the stiff neck is no emergency (the safety net may still read it as urgent).
+        assert!(set.evaluate(neck).level < Severity::Emergency);
         let together = set.evaluate_in_conversation(neck, &[fever]);
         assert_eq!(together.level, Severity::Emergency, "{together:?}");
 
@@ -1615,7 +1616,7 @@ patterns.de = ['\bgesicht\b(?: \S+){0,3} (?:hangt|schief)\b']
             met: kept.met.clone(),
         };
         let (ignored, _) = set.evaluate_after(neck, [&stale]);
-        assert_eq!(ignored.level, Severity::Routine);
+        assert!(ignored.level < Severity::Emergency);
 
         // A message's own findings are returned for the messages after it.
         let (_, own) = set.evaluate_after(fever, []);
