@@ -342,9 +342,6 @@ fn load_safety_net(
     }))
 }
 
-/// Why a rule is set aside when one of its `unless` phrases is in the message.
-const UNLESS_PRESENT: &str = "an `unless` phrase is present";
-
 /// The safety net and the rules (indices into `rules`) it raises a decision with.
 struct NetRules {
     net: safety_net::SafetyNet,
@@ -866,6 +863,8 @@ impl PolicySet {
         let mut triggered: Vec<(&usize, &(&Hit, &Assessment, &str))> =
             best_trigger.iter().collect();
         triggered.sort_by_key(|(rule, _)| **rule);
+        // Whether an `unless` phrase set a triggered rule aside (the safety net yields to it).
+        let mut excepted = false;
         for (&rule_index, &(hit, assessment, language)) in triggered {
             let rule = &self.rules[rule_index];
             let matched = span_text(message, &scan.normalized, hit);
@@ -883,7 +882,8 @@ impl PolicySet {
                 }
             });
             let reason = if blocked[rule_index] {
-                Some(UNLESS_PRESENT.to_owned())
+                excepted = true;
+                Some("an `unless` phrase is present".to_owned())
             } else if let Some(group) = unmet_group {
                 Some(format!("requires group {group} not met"))
             } else {
@@ -912,7 +912,7 @@ impl PolicySet {
             });
         }
         if let Some(net) = &self.net {
-            self.apply_net(net, message, scan, &mut decision);
+            self.apply_net(net, message, scan, excepted, &mut decision);
         }
         // Most severe first; then the rule's priority; then what the patient said first.
         let priority = |id: &str| {
@@ -937,12 +937,15 @@ impl PolicySet {
     /// Raises a decision the rules left below what the safety net reads, never lowers one. An
     /// exception an operator wrote (`unless`) outranks the statistics: when one set a rule
     /// aside, the net does not raise ("I bit my tongue and now it's swollen").
-    fn apply_net(&self, net: &NetRules, message: &str, scan: &Scan, decision: &mut Decision) {
+    fn apply_net(
+        &self,
+        net: &NetRules,
+        message: &str,
+        scan: &Scan,
+        excepted: bool,
+        decision: &mut Decision,
+    ) {
         let score = net.net.score(&scan.normalized);
-        let excepted = decision
-            .set_aside
-            .iter()
-            .any(|aside| aside.reason == UNLESS_PRESENT);
         let level = decision
             .fired
             .iter()
@@ -1602,7 +1605,14 @@ patterns.de = ['\bgesicht\b(?: \S+){0,3} (?:hangt|schief)\b']
         let fever = "I've had a high temperature since yesterday";
         let neck = "and now my neck is really stiff";
         // On its own the stiff neck is no emergency (the safety net may still read it as urgent).
-        assert!(set.evaluate(neck).level < Severity::Emergency);
+        let alone = set.evaluate(neck);
+        assert!(alone.level < Severity::Emergency);
+        assert!(
+            !alone
+                .rule_ids()
+                .iter()
+                .any(|id| id.starts_with("meningitis."))
+        );
         let together = set.evaluate_in_conversation(neck, &[fever]);
         assert_eq!(together.level, Severity::Emergency, "{together:?}");
 
@@ -1617,6 +1627,12 @@ patterns.de = ['\bgesicht\b(?: \S+){0,3} (?:hangt|schief)\b']
         };
         let (ignored, _) = set.evaluate_after(neck, [&stale]);
         assert!(ignored.level < Severity::Emergency);
+        assert!(
+            !ignored
+                .rule_ids()
+                .iter()
+                .any(|id| id.starts_with("meningitis."))
+        );
 
         // A message's own findings are returned for the messages after it.
         let (_, own) = set.evaluate_after(fever, []);

@@ -27,13 +27,18 @@ const EVIDENCE: usize = 4;
 /// The model and the probabilities at which it raises a decision.
 #[derive(Debug, Clone)]
 pub struct SafetyNet {
-    /// Weight for (urgent or higher, emergency), by feature key.
-    weights: HashMap<u64, (f32, f32), FastHash>,
-    /// The feature's words, by key, for explanations.
-    names: HashMap<u64, String, FastHash>,
+    features: HashMap<u64, Feature, FastHash>,
     bias: (f32, f32),
     pub urgent_at: f32,
     pub emergency_at: f32,
+}
+
+/// One feature's weights, and its words for explanations.
+#[derive(Debug, Clone)]
+struct Feature {
+    urgent: f32,
+    emergency: f32,
+    words: String,
 }
 
 /// What the net made of one message.
@@ -43,7 +48,8 @@ pub struct NetScore {
     pub urgent: f32,
     /// Probability that the message is an emergency.
     pub emergency: f32,
-    /// The features that pushed hardest towards the level the net raised to, heaviest first.
+    /// The features that pushed hardest towards the level the net reaches, heaviest first;
+    /// empty when it reaches neither threshold.
     pub evidence: Vec<String>,
 }
 
@@ -77,8 +83,7 @@ impl SafetyNet {
             }
         }
         let mut net = Self {
-            weights: HashMap::default(),
-            names: HashMap::default(),
+            features: HashMap::default(),
             bias,
             urgent_at,
             emergency_at,
@@ -116,15 +121,19 @@ impl SafetyNet {
                     });
                 }
             };
-            net.weights
-                .insert(key, (number(urgent)?, number(emergency)?));
-            net.names.insert(key, (*words).to_owned());
+            let feature = Feature {
+                urgent: number(urgent)?,
+                emergency: number(emergency)?,
+                words: (*words).to_owned(),
+            };
+            net.features.insert(key, feature);
         }
         Ok(net)
     }
 
-    /// Scores a message's normal form. The evidence is ranked by the emergency weights when
-    /// the emergency probability reaches its threshold, by the urgent weights otherwise.
+    /// Scores a message's normal form. Evidence is gathered only when a threshold is reached
+    /// (this runs for every message): ranked by the emergency weights when the emergency
+    /// probability reaches its threshold, by the urgent weights otherwise.
     pub fn score(&self, normalized: &NormalizedText) -> NetScore {
         let words: Vec<u64> = (0..normalized.tokens.len())
             .map(|index| normalized.plain_of(index))
@@ -137,36 +146,43 @@ impl SafetyNet {
         seen.extend(words.windows(2).map(|pair| pair_key(pair[0], pair[1])));
         seen.sort_unstable();
         seen.dedup();
-        let mut total = self.bias;
-        for key in &seen {
-            if let Some((urgent, emergency)) = self.weights.get(key) {
-                total.0 += urgent;
-                total.1 += emergency;
-            }
-        }
-        let urgent = sigmoid(total.0);
-        let emergency = sigmoid(total.1);
+        let present: Vec<&Feature> = seen
+            .iter()
+            .filter_map(|key| self.features.get(key))
+            .collect();
+        let (urgent_sum, emergency_sum) = present
+            .iter()
+            .fold(self.bias, |(urgent, emergency), feature| {
+                (urgent + feature.urgent, emergency + feature.emergency)
+            });
+        let urgent = sigmoid(urgent_sum);
+        let emergency = sigmoid(emergency_sum);
         let towards_emergency = emergency >= self.emergency_at;
-        let mut weighed: Vec<(f32, u64)> = seen
-            .iter()
-            .filter_map(|key| {
-                let (urgent, emergency) = self.weights.get(key)?;
-                let weight = if towards_emergency {
-                    *emergency
+        let mut evidence = Vec::new();
+        if towards_emergency || urgent >= self.urgent_at {
+            let weight = |feature: &Feature| {
+                if towards_emergency {
+                    feature.emergency
                 } else {
-                    *urgent
-                };
-                (weight > 0.0).then_some((weight, *key))
-            })
-            .collect();
-        // Ties go by the words, so that the same message always names the same evidence.
-        let name = |key: &u64| self.names.get(key).map_or("", String::as_str);
-        weighed.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| name(&a.1).cmp(name(&b.1))));
-        let evidence = weighed
-            .iter()
-            .take(EVIDENCE)
-            .filter_map(|(_, key)| self.names.get(key).cloned())
-            .collect();
+                    feature.urgent
+                }
+            };
+            let mut weighed: Vec<&Feature> = present
+                .into_iter()
+                .filter(|feature| weight(feature) > 0.0)
+                .collect();
+            // Ties go by the words, so that the same message always names the same evidence.
+            weighed.sort_by(|a, b| {
+                weight(b)
+                    .total_cmp(&weight(a))
+                    .then_with(|| a.words.cmp(&b.words))
+            });
+            evidence = weighed
+                .iter()
+                .take(EVIDENCE)
+                .map(|feature| feature.words.clone())
+                .collect();
+        }
         NetScore {
             urgent,
             emergency,
@@ -208,6 +224,10 @@ mod tests {
         let net = net("# a comment\nchest pain\t3.0\t2.0\ncrushing\t1.0\t2.5\npain\t0.5\t0.0\n");
         let plain = score(&net, "my knee hurts");
         assert!((plain.urgent - sigmoid(-2.0)).abs() < 1e-6);
+        assert!(
+            plain.evidence.is_empty(),
+            "no evidence below both thresholds"
+        );
         let chest = score(&net, "Crushing CHEST pain, chest pain!");
         // chest pain (once, though said twice) + crushing + pain
         assert!((chest.urgent - sigmoid(-2.0 + 3.0 + 1.0 + 0.5)).abs() < 1e-6);
