@@ -18,6 +18,9 @@ pub enum CueKind {
     Experiencer(Direction),
     FamilyHistory,
     Acute,
+    /// Says that an earlier episode is happening again ("now the same pain is back"). Unlike an
+    /// acute cue it reaches back across clauses and sentences to the history it follows.
+    Recurrence,
     Terminator,
     /// Ends negation scopes only.
     NegationTerminator,
@@ -257,6 +260,7 @@ impl<'a> MessageContext<'a> {
     /// The context of a finding at tokens `first..=last`.
     pub fn assess(&self, first: usize, last: usize) -> Assessment {
         let mut assessment = Assessment::default();
+        let mut own_recurrence = None;
         let (Some(&first_sentence), Some(&last_sentence)) =
             (self.sentence.get(first), self.sentence.get(last))
         else {
@@ -270,6 +274,10 @@ impl<'a> MessageContext<'a> {
             }
             // A cue inside the finding's own words never applies to it ("can't breathe").
             if cue.first <= last && first <= cue.last {
+                // except that a finding which says the episode is back is not history itself.
+                if cue.kind == CueKind::Recurrence {
+                    own_recurrence = Some((cue.first, cue.last));
+                }
                 // A figure of speech discards the triggers it overlaps ("collapsed" in
                 // "collapsed in fits of laughter"), except a phrase written with the whole figure
                 // inside it and more besides: "back is killing me" is back pain.
@@ -298,10 +306,23 @@ impl<'a> MessageContext<'a> {
                     }
                     continue;
                 }
-                CueKind::Figurative | CueKind::Terminator | CueKind::NegationTerminator => continue,
+                CueKind::Figurative
+                | CueKind::Terminator
+                | CueKind::NegationTerminator
+                | CueKind::Recurrence => continue,
             };
             if slot.is_none() && self.in_scope(cue, first, last) {
                 *slot = Some((cue.first, cue.last));
+            }
+        }
+        // "He had intussusception when he was 1 and is doing the exact same thing now": the
+        // earlier episode, whether told as history or as someone's family history, is back.
+        if (assessment.historical.is_some() || assessment.family_history.is_some())
+            && assessment.acute.is_none()
+        {
+            if let Some(recurrence) = own_recurrence.or_else(|| self.recurrence_after(last)) {
+                assessment.acute = Some(recurrence);
+                assessment.family_history = None;
             }
         }
         if assessment.negated.is_none() {
@@ -312,6 +333,21 @@ impl<'a> MessageContext<'a> {
                 .map(|&(_, answer)| answer);
         }
         assessment
+    }
+
+    /// A recurrence cue after a past finding, itself current and not denied: "had a clot on my
+    /// lung in 2019 and now I've got the same pain" makes the clot current, while "what if it is
+    /// the same thing again" and "my dad had the same thing years ago" do not. Only cues later in the message count: the history
+    /// has to be told before it can be said to be back.
+    fn recurrence_after(&self, last: usize) -> Option<(usize, usize)> {
+        self.cues
+            .iter()
+            .filter(|cue| cue.kind == CueKind::Recurrence && cue.first > last)
+            .find(|cue| {
+                let own = self.assess(cue.first, cue.last);
+                own.negated.is_none() && own.temporality() == Temporality::Recent
+            })
+            .map(|cue| (cue.first, cue.last))
     }
 
     /// A negation standing in a gap of the finding's own phrase, before one of its written words:
@@ -574,6 +610,34 @@ mod tests {
         assert_eq!(now.temporality(), Temporality::Recent);
         let then = context_of("i used to cut", &[used_to, again], "cut");
         assert_eq!(then.temporality(), Temporality::Historical);
+    }
+
+    #[test]
+    fn a_recurrence_later_in_the_message_makes_the_history_current() {
+        let ago = (CueKind::Historical(Direction::Backward), "years ago");
+        let same = (CueKind::Recurrence, "the same pain");
+        let suppose = (CueKind::Hypothetical(Direction::Forward), "what if");
+        let never = (CueKind::Negation(Direction::Forward), "not");
+        let cues = [ago, same, suppose, never];
+        let assess = |text: &str| context_of(text, &cues, "clot").temporality();
+        assert_eq!(
+            assess("had a clot 2 years ago. now i have the same pain"),
+            Temporality::Recent
+        );
+        assert_eq!(
+            assess("i have the same pain as my mum. had a clot 2 years ago"),
+            Temporality::Historical,
+            "a recurrence told before the history is not about it"
+        );
+        assert_eq!(
+            assess("had a clot 2 years ago. what if i get the same pain"),
+            Temporality::Historical
+        );
+        assert_eq!(
+            assess("had a clot 2 years ago. not the same pain at all"),
+            Temporality::Historical
+        );
+        assert_eq!(assess("had a clot 2 years ago"), Temporality::Historical);
     }
 
     #[test]

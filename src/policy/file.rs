@@ -288,6 +288,9 @@ pub struct ContextFile {
     /// Cues that make a finding current despite a historical cue ("again", "right now").
     #[serde(default)]
     pub acute: Vec<String>,
+    /// Cues that an earlier episode told before them is back ("now the same pain is back").
+    #[serde(default)]
+    pub recurrence: Vec<String>,
     #[serde(default)]
     pub terminators: Vec<String>,
     /// Terminators of negation scopes only ("no fever, I have chest pain").

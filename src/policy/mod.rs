@@ -1245,6 +1245,7 @@ fn cue_lists(context: &ContextFile) -> Vec<(&Vec<String>, CueKind)> {
     }
     lists.push((&context.family_history, CueKind::FamilyHistory));
     lists.push((&context.acute, CueKind::Acute));
+    lists.push((&context.recurrence, CueKind::Recurrence));
     lists.push((&context.terminators, CueKind::Terminator));
     lists.push((&context.negation_terminators, CueKind::NegationTerminator));
     lists.push((&context.figurative, CueKind::Figurative));
