@@ -319,11 +319,10 @@ impl<'a> MessageContext<'a> {
         // earlier episode, whether told as history or as someone's family history, is back.
         if (assessment.historical.is_some() || assessment.family_history.is_some())
             && assessment.acute.is_none()
+            && let Some(recurrence) = own_recurrence.or_else(|| self.recurrence_after(last))
         {
-            if let Some(recurrence) = own_recurrence.or_else(|| self.recurrence_after(last)) {
-                assessment.acute = Some(recurrence);
-                assessment.family_history = None;
-            }
+            assessment.acute = Some(recurrence);
+            assessment.family_history = None;
         }
         if assessment.negated.is_none() {
             assessment.negated = self
