@@ -336,8 +336,8 @@ impl<'a> MessageContext<'a> {
 
     /// A recurrence cue after a past finding, itself current and not denied: "had a clot on my
     /// lung in 2019 and now I've got the same pain" makes the clot current, while "what if it is
-    /// the same thing again" and "my dad had the same thing years ago" do not. Only cues later in the message count: the history
-    /// has to be told before it can be said to be back.
+    /// the same thing again" and "my dad had the same thing years ago" do not. Only cues later in
+    /// the message count: the history has to be told before it can be said to be back.
     fn recurrence_after(&self, last: usize) -> Option<(usize, usize)> {
         self.cues
             .iter()
