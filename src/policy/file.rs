@@ -274,6 +274,10 @@ pub struct ContextFile {
     /// How many words a scope reaches at most.
     #[serde(default = "default_scope")]
     pub scope_words: usize,
+    /// How far, in tokens, an `unless` phrase reaches from a rule's trigger; none: the whole
+    /// message.
+    #[serde(default)]
+    pub unless_reach: Option<usize>,
     #[serde(default)]
     pub negation: CueSpec,
     #[serde(default)]

@@ -205,6 +205,8 @@ pub struct PolicySet {
     roles: Vec<Role>,
     rules: Vec<Rule>,
     scope_words: usize,
+    /// How far an `unless` phrase reaches from a trigger (`context.toml`), in tokens.
+    unless_reach: Option<usize>,
     /// `answers_no` of the context file, normalised.
     answers_no: Vec<String>,
     /// `exception_words` of the context file, normalised.
@@ -623,6 +625,7 @@ impl PolicySet {
             roles,
             rules,
             scope_words: context.scope_words,
+            unless_reach: context.unless_reach,
             answers_no,
             exception_words,
             measure_words,
@@ -795,6 +798,22 @@ impl PolicySet {
         Scan { normalized, hits }
     }
 
+    /// Whether an exception at `exception` (token span) reaches a trigger at `trigger`: within
+    /// `unless_reach` tokens of it, or anywhere when no reach is set. "Chest pain when I cough"
+    /// keeps its exception; a question about the flu jab clinic forty words before a drooping
+    /// face does not explain the face.
+    fn within_reach(&self, exception: (usize, usize), trigger: (usize, usize)) -> bool {
+        let Some(reach) = self.unless_reach else {
+            return true;
+        };
+        let gap = if exception.1 < trigger.0 {
+            trigger.0 - exception.1
+        } else {
+            exception.0.saturating_sub(trigger.1)
+        };
+        gap <= reach
+    }
+
     /// `earlier_met`: requirement groups (rule, group) that earlier messages met.
     fn decide(&self, message: &str, scan: &Scan, earlier_met: &[(usize, usize)]) -> Decision {
         let measures = measures::extract(&scan.normalized, &self.measure_words);
@@ -802,9 +821,10 @@ impl PolicySet {
             measures: measures.clone(),
             ..Decision::default()
         };
-        let mut best_trigger: HashMap<usize, (&Hit, &Assessment, &str), FastHash> =
-            HashMap::default();
-        let mut blocked: Vec<bool> = vec![false; self.rules.len()];
+        // Every trigger a rule kept, in the order of the message, and every exception (`unless`)
+        // found for it: a trigger stands unless an exception of its rule lies within reach.
+        let mut triggers: HashMap<usize, Vec<TriggerHit>, FastHash> = HashMap::default();
+        let mut exceptions: HashMap<usize, Vec<(usize, usize)>, FastHash> = HashMap::default();
         let mut met: HashMap<(usize, usize), bool, FastHash> = HashMap::default();
 
         for (hit, assessment) in &scan.hits {
@@ -821,9 +841,10 @@ impl PolicySet {
                         });
                         continue;
                     }
-                    best_trigger
+                    triggers
                         .entry(*rule)
-                        .or_insert((hit, assessment, language.as_str()));
+                        .or_default()
+                        .push((hit, assessment, language.as_str()));
                 }
                 Some(Role::Require { rule, group }) => {
                     let context = self
@@ -849,9 +870,10 @@ impl PolicySet {
                                 .any(|word| word == scan.normalized.plain_of(first))
                     }) =>
                 {
-                    if let Some(flag) = blocked.get_mut(*rule) {
-                        *flag = true;
-                    }
+                    exceptions
+                        .entry(*rule)
+                        .or_default()
+                        .push((hit.first, hit.last));
                 }
                 Some(Role::Unless { .. } | Role::Cue(_)) | None => {}
             }
@@ -860,13 +882,24 @@ impl PolicySet {
             met.insert(pair, true);
         }
 
-        let mut triggered: Vec<(&usize, &(&Hit, &Assessment, &str))> =
-            best_trigger.iter().collect();
+        let mut triggered: Vec<(&usize, &Vec<TriggerHit>)> = triggers.iter().collect();
         triggered.sort_by_key(|(rule, _)| **rule);
         // Whether an `unless` phrase set a triggered rule aside (the safety net yields to it).
         let mut excepted = false;
-        for (&rule_index, &(hit, assessment, language)) in triggered {
+        for (&rule_index, hits) in triggered {
             let rule = &self.rules[rule_index];
+            let excepted_here = |hit: &Hit| {
+                exceptions.get(&rule_index).is_some_and(|spans| {
+                    spans
+                        .iter()
+                        .any(|&span| self.within_reach(span, (hit.first, hit.last)))
+                })
+            };
+            // The first trigger no exception reaches; else the first, set aside below.
+            let standing = hits.iter().find(|(hit, _, _)| !excepted_here(hit));
+            let Some(&(hit, assessment, language)) = standing.or(hits.first()) else {
+                continue;
+            };
             let matched = span_text(message, &scan.normalized, hit);
             let unmet_group =
                 (0..rule.require_groups).find(|group| !met.contains_key(&(rule_index, *group)));
@@ -881,7 +914,7 @@ impl PolicySet {
                     }
                 }
             });
-            let reason = if blocked[rule_index] {
+            let reason = if standing.is_none() {
                 excepted = true;
                 Some("an `unless` phrase is present".to_owned())
             } else if let Some(group) = unmet_group {
@@ -1227,6 +1260,9 @@ fn single_words(
         .collect()
 }
 
+/// A trigger that context left standing: the hit, its context, and the language of its phrase.
+type TriggerHit<'a> = (&'a Hit, &'a Assessment, &'a str);
+
 fn cue_lists(context: &ContextFile) -> Vec<(&Vec<String>, CueKind)> {
     let mut lists: Vec<(&Vec<String>, CueKind)> = Vec::new();
     for (spec, make) in [
@@ -1367,6 +1403,44 @@ unless = ["@never"]
         std::fs::write(dir.path().join("topic.toml"), topic).expect("write the topic file");
         let set = PolicySet::load(dir.path(), &prompts).expect("a set with the topic");
         (dir, set)
+    }
+
+    #[test]
+    fn an_exception_reaches_only_the_triggers_near_it() {
+        let (_dir, set) = set_with_topic(
+            r#"
+[meta]
+id = "topic"
+
+[[rule]]
+id = "topic.black"
+severity = "urgent"
+guidance = "urgent"
+triggers = ["black poo"]
+unless = ["iron tablets"]
+"#,
+        );
+        let level = |text: &str| set.evaluate(text).level;
+        assert_eq!(level("black poo, I take iron tablets"), Severity::Routine);
+        assert_eq!(
+            level("I take iron tablets. Black poo since yesterday"),
+            Severity::Routine
+        );
+        let far = format!(
+            "Can I get my iron tablets on repeat? {}. Also black poo since yesterday",
+            "We went to the shops on Saturday and then to see my sister ".repeat(4)
+        );
+        assert_eq!(
+            level(&far),
+            Severity::Urgent,
+            "the exception is out of reach"
+        );
+        let twice = format!("black poo, on iron tablets. {far}");
+        assert_eq!(
+            level(&twice),
+            Severity::Urgent,
+            "one trigger out of the exception's reach is enough"
+        );
     }
 
     #[test]
