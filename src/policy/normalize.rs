@@ -1092,11 +1092,16 @@ fn look_alikes_folded(text: &str) -> Vec<bool> {
 /// accents stripped.
 fn fold_chars(text: &str) -> Vec<Folded> {
     let mut out = Vec::with_capacity(text.len());
-    // Only text with a character outside ASCII can hold a look-alike or a word of another script.
-    let folding = if text.is_ascii() {
-        Vec::new()
-    } else {
+    // Only text with a Cyrillic or Greek letter can be written in that script; any other text
+    // has every look-alike folded (an empty list reads as "fold" throughout).
+    let other_script = !text.is_ascii()
+        && text
+            .chars()
+            .any(|ch| !ch.is_ascii() && base_letters(ch).any(is_cyrillic_or_greek));
+    let folding = if other_script {
         look_alikes_folded(text)
+    } else {
+        Vec::new()
     };
     for (position, (start, original)) in text.char_indices().enumerate() {
         let fold = |ch: char| {
