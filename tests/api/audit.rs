@@ -185,7 +185,9 @@ async fn info_logs_never_carry_message_text_or_tokens() {
     let dir = tempfile::tempdir().expect("temp dir");
     let log_path = dir.path().join("server.log");
     let log = std::fs::File::create(&log_path).expect("log file");
-    let mut server = ProcessApp::start_with(None, "info", Stdio::from(log));
+    let mut server = ProcessApp::start_with(None, "info", || {
+        Stdio::from(log.try_clone().expect("the log file again"))
+    });
     let token = server.token("patient-log", Role::Patient);
     let mut patient = Client::connect(server.port, "/v1/chat", Some(&token))
         .await

@@ -335,6 +335,42 @@ fn redis_server() -> String {
     std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into())
 }
 
+/// Whether process `pid` holds a socket listening on TCP `port` (Linux `/proc`): a connection
+/// that succeeds may reach another test's listener that took the port first.
+fn listens_on(pid: u32, port: u16) -> bool {
+    let listening: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter_map(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    let local_port = fields.get(1)?.rsplit(':').next()?;
+                    let listen = fields.get(3)? == &"0A";
+                    (listen && u16::from_str_radix(local_port, 16).ok()? == port)
+                        .then(|| format!("socket:[{}]", fields.get(9).unwrap_or(&"")))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if listening.is_empty() {
+        return false;
+    }
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|entries| {
+            entries.filter_map(Result::ok).any(|entry| {
+                std::fs::read_link(entry.path()).is_ok_and(|target| {
+                    listening
+                        .iter()
+                        .any(|socket| target.as_os_str() == socket.as_str())
+                })
+            })
+        })
+        .unwrap_or(false)
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
@@ -553,12 +589,26 @@ pub struct ProcessApp {
 
 impl ProcessApp {
     pub fn start(redis: &TestRedis) -> Self {
-        Self::start_with(Some(redis), "warn", Stdio::null())
+        Self::start_with(Some(redis), "warn", Stdio::null)
     }
 
     /// A replica (on Redis, or on the memory store without one) whose logs at `level` go to
     /// `stderr`.
-    pub fn start_with(redis: Option<&TestRedis>, level: &str, stderr: Stdio) -> Self {
+    /// `stderr` is called once per start attempt: a port taken by another test's listener in
+    /// the seconds before this replica binds it means starting again on another port.
+    pub fn start_with(redis: Option<&TestRedis>, level: &str, stderr: impl Fn() -> Stdio) -> Self {
+        for _ in 0..5 {
+            if let Some(app) = Self::try_start(redis, level, stderr()) {
+                return app;
+            }
+        }
+        panic!("carebridge did not listen on any of five free ports");
+    }
+
+    /// One start on a free port: `None` when the replica exited before it listened (its port was
+    /// taken meanwhile). A listener on the port counts only when it is this replica's own socket,
+    /// not another test's server that took the port first.
+    fn try_start(redis: Option<&TestRedis>, level: &str, stderr: Stdio) -> Option<Self> {
         let port = free_port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_carebridge"));
         if let Some(redis) = redis {
@@ -588,8 +638,11 @@ impl ProcessApp {
             .expect("the carebridge binary starts");
         // A debug build compiles and tests the policy set before it listens.
         for _ in 0..1200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Self { port, child };
+            if child.try_wait().ok().flatten().is_some() {
+                return None;
+            }
+            if listens_on(child.id(), port) {
+                return Some(Self { port, child });
             }
             std::thread::sleep(Duration::from_millis(50));
         }
