@@ -821,10 +821,38 @@ impl PolicySet {
             measures: measures.clone(),
             ..Decision::default()
         };
-        // Every trigger a rule kept, in the order of the message, and every exception (`unless`)
-        // found for it: a trigger stands unless an exception of its rule lies within reach.
-        let mut triggers: HashMap<usize, Vec<TriggerHit>, FastHash> = HashMap::default();
+        // The exceptions (`unless`) found for each rule. A denied exception is no exception:
+        // "Eisentabletten nehme ich keine", "not taking any iron" leave black stools a red flag.
+        // Only a denial next to the exception counts: in "can't see out of my left eye without my
+        // glasses" the "not" belongs to the finding, and "without my glasses" names the exception
+        // rather than denying it.
         let mut exceptions: HashMap<usize, Vec<(usize, usize)>, FastHash> = HashMap::default();
+        for (hit, assessment) in &scan.hits {
+            if let Some(Role::Unless { rule }) = self.roles.get(hit.phrase)
+                && !assessment.negated.is_some_and(|(first, last)| {
+                    (first > hit.last || last + 4 >= hit.first)
+                        && !self
+                            .exception_words
+                            .iter()
+                            .any(|word| word == scan.normalized.plain_of(first))
+                })
+            {
+                exceptions
+                    .entry(*rule)
+                    .or_default()
+                    .push((hit.first, hit.last));
+            }
+        }
+        let excepted_at = |rule: usize, hit: &Hit| {
+            exceptions.get(&rule).is_some_and(|spans| {
+                spans
+                    .iter()
+                    .any(|&span| self.within_reach(span, (hit.first, hit.last)))
+            })
+        };
+        // Each rule's first trigger that no exception reaches, else its first trigger (with
+        // `true`: set aside below).
+        let mut best_trigger: HashMap<usize, (TriggerHit, bool), FastHash> = HashMap::default();
         let mut met: HashMap<(usize, usize), bool, FastHash> = HashMap::default();
 
         for (hit, assessment) in &scan.hits {
@@ -841,10 +869,16 @@ impl PolicySet {
                         });
                         continue;
                     }
-                    triggers
+                    let excepted = excepted_at(*rule, hit);
+                    let candidate = ((hit, assessment, language.as_str()), excepted);
+                    best_trigger
                         .entry(*rule)
-                        .or_default()
-                        .push((hit, assessment, language.as_str()));
+                        .and_modify(|kept| {
+                            if kept.1 && !excepted {
+                                *kept = candidate;
+                            }
+                        })
+                        .or_insert(candidate);
                 }
                 Some(Role::Require { rule, group }) => {
                     let context = self
@@ -856,25 +890,6 @@ impl PolicySet {
                         met.insert((*rule, *group), true);
                     }
                 }
-                // A denied exception is no exception: "Eisentabletten nehme ich keine", "not
-                // taking any iron" leave black stools a red flag. Only a denial next to the
-                // exception counts: in "can't see out of my left eye without my glasses" the
-                // "not" belongs to the finding.
-                // "without my glasses" names the exception rather than denying it.
-                Some(Role::Unless { rule })
-                    if !assessment.negated.is_some_and(|(first, last)| {
-                        (first > hit.last || last + 4 >= hit.first)
-                            && !self
-                                .exception_words
-                                .iter()
-                                .any(|word| word == scan.normalized.plain_of(first))
-                    }) =>
-                {
-                    exceptions
-                        .entry(*rule)
-                        .or_default()
-                        .push((hit.first, hit.last));
-                }
                 Some(Role::Unless { .. } | Role::Cue(_)) | None => {}
             }
         }
@@ -882,24 +897,12 @@ impl PolicySet {
             met.insert(pair, true);
         }
 
-        let mut triggered: Vec<(&usize, &Vec<TriggerHit>)> = triggers.iter().collect();
+        let mut triggered: Vec<(&usize, &(TriggerHit, bool))> = best_trigger.iter().collect();
         triggered.sort_by_key(|(rule, _)| **rule);
         // Whether an `unless` phrase set a triggered rule aside (the safety net yields to it).
         let mut excepted = false;
-        for (&rule_index, hits) in triggered {
+        for (&rule_index, &((hit, assessment, language), in_reach)) in triggered {
             let rule = &self.rules[rule_index];
-            let excepted_here = |hit: &Hit| {
-                exceptions.get(&rule_index).is_some_and(|spans| {
-                    spans
-                        .iter()
-                        .any(|&span| self.within_reach(span, (hit.first, hit.last)))
-                })
-            };
-            // The first trigger no exception reaches; else the first, set aside below.
-            let standing = hits.iter().find(|(hit, _, _)| !excepted_here(hit));
-            let Some(&(hit, assessment, language)) = standing.or(hits.first()) else {
-                continue;
-            };
             let matched = span_text(message, &scan.normalized, hit);
             let unmet_group =
                 (0..rule.require_groups).find(|group| !met.contains_key(&(rule_index, *group)));
@@ -914,7 +917,7 @@ impl PolicySet {
                     }
                 }
             });
-            let reason = if standing.is_none() {
+            let reason = if in_reach {
                 excepted = true;
                 Some("an `unless` phrase is present".to_owned())
             } else if let Some(group) = unmet_group {
@@ -1405,10 +1408,8 @@ unless = ["@never"]
         (dir, set)
     }
 
-    #[test]
-    fn an_exception_reaches_only_the_triggers_near_it() {
-        let (_dir, set) = set_with_topic(
-            r#"
+    /// Black stools excepted by iron tablets, urine retention, a bulging bladder.
+    const EXCEPTIONS_TOPIC: &str = r#"
 [meta]
 id = "topic"
 
@@ -1418,8 +1419,23 @@ severity = "urgent"
 guidance = "urgent"
 triggers = ["black poo"]
 unless = ["iron tablets"]
-"#,
-        );
+
+[[rule]]
+id = "topic.retention"
+severity = "urgent"
+guidance = "urgent"
+triggers = ["has not peed"]
+
+[[rule]]
+id = "topic.bladder"
+severity = "emergency"
+guidance = "emergency"
+triggers = ["bladder bulging"]
+"#;
+
+    #[test]
+    fn an_exception_reaches_only_the_triggers_near_it() {
+        let (_dir, set) = set_with_topic(EXCEPTIONS_TOPIC);
         let level = |text: &str| set.evaluate(text).level;
         assert_eq!(level("black poo, I take iron tablets"), Severity::Routine);
         assert_eq!(
@@ -1445,31 +1461,7 @@ unless = ["iron tablets"]
 
     #[test]
     fn a_denied_exception_does_not_block_and_a_denial_inside_a_finding_denies_nothing_after_it() {
-        let (_dir, set) = set_with_topic(
-            r#"
-[meta]
-id = "topic"
-
-[[rule]]
-id = "topic.black"
-severity = "urgent"
-guidance = "urgent"
-triggers = ["black poo"]
-unless = ["iron tablets"]
-
-[[rule]]
-id = "topic.retention"
-severity = "urgent"
-guidance = "urgent"
-triggers = ["has not peed"]
-
-[[rule]]
-id = "topic.bladder"
-severity = "emergency"
-guidance = "emergency"
-triggers = ["bladder bulging"]
-"#,
-        );
+        let (_dir, set) = set_with_topic(EXCEPTIONS_TOPIC);
         let level = |text: &str| set.evaluate(text).level;
         assert_eq!(level("black poo, I take iron tablets"), Severity::Routine);
         assert_eq!(
