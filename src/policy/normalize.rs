@@ -409,7 +409,7 @@ impl Normalizer {
         if self.whole_text {
             raw = join_dotted_letters(raw);
         }
-        let tokens = join_spaced_letters(text, raw.tokens);
+        let tokens = join_spaced_letters(text, &raw.text, raw.tokens);
         let mut normalized = NormalizedText::with_capacity(tokens.len(), raw.text.len());
         let word_of = |raw_token: &RawToken| {
             raw.text
@@ -710,7 +710,7 @@ pub fn spell_out_contracted_s(phrase: &str) -> String {
 /// `c u t`, `b l e e d i n g`: three or more single letters in a row are one word spelt out to
 /// slip past a filter. Wider gaps between the letters (`c h e s t  p a i n`) separate words: two
 /// letters or more between such gaps are a word of their own, a lone letter stays one.
-fn join_spaced_letters(text: &str, tokens: Vec<RawToken>) -> Vec<RawToken> {
+fn join_spaced_letters(text: &str, letters: &str, tokens: Vec<RawToken>) -> Vec<RawToken> {
     /// The letters of a run are next to each other in the text buffer, so the word they spell
     /// is the buffer from the first letter to the last.
     fn joined(group: &[RawToken]) -> Option<RawToken> {
@@ -726,7 +726,18 @@ fn join_spaced_letters(text: &str, tokens: Vec<RawToken>) -> Vec<RawToken> {
             text_end: last.text_end,
         })
     }
-    fn flush(text: &str, run: &mut Vec<RawToken>, out: &mut Vec<RawToken>) {
+    /// Letters of two scripts side by side (a Cyrillic `а` kept in a Russian message beside a
+    /// Latin `a`) spell no word: joined, they would make a mixed word that a second reading folds
+    /// into Latin, and the normal form would not read as itself.
+    fn one_script(letters: &str, group: &[RawToken]) -> bool {
+        let latin = |token: &RawToken| {
+            letters
+                .get(token.text_start..token.text_end)
+                .is_some_and(|letter| letter.chars().any(is_latin_letter))
+        };
+        group.iter().all(latin) || !group.iter().any(latin)
+    }
+    fn flush(text: &str, letters: &str, run: &mut Vec<RawToken>, out: &mut Vec<RawToken>) {
         if run.len() < 3 {
             out.append(run);
             return;
@@ -742,7 +753,7 @@ fn join_spaced_letters(text: &str, tokens: Vec<RawToken>) -> Vec<RawToken> {
             // A lone letter between wide gaps (`i`, `a`) is a word as written; a whole run
             // without wide gaps is joined however short its groups would be.
             let whole_run = group_start == 0 && index == run.len();
-            if group.len() >= 2 || whole_run {
+            if (group.len() >= 2 || whole_run) && one_script(letters, group) {
                 out.extend(joined(group));
             } else {
                 out.extend_from_slice(group);
@@ -757,11 +768,11 @@ fn join_spaced_letters(text: &str, tokens: Vec<RawToken>) -> Vec<RawToken> {
         if token.token.spelt {
             run.push(token);
         } else {
-            flush(text, &mut run, &mut out);
+            flush(text, letters, &mut run, &mut out);
             out.push(token);
         }
     }
-    flush(text, &mut run, &mut out);
+    flush(text, letters, &mut run, &mut out);
     out
 }
 
@@ -1059,8 +1070,10 @@ fn look_alikes_folded(text: &str) -> Vec<bool> {
             ..Word::default()
         });
         word.latin |= base_letters(ch).any(is_latin_letter);
+        // As the digit will be read: `०` is `0`, which may stand for `o`.
         word.leet |= std::iter::once(ch)
             .nfkc()
+            .filter_map(script_variant_folded)
             .any(|compat| leet_letter(compat).is_some());
         word.letters |= ch.is_alphabetic();
         word.other_script |= base_letters(ch).any(is_cyrillic_or_greek);
@@ -1131,7 +1144,10 @@ fn fold_chars(text: &str) -> Vec<Folded> {
             for lower in compat_char.to_lowercase() {
                 let latin = fold(lower);
                 for base in std::iter::once(latin).nfd() {
-                    if is_combining_mark(base) || is_invisible(base) {
+                    let Some(base) = script_variant_folded(base) else {
+                        continue;
+                    };
+                    if (is_combining_mark(base) && !is_indic_sign(base)) || is_invisible(base) {
                         continue;
                     }
                     // Fold look-alikes again once the accent is off: `ѐ` and `ί` decompose to
@@ -1153,6 +1169,54 @@ fn fold_chars(text: &str) -> Vec<Folded> {
         }
     }
     out
+}
+
+/// Letters that one script writes in two ways, read as one, and signs that only stretch or
+/// decorate a word, read as nothing (`None`). Arabic, Persian and Urdu keyboards give `ي` or `ی`,
+/// `ك` or `ک`, and a final `ة` is often typed as `ه`; the tatweel `ـ` only lengthens a line. Digits
+/// of the Arabic, Persian and Indic scripts are the digits they stand for, so that a temperature
+/// typed as `٣٩` is read as one. A chandrabindu is typed for an anusvara as often as not; a nukta
+/// (`ज़`) is often left off.
+fn script_variant_folded(ch: char) -> Option<char> {
+    const DIGIT_ZEROS: [u32; 5] = [0x0660, 0x06F0, 0x0966, 0x09E6, 0x0A66];
+    let code = ch as u32;
+    if let Some(zero) = DIGIT_ZEROS
+        .iter()
+        .find(|&&zero| (zero..zero + 10).contains(&code))
+    {
+        return char::from_digit(code - zero, 10);
+    }
+    Some(match ch {
+        '\u{0640}' | '\u{093C}' | '\u{09BC}' | '\u{0A3C}' | '\u{0ABC}' | '\u{0B3C}' => return None,
+        '\u{0649}' | '\u{06CC}' | '\u{06D0}' => '\u{064A}',
+        '\u{06A9}' => '\u{0643}',
+        '\u{0629}' | '\u{06C1}' | '\u{06C3}' | '\u{06BE}' | '\u{06D5}' => '\u{0647}',
+        '\u{0901}' => '\u{0902}',
+        '\u{0981}' => '\u{0982}',
+        '\u{0A01}' => '\u{0A02}',
+        other => other,
+    })
+}
+
+/// A vowel sign, virama or other mark of an Indic script (Devanagari to Sinhala). Unlike an accent
+/// on a Latin letter, it is half the spelling of the word (`दिल` "heart", `दल` "party"), and
+/// people type it: it stays, and it belongs to the word it is written in.
+fn is_indic_sign(ch: char) -> bool {
+    matches!(ch, '\u{0900}'..='\u{0DFF}') && is_combining_mark(ch)
+}
+
+/// Characters of scripts written without spaces between words (Chinese, Japanese kana): each is
+/// a word of its own, so that a phrase names them one by one ("胸口 ** 痛") and a gap in a phrase
+/// can stand for the characters between them.
+fn is_ideograph(ch: char) -> bool {
+    matches!(ch,
+        '\u{3040}'..='\u{30FF}'
+        | '\u{31F0}'..='\u{31FF}'
+        | '\u{3400}'..='\u{4DBF}'
+        | '\u{4E00}'..='\u{9FFF}'
+        | '\u{F900}'..='\u{FAFF}'
+        | '\u{FF66}'..='\u{FF9F}'
+        | '\u{20000}'..='\u{2FA1F}')
 }
 
 /// Letters that most keyboards do not have, as people type them instead: `œil` as `oeil`, `heiß`
@@ -1190,7 +1254,7 @@ fn leet_run_end_with_letter(chars: &[Folded], index: usize) -> Option<usize> {
 }
 
 fn is_word_char(ch: char) -> bool {
-    ch.is_alphabetic()
+    ch.is_alphabetic() || is_indic_sign(ch)
 }
 
 fn is_emoji(ch: char) -> bool {
@@ -1207,7 +1271,22 @@ fn tokenize(chars: &[Folded], vocabulary: &Vocabulary) -> RawTokens {
     while index < chars.len() {
         let current = chars[index];
         let ch = current.ch;
-        if is_word_char(ch) {
+        if is_ideograph(ch) {
+            let text_start = tokens.text.len();
+            tokens.text.push(ch);
+            // Not a letter spelt out: a run of them is a run of words, never joined into one.
+            tokens.tokens.push(RawToken {
+                token: Token {
+                    kind: TokenKind::Word,
+                    start: current.start,
+                    end: current.end,
+                    spelt: false,
+                },
+                text_start,
+                text_end: tokens.text.len(),
+            });
+            index += 1;
+        } else if is_word_char(ch) {
             index = read_word(chars, index, &mut tokens);
         } else if ch.is_ascii_digit() || ch.is_numeric() {
             index = read_leading_leet(chars, index, &mut tokens, vocabulary)
@@ -1234,6 +1313,9 @@ fn read_word(chars: &[Folded], start_index: usize, tokens: &mut RawTokens) -> us
     let mut leet_run_end = 0;
     while index < chars.len() {
         let ch = chars[index].ch;
+        if is_ideograph(ch) {
+            break;
+        }
         // Letters are nearly every character: take them before looking around.
         if is_word_char(ch) {
             tokens.text.push(ch);
@@ -1490,7 +1572,10 @@ fn read_punct(chars: &[Folded], index: usize, tokens: &mut RawTokens) -> usize {
     {
         return index + 1;
     }
-    let ends_sentence = matches!(ch, '.' | '!' | '?' | ';' | '\n' | '。' | '¡' | '¿' | '…');
+    let ends_sentence = matches!(
+        ch,
+        '.' | '!' | '?' | ';' | '\n' | '。' | '¡' | '¿' | '…' | '؟' | '؛' | '۔' | '।' | '॥'
+    );
     if ends_sentence {
         // A run of `?!...` is one break.
         if let Some(last) = tokens.tokens.last_mut()
@@ -1803,8 +1888,14 @@ mod tests {
         // Found by the property test below: lone letters between wide gaps, and a lexicon
         // reading that puts a letter after two, would be joined by a second reading.
         assert_eq!(
+            once("y\u{b}\u{b}\u{23a} \t\u{1d00}6").plain,
+            "y\u{2c65}\u{1d00} 6"
+        );
+        // An ideograph is a word of its own, never a letter spelt out: the two letters before it
+        // are too few to join.
+        assert_eq!(
             once("y\u{b}\u{b}\u{23a} \t\u{25dc9}6").plain,
-            "y\u{2c65}\u{25dc9} 6"
+            "y \u{2c65} \u{25dc9} 6"
         );
         let spelt = once("so b c im ok");
         assert_eq!(spelt.plain, "so bci am ok");
@@ -1812,6 +1903,32 @@ mod tests {
         let spans: Vec<(usize, usize)> = spelt.tokens.iter().map(|t| (t.start, t.end)).collect();
         assert_eq!(spans, [(0, 2), (3, 9), (7, 9), (10, 12)]);
         assert_eq!(once("t a k e n  a  l o t").plain, "taken a lot");
+    }
+
+    #[test]
+    fn scripts_without_spaces_or_with_two_spellings_are_read_one_way() {
+        let words = |text: &str| Normalizer::default().normalize(text).plain;
+        // Each Chinese or Japanese character is a word, so phrases can leave gaps between them.
+        assert_eq!(
+            words("我妈妈胸口很痛，喘不过气"),
+            "我 妈 妈 胸 口 很 痛 , 喘 不 过 气"
+        );
+        assert_eq!(words("ok胸痛"), "ok 胸 痛");
+        // Arabic: hamza, harakat and tatweel off, the two spellings of ya, kaf and ta marbuta one.
+        assert_eq!(words("أمّي مريضة جـداً"), words("امي مريضه جدا"));
+        assert_eq!(words("یک"), words("يك"));
+        // Digits of other scripts are digits: a temperature typed in them is read.
+        assert_eq!(words("حرارته ٣٩.٥"), "حرارته 39.5");
+        assert_eq!(words("बुखार १०२"), "बुखार 102");
+        // Indic vowel signs are half the word and stay; a nukta may be left off.
+        assert_eq!(words("सीने में दर्द"), "सीने में दर्द");
+        assert_eq!(words("ज़ोर"), words("जोर"));
+        assert_eq!(words("मैं"), "मैं");
+        // A danda or an Arabic question mark ends a sentence.
+        assert!(words("ठीक हूँ। दर्द").contains(" . "));
+        assert!(
+            words("هل هذا طبيعي؟ لا").contains(" ? ") || words("هل هذا طبيعي؟ لا").contains(" . ")
+        );
     }
 
     #[test]
