@@ -1492,10 +1492,13 @@ fn read_leading_leet(
     let accepted = tokens.tokens.len() == token_count + 1
         && tokens.text.get(text_len..).is_some_and(|word| {
             word.get(digits..).is_some_and(|rest| {
-                // A lone letter left over (`4ll` leaves `l`) is no word of its own.
+                // A lone letter left over (`4ll` leaves `l`) is no word of its own. Nor are two
+                // letters against the whole word they begin: the vocabulary is every language's
+                // phrases, and a two-letter word of one (`ye`) must not turn another's `3ye` into
+                // `3 ye`. A count before a longer word stays a count (`3kids`).
                 let rest_is_a_word = {
                     let rest = squeeze(rest);
-                    rest.len() >= 2 && vocabulary.words.contains(&rest)
+                    rest.len() >= 3 && vocabulary.words.contains(&rest)
                 };
                 rest.len() >= 2
                     && !NUMBER_SUFFIXES.contains(&rest)
@@ -2010,11 +2013,18 @@ mod tests {
             "paracetamol",
             "weeks",
             "ist",
+            "eye",
+            "ye",
         ]);
         let plain = |text: &str| normalizer.normalize(text).plain;
         assert_eq!(plain("0verdosed on 5uicidal"), "overdosed on suicidal");
         assert_eq!(plain("4ll of them, 3mergency"), "all of them , emergency");
         assert_eq!(plain("3kids"), "3 kids", "the rest is a word of its own");
+        assert_eq!(
+            plain("bleach in my 3ye"),
+            "bleach in my eye",
+            "two letters left are no word"
+        );
         assert_eq!(plain("took 30paracetamol"), "took 30 paracetamol");
         assert_eq!(plain("4weeks"), "4 weeks");
         assert_eq!(plain("1st time"), "1 st time", "an ordinal, not `ist`");
