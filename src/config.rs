@@ -48,6 +48,9 @@ pub struct ServerSettings {
     /// Clients that send no Origin (apps, servers) are not browsers and are let through to the
     /// token check.
     pub allowed_origins: Vec<String>,
+    /// HTTP and WebSocket worker threads; 0 means one per CPU the process may use. A pod with a
+    /// CPU limit should set its limit here: more threads than cores only adds wake-ups.
+    pub workers: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -174,6 +177,7 @@ impl Default for ServerSettings {
             client_timeout_ms: 15_000,
             shutdown_grace_ms: 10_000,
             allowed_origins: Vec::new(),
+            workers: 0,
         }
     }
 }

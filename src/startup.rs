@@ -69,6 +69,14 @@ const METRICS_UPKEEP_THREAD: &str = "metrics-upkeep";
 
 /// One Prometheus recorder per process, shared by every application built in it (tests build
 /// several).
+/// The worker threads to start: the configured number, or one per CPU this process may use.
+fn workers(configured: usize) -> usize {
+    if configured > 0 {
+        return configured;
+    }
+    std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+}
+
 fn metrics_handle() -> Option<PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
@@ -184,7 +192,7 @@ impl Application {
                 .app_data(web::JsonConfig::default().limit(64 * 1024))
                 .configure(api::configure)
         })
-        .workers(2)
+        .workers(workers(settings.server.workers))
         // Frames are small and latency-critical (an alert, a streamed word): without this,
         // Nagle's algorithm holds each behind the client's delayed ACK, tens of milliseconds.
         .tcp_nodelay(true)
