@@ -6,7 +6,6 @@
 use std::collections::{HashMap, HashSet};
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
-use regex::Regex;
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
 
 use super::normalize::{NormalizedText, Normalizer, TokenKind, spell_out_contracted_s};
@@ -204,9 +203,13 @@ impl PhraseSetBuilder {
                             regex.push(' ');
                         }
                     }
-                    // Any word, number or comma, but never across a sentence end.
+                    // Any word, number or comma, but never across a sentence end. Bytes, not
+                    // characters: a gap starts after a space and ends at one, so it can never
+                    // split a character, and a byte class keeps each of the thousands of
+                    // compiled phrases a few kilobytes instead of tens (a Unicode `[^ .]` is
+                    // every UTF-8 sequence but two).
                     PhrasePart::Gap { most } => {
-                        regex.push_str(&format!("(?:[^ .][^ ]* |[0-9][^ ]* ){{0,{most}}}"));
+                        regex.push_str(&format!("(?-u:(?:[^ .][^ ]* |[0-9][^ ]* ){{0,{most}}})"));
                     }
                     PhrasePart::Number => regex.push_str(r"[0-9]+(?:\.[0-9]+)? "),
                     PhrasePart::Year => regex.push_str(r"(?:19|20)[0-9]{2} "),
@@ -239,8 +242,8 @@ impl PhraseSetBuilder {
     /// # Errors
     /// An invalid regular expression.
     pub fn pattern(&mut self, pattern: &str) -> Result<PhraseId, PhraseError> {
-        let pattern = ascii_word_boundaries(pattern);
-        Regex::new(&pattern).map_err(|error| PhraseError::BadPattern {
+        let pattern = byte_level_escapes(pattern);
+        regex::bytes::Regex::new(&pattern).map_err(|error| PhraseError::BadPattern {
             pattern: pattern.clone(),
             reason: error.to_string(),
         })?;
@@ -320,26 +323,69 @@ impl PhraseSetBuilder {
     }
 }
 
-/// `\b` and `\B` as ASCII word boundaries. A Unicode word boundary cannot be decided by the lazy
-/// DFA once the text holds a non-ASCII character (an emoji, `°`), so the whole set fell back to a
-/// search about fifteen times slower for such a message. The normalised text is ASCII wherever a
-/// pattern's words are (accents stripped, look-alikes folded), so the ASCII boundary reads the same.
-fn ascii_word_boundaries(pattern: &str) -> String {
+/// An operator's pattern as it is compiled: its class escapes outside brackets read bytes.
+///
+/// - `\b` and `\B` are ASCII word boundaries. A Unicode word boundary cannot be decided by the
+///   lazy DFA once the text holds a non-ASCII character (an emoji, `°`), so the whole set fell
+///   back to a search about fifteen times slower for such a message. The normalised text is
+///   ASCII wherever a pattern's words are (accents stripped, look-alikes folded), so the ASCII
+///   boundary reads the same.
+/// - `\w` is an ASCII word byte or any byte of a non-ASCII character, `\S` and `\s` the ASCII
+///   spaces' complement and the spaces. The normaliser leaves only ASCII spaces, and a pattern
+///   runs them over whole words, so they match what the Unicode classes match; but the Unicode
+///   classes compile to hundreds of UTF-8 states each, and with 680 patterns that was about 55 MB
+///   of every loaded set (twice that while a reload compiles the next one beside it).
+///
+/// Inside brackets (`[\w']`) an escape is left as written: a bracket of bytes cannot hold a
+/// character.
+fn byte_level_escapes(pattern: &str) -> String {
     let mut out = String::with_capacity(pattern.len() + 16);
-    let mut chars = pattern.chars();
+    let mut chars = pattern.chars().peekable();
+    let mut bracket_depth = 0usize;
     while let Some(ch) = chars.next() {
-        if ch != '\\' {
-            out.push(ch);
-            continue;
-        }
-        match chars.next() {
-            Some('b') => out.push_str("(?-u:\\b)"),
-            Some('B') => out.push_str("(?-u:\\B)"),
-            Some(escaped) => {
-                out.push('\\');
-                out.push(escaped);
+        match ch {
+            '\\' => {
+                let Some(escaped) = chars.next() else {
+                    out.push('\\');
+                    break;
+                };
+                let bytes = match escaped {
+                    'b' => Some(r"(?-u:\b)"),
+                    'B' => Some(r"(?-u:\B)"),
+                    'w' => Some(r"(?-u:[0-9A-Za-z_\x80-\xFF])"),
+                    'W' => Some(r"(?-u:[^0-9A-Za-z_\x80-\xFF])"),
+                    'S' => Some(r"(?-u:\S)"),
+                    's' => Some(r"(?-u:\s)"),
+                    _ => None,
+                };
+                match bytes {
+                    Some(bytes) if bracket_depth == 0 => out.push_str(bytes),
+                    _ => {
+                        out.push('\\');
+                        out.push(escaped);
+                    }
+                }
             }
-            None => out.push('\\'),
+            '[' => {
+                bracket_depth += 1;
+                out.push('[');
+                // `[^]...]` and `[]...]` begin with a literal `]`.
+                if bracket_depth == 1 {
+                    if chars.peek() == Some(&'^') {
+                        out.push('^');
+                        chars.next();
+                    }
+                    if chars.peek() == Some(&']') {
+                        out.push(']');
+                        chars.next();
+                    }
+                }
+            }
+            ']' if bracket_depth > 0 => {
+                bracket_depth -= 1;
+                out.push(']');
+            }
+            _ => out.push(ch),
         }
     }
     out
@@ -368,7 +414,7 @@ struct Patterns {
     needs: Vec<u8>,
     /// Patterns whose matches could begin and end with anything.
     always: Vec<usize>,
-    each: Vec<(Regex, PhraseId)>,
+    each: Vec<(regex::bytes::Regex, PhraseId)>,
 }
 
 /// The side of a match a literal stands at, as a bit of [`Patterns::needs`].
@@ -387,7 +433,7 @@ impl Patterns {
         let mut always = Vec::new();
         let mut each = Vec::with_capacity(list.len());
         for (pattern, (source, id)) in list.iter().enumerate() {
-            each.push((compile(source)?, *id));
+            each.push((compile_bytes(source)?, *id));
             let mut needed = 0;
             for side in [Side::Beginning, Side::End] {
                 let Some(found) = match_literals(source, side) else {
@@ -453,12 +499,11 @@ impl Patterns {
     }
 
     fn scan(&self, text: &NormalizedText, hits: &mut Vec<Hit>) {
-        let haystack = &text.plain;
-        for index in self.candidates(haystack) {
+        for index in self.candidates(&text.plain) {
             let Some((regex, phrase)) = self.each.get(index) else {
                 continue;
             };
-            for found in regex.find_iter(haystack) {
+            for found in regex.find_iter(text.plain.as_bytes()) {
                 if let Some((first, last)) = text.token_range(found.start(), found.end(), false) {
                     hits.push(Hit {
                         phrase: *phrase,
@@ -471,8 +516,10 @@ impl Patterns {
     }
 }
 
-fn compile(source: &str) -> Result<Regex, PhraseError> {
-    Regex::new(source).map_err(|error| PhraseError::BadPattern {
+/// A gapped phrase's expression, matched on the bytes of the squeezed text (see the gap's
+/// comment in [`PhraseSetBuilder::phrase`]).
+fn compile_bytes(source: &str) -> Result<regex::bytes::Regex, PhraseError> {
+    regex::bytes::Regex::new(source).map_err(|error| PhraseError::BadPattern {
         pattern: source.to_owned(),
         reason: error.to_string(),
     })
@@ -483,6 +530,7 @@ fn compile(source: &str) -> Result<Regex, PhraseError> {
 /// pattern can match the empty string there).
 fn match_literals(pattern: &str, side: Side) -> Option<Vec<Vec<u8>>> {
     let hir = regex_syntax::ParserBuilder::new()
+        .utf8(false)
         .build()
         .parse(pattern)
         .ok()?;
@@ -528,7 +576,7 @@ struct GappedPhrases {
     also_needs: Vec<Vec<usize>>,
     /// Phrases with no word of their own.
     always: Vec<usize>,
-    each: Vec<(Regex, PhraseId)>,
+    each: Vec<(regex::bytes::Regex, PhraseId)>,
 }
 
 impl GappedPhrases {
@@ -575,7 +623,7 @@ impl GappedPhrases {
         }
         let each = list
             .iter()
-            .map(|(source, id)| Ok((compile(source)?, *id)))
+            .map(|(source, id)| Ok((compile_bytes(source)?, *id)))
             .collect::<Result<Vec<_>, PhraseError>>()?;
         let gapped = Self {
             keyed_by,
@@ -607,7 +655,7 @@ impl GappedPhrases {
     }
 
     fn scan(&self, text: &NormalizedText, found: &[usize], hits: &mut Vec<Hit>) {
-        let haystack = &text.squeezed;
+        let haystack = text.squeezed.as_bytes();
         for index in self.candidates(found) {
             let Some((regex, phrase)) = self.each.get(index) else {
                 continue;
@@ -724,11 +772,8 @@ mod tests {
 
     #[test]
     fn pattern_word_boundaries_are_ascii_and_escapes_survive() {
-        assert_eq!(
-            ascii_word_boundaries(r"\bchest\B"),
-            r"(?-u:\b)chest(?-u:\B)"
-        );
-        assert_eq!(ascii_word_boundaries(r"a\\b\d"), r"a\\b\d");
+        assert_eq!(byte_level_escapes(r"\bchest\B"), r"(?-u:\b)chest(?-u:\B)");
+        assert_eq!(byte_level_escapes(r"a\\b\d"), r"a\\b\d");
         let normalizer = Normalizer::default();
         let mut builder = PhraseSetBuilder::default();
         builder
@@ -741,6 +786,50 @@ mod tests {
             1,
             "found beside non-ASCII characters"
         );
+    }
+
+    #[test]
+    fn byte_level_escapes_match_what_the_unicode_classes_match_in_normalised_text() {
+        // Brackets keep their escapes; an escaped bracket is no bracket.
+        assert_eq!(
+            byte_level_escapes(r"[\w']+ \w"),
+            r"[\w']+ (?-u:[0-9A-Za-z_\x80-\xFF])"
+        );
+        assert_eq!(byte_level_escapes(r"\[\S"), r"\[(?-u:\S)");
+        assert_eq!(byte_level_escapes(r"[^]\s] \s"), r"[^]\s] (?-u:\s)");
+        let normalizer = Normalizer::default();
+        let patterns = [
+            r"\bchest (?:\S+ ){0,3}pain\b",
+            r"\b(?:\w+ ){0,2}blue\b",
+            r"\bno (?:\w+\W+){0,2}fever",
+            r"\w+ \w+$",
+            r"^\S+\s\S+",
+        ];
+        let texts = [
+            "Chest, épaule et bras: pain 😢 très forte",
+            "chest дуже pain",
+            "lips 嘴唇 blue and the baby's face blue",
+            "no значит fever, no fever at all",
+            "temp 38°C and a sore throat",
+        ];
+        for pattern in patterns {
+            // What was compiled before: Unicode classes, ASCII word boundaries.
+            let ascii_boundaries = pattern.replace(r"\b", r"(?-u:\b)");
+            let unicode = regex::Regex::new(&ascii_boundaries).expect("unicode pattern");
+            let bytes = regex::bytes::Regex::new(&byte_level_escapes(pattern)).expect("bytes");
+            for text in texts {
+                let normalized = normalizer.normalize(text);
+                let expected: Vec<(usize, usize)> = unicode
+                    .find_iter(&normalized.plain)
+                    .map(|found| (found.start(), found.end()))
+                    .collect();
+                let actual: Vec<(usize, usize)> = bytes
+                    .find_iter(normalized.plain.as_bytes())
+                    .map(|found| (found.start(), found.end()))
+                    .collect();
+                assert_eq!(actual, expected, "{pattern} on {:?}", normalized.plain);
+            }
+        }
     }
 
     #[test]
@@ -819,8 +908,8 @@ mod tests {
                 if !gapped.contains(&expression.phrase) {
                     continue;
                 }
-                let regex = Regex::new(&expression.regex).expect("regex");
-                for found in regex.find_iter(&normalized.squeezed) {
+                let regex = regex::bytes::Regex::new(&expression.regex).expect("regex");
+                for found in regex.find_iter(normalized.squeezed.as_bytes()) {
                     let range = normalized.token_range(
                         found.start() + 1,
                         found.end().saturating_sub(1),
@@ -909,8 +998,8 @@ mod tests {
                 let Ok(id) = builder.pattern(pattern) else {
                     continue;
                 };
-                let regex = Regex::new(&ascii_word_boundaries(pattern)).expect("regex");
-                for found in regex.find_iter(&normalized.plain) {
+                let regex = regex::bytes::Regex::new(&byte_level_escapes(pattern)).expect("regex");
+                for found in regex.find_iter(normalized.plain.as_bytes()) {
                     if let Some((first, last)) =
                         normalized.token_range(found.start(), found.end(), false)
                     {
