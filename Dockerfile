@@ -34,7 +34,7 @@ EXPOSE 8080
 ENV CAREBRIDGE_SERVER__HOST=0.0.0.0
 # A policy reload compiles the new set on a blocking thread while the old one serves. With
 # glibc's per-thread arenas the old set's freed pages stayed with the main thread's arena and the
-# next compile took fresh ones: resident memory grew to three sets (about 600 MB) instead of two.
+# next compile took fresh ones: resident memory grew to three sets instead of two.
 # One arena lets each compile reuse what the previous set freed (docs/operations.md, "Memory").
 ENV MALLOC_ARENA_MAX=1
 ENTRYPOINT ["/app/carebridge"]
