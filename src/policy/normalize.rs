@@ -875,7 +875,8 @@ pub fn squeeze(word: &str) -> String {
     out
 }
 
-/// Writes `word` with runs of one repeated letter collapsed.
+/// Writes `word` with runs of one repeated letter collapsed: every run in an ASCII word
+/// (`bleeding` and `bleding` read alike), runs of three or more in other scripts.
 fn push_squeezed(out: &mut String, word: &str) {
     if word.is_ascii() {
         let mut previous = 0;
@@ -887,13 +888,18 @@ fn push_squeezed(out: &mut String, word: &str) {
         }
         return;
     }
-    let mut previous = None;
-    for ch in word.chars() {
-        if Some(ch) == previous && ch.is_alphabetic() {
-            continue;
+    // Other scripts spell words with doubled letters that squeezing would turn into other
+    // words: Russian "нее" ("her") read as "не" ("not"), a denial of everything after it. Only a
+    // run of three or more, a word stretched for emphasis ("дааа"), becomes one letter there.
+    let mut chars = word.chars().peekable();
+    while let Some(ch) = chars.next() {
+        let mut run = 1;
+        while chars.peek() == Some(&ch) {
+            chars.next();
+            run += 1;
         }
-        previous = Some(ch);
-        out.push(ch);
+        let kept = if ch.is_alphabetic() && run >= 3 { 1 } else { run };
+        out.extend(std::iter::repeat_n(ch, kept));
     }
 }
 
@@ -1906,6 +1912,17 @@ mod tests {
         let spans: Vec<(usize, usize)> = spelt.tokens.iter().map(|t| (t.start, t.end)).collect();
         assert_eq!(spans, [(0, 2), (3, 9), (7, 9), (10, 12)]);
         assert_eq!(once("t a k e n  a  l o t").plain, "taken a lot");
+    }
+
+    #[test]
+    fn doubled_letters_of_other_scripts_are_kept_and_only_stretched_runs_squeezed() {
+        let normalizer = Normalizer::default();
+        let text = normalizer.normalize("у неё язык распух, дааааа, feeel");
+        let squeezed: Vec<&str> = (0..text.tokens.len())
+            .map(|index| text.squeezed_of(index))
+            .collect();
+        // "нее" ("her") is not "не" ("not").
+        assert_eq!(squeezed, ["у", "нее", "язык", "распух", ",", "да", ",", "fel"]);
     }
 
     #[test]
