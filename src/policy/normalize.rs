@@ -898,7 +898,11 @@ fn push_squeezed(out: &mut String, word: &str) {
             chars.next();
             run += 1;
         }
-        let kept = if ch.is_alphabetic() && run >= 3 { 1 } else { run };
+        let kept = if ch.is_alphabetic() && run >= 3 {
+            1
+        } else {
+            run
+        };
         out.extend(std::iter::repeat_n(ch, kept));
     }
 }
@@ -1922,7 +1926,10 @@ mod tests {
             .map(|index| text.squeezed_of(index))
             .collect();
         // "нее" ("her") is not "не" ("not").
-        assert_eq!(squeezed, ["у", "нее", "язык", "распух", ",", "да", ",", "fel"]);
+        assert_eq!(
+            squeezed,
+            ["у", "нее", "язык", "распух", ",", "да", ",", "fel"]
+        );
     }
 
     #[test]
