@@ -891,20 +891,7 @@ fn push_squeezed(out: &mut String, word: &str) {
     // Other scripts spell words with doubled letters that squeezing would turn into other
     // words: Russian "нее" ("her") read as "не" ("not"), a denial of everything after it. Only a
     // run of three or more, a word stretched for emphasis ("дааа"), becomes one letter there.
-    let mut chars = word.chars().peekable();
-    while let Some(ch) = chars.next() {
-        let mut run = 1;
-        while chars.peek() == Some(&ch) {
-            chars.next();
-            run += 1;
-        }
-        let kept = if ch.is_alphabetic() && run >= 3 {
-            1
-        } else {
-            run
-        };
-        out.extend(std::iter::repeat_n(ch, kept));
-    }
+    push_unstretched(out, word);
 }
 
 /// A letter written three times or more in a row is a word stretched for emphasis (`chesssst`,
@@ -936,6 +923,12 @@ fn is_stretched(word: &str) -> bool {
 
 fn unstretched(word: &str) -> String {
     let mut out = String::with_capacity(word.len());
+    push_unstretched(&mut out, word);
+    out
+}
+
+/// Writes `word` with each run of three or more of one letter as that letter once.
+fn push_unstretched(out: &mut String, word: &str) {
     let mut chars = word.chars().peekable();
     while let Some(ch) = chars.next() {
         let mut count = 1;
@@ -949,7 +942,6 @@ fn unstretched(word: &str) -> String {
         };
         out.extend(std::iter::repeat_n(ch, keep));
     }
-    out
 }
 
 /// Invisible characters that only serve to split a word for a human eye's benefit.

@@ -59,7 +59,8 @@ pub struct PhraseSetBuilder {
     gapped_steps: Vec<Box<[Step]>>,
     /// The words each entry of `gapped` must contain, in order of `gapped`.
     gapped_words: Vec<Vec<String>>,
-    patterns: Vec<(String, PhraseId)>,
+    /// Each pattern as written for the automaton, compiled once here and kept for the scan.
+    patterns: Vec<(String, regex::bytes::Regex, PhraseId)>,
     next_id: PhraseId,
     /// Every word of every phrase, squeezed.
     words: HashSet<String>,
@@ -259,14 +260,11 @@ impl PhraseSetBuilder {
     /// An invalid regular expression.
     pub fn pattern(&mut self, pattern: &str) -> Result<PhraseId, PhraseError> {
         let pattern = byte_level_escapes(pattern);
-        regex::bytes::Regex::new(&pattern).map_err(|error| PhraseError::BadPattern {
-            pattern: pattern.clone(),
-            reason: error.to_string(),
-        })?;
+        let compiled = compile_bytes(&pattern)?;
         let id = self.next_id;
         self.next_id += 1;
         self.fixed.insert(id, FixedWords::of_pattern(&pattern));
-        self.patterns.push((pattern, id));
+        self.patterns.push((pattern, compiled, id));
         Ok(id)
     }
 
@@ -292,7 +290,7 @@ impl PhraseSetBuilder {
         let patterns = self
             .patterns
             .iter()
-            .map(|(regex, phrase)| PhraseExpression {
+            .map(|(regex, _, phrase)| PhraseExpression {
                 phrase: *phrase,
                 haystack: Haystack::Plain,
                 regex: regex.clone(),
@@ -328,7 +326,7 @@ impl PhraseSetBuilder {
             .match_kind(MatchKind::Standard)
             .build(&entries)
             .map_err(|error| PhraseError::Automaton(error.to_string()))?;
-        let patterns = Patterns::build(&self.patterns)?;
+        let patterns = Patterns::build(self.patterns)?;
         Ok(PhraseSet {
             automaton,
             literal_owners: self.literal_owners,
@@ -443,18 +441,18 @@ enum Side {
 }
 
 impl Patterns {
-    fn build(list: &[(String, PhraseId)]) -> Result<Self, PhraseError> {
+    fn build(list: Vec<(String, regex::bytes::Regex, PhraseId)>) -> Result<Self, PhraseError> {
         let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
         let mut literals: Vec<Vec<u8>> = Vec::new();
         let mut stands_for: Vec<Vec<(usize, u8)>> = Vec::new();
         let mut needs = Vec::with_capacity(list.len());
         let mut always = Vec::new();
         let mut each = Vec::with_capacity(list.len());
-        for (pattern, (source, id)) in list.iter().enumerate() {
-            each.push((compile_bytes(source)?, *id));
+        for (pattern, (source, compiled, id)) in list.into_iter().enumerate() {
+            each.push((compiled, id));
             let mut needed = 0;
             for side in [Side::Beginning, Side::End] {
-                let Some(found) = match_literals(source, side) else {
+                let Some(found) = match_literals(&source, side) else {
                     continue;
                 };
                 needed |= side as u8;
