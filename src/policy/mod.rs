@@ -221,30 +221,37 @@ pub struct PolicySet {
     source: PathBuf,
 }
 
-/// A rule's guidance in each of `languages`. A localised template without advice in its
-/// language goes without advice rather than mixing languages; the English template takes English
-/// advice.
+/// A rule's guidance in each of `languages`. The English template takes English advice, and a
+/// language without a template of its own gets the English template and advice. A language
+/// with its own template but no advice of its own gets that template without advice, followed
+/// by the whole English guidance when the rule has English advice: the call to act comes first
+/// in the patient's language, and the first-aid advice is not lost, nor put as an English
+/// sentence inside a translated one.
 fn render_guidance(
     spec: &RuleSpec,
     languages: &[&str],
     prompts: &Prompts,
 ) -> Result<BTreeMap<String, String>, PolicyLoadError> {
+    let english_advice = spec
+        .advice
+        .get("en")
+        .map(String::as_str)
+        .filter(|advice| !advice.trim().is_empty());
     let mut guidance = BTreeMap::new();
     for &language in languages {
-        let advice = spec
-            .advice
-            .get(language)
-            .or_else(|| {
-                (!prompts.has_guidance(&spec.guidance, language))
-                    .then(|| spec.advice.get("en"))
-                    .flatten()
-            })
-            .map(String::as_str)
-            .unwrap_or("");
-        guidance.insert(
-            language.to_owned(),
-            prompts.guidance(&spec.guidance, language, advice)?,
-        );
+        let own_template = prompts.has_guidance(&spec.guidance, language);
+        let text = match (spec.advice.get(language), english_advice) {
+            (Some(advice), _) => prompts.guidance(&spec.guidance, language, advice)?,
+            (None, Some(english)) if own_template && language != "en" => format!(
+                "{}\n\n{}",
+                prompts.guidance(&spec.guidance, language, "")?,
+                prompts.guidance(&spec.guidance, "en", english)?
+            ),
+            (None, english) => {
+                prompts.guidance(&spec.guidance, language, english.unwrap_or_default())?
+            }
+        };
+        guidance.insert(language.to_owned(), text);
     }
     Ok(guidance)
 }
@@ -1630,6 +1637,51 @@ patterns = ['\blips (?:\S+ ){0,3}turning grey\b']
             Severity::Emergency,
             "the phrase's own `not` is no negation of it"
         );
+    }
+
+    #[test]
+    fn a_language_without_its_own_advice_gets_its_template_then_the_english_advice() {
+        let set = load_one(
+            r#"
+[meta]
+id = "topic"
+
+[[rule]]
+id = "topic.anaphylaxis"
+severity = "emergency"
+guidance = "emergency"
+advice.en = "Use the adrenaline auto-injector now"
+advice.fr = "Utilisez le stylo d'adrénaline maintenant"
+triggers.en = ["throat is closing"]
+triggers.fr = ["gorge se ferme"]
+triggers.de = ["hals schwillt zu"]
+triggers.xx = ["kehlo zuu"]
+"#,
+        )
+        .expect("a set with advice in two languages");
+        let guidance = |text: &str| {
+            let decision = set.evaluate(text);
+            let fired = decision.fired.first().expect("the rule fires");
+            (fired.language.clone(), fired.guidance.clone())
+        };
+        let (language, french) = guidance("ma gorge se ferme");
+        assert_eq!(language, "fr");
+        assert!(french.starts_with("Ceci peut") && french.contains("stylo d'adrénaline"));
+        assert!(!french.contains("auto-injector"), "{french}");
+
+        let (language, german) = guidance("mein hals schwillt zu");
+        assert_eq!(language, "de");
+        let (own, english) = german.split_once("\n\n").expect("two paragraphs");
+        assert!(
+            own.starts_with("Dies kann") && !own.contains("auto-injector"),
+            "{own}"
+        );
+        assert!(english.starts_with("This may be") && english.contains("auto-injector"));
+
+        let (language, unknown) = guidance("kehlo zuu");
+        assert_eq!(language, "xx");
+        assert!(unknown.starts_with("This may be") && unknown.contains("auto-injector"));
+        assert!(!unknown.contains("\n\n"), "{unknown}");
     }
 
     #[test]
