@@ -1685,6 +1685,22 @@ triggers.xx = ["kehlo zuu"]
     }
 
     #[test]
+    fn every_language_the_shipped_rules_read_gets_guidance_in_that_language() {
+        let set = shipped();
+        let mut languages = std::collections::BTreeSet::new();
+        for rule in set.rules.iter() {
+            let english = rule.guidance_for("en");
+            for (language, text) in &rule.guidance {
+                languages.insert(language.as_str());
+                if language != "en" {
+                    assert_ne!(text, &english, "{} has no {language} guidance", rule.id);
+                }
+            }
+        }
+        assert!(languages.len() >= 44, "{languages:?}");
+    }
+
+    #[test]
     fn a_pattern_written_under_a_language_reports_that_language() {
         let set = load_one(
             r#"
