@@ -876,8 +876,15 @@ pub fn squeeze(word: &str) -> String {
 }
 
 /// Writes `word` with runs of one repeated letter collapsed: every run in an ASCII word
-/// (`bleeding` and `bleding` read alike), runs of three or more in other scripts.
+/// (`bleeding` and `bleding` read alike) except a word of one letter only, which keeps two
+/// (`kkkk` reads as `kk`, not `k`), and runs of three or more in other scripts.
 fn push_squeezed(out: &mut String, word: &str) {
+    // A word of one letter repeated keeps two of it: folded to one, laughter ("kkkk") or a
+    // respiratory rate ("rr") would read as any lone letter, "k" for "ok" among them.
+    if let Some(only) = single_letter_repeated(word) {
+        out.extend([only; 2]);
+        return;
+    }
     if word.is_ascii() {
         let mut previous = 0;
         for &byte in word.as_bytes() {
@@ -927,8 +934,13 @@ fn unstretched(word: &str) -> String {
     out
 }
 
-/// Writes `word` with each run of three or more of one letter as that letter once.
+/// Writes `word` with each run of three or more of one letter as that letter once, except a
+/// word of one letter only, which keeps two (`kkkk`, laughter, is not `k`, "ok").
 fn push_unstretched(out: &mut String, word: &str) {
+    if let Some(only) = single_letter_repeated(word) {
+        out.extend([only; 2]);
+        return;
+    }
     let mut chars = word.chars().peekable();
     while let Some(ch) = chars.next() {
         let mut count = 1;
@@ -942,6 +954,20 @@ fn push_unstretched(out: &mut String, word: &str) {
         };
         out.extend(std::iter::repeat_n(ch, keep));
     }
+}
+
+/// The letter of a word made of one letter written twice or more (`kkkk`, `rr`).
+fn single_letter_repeated(word: &str) -> Option<char> {
+    let mut chars = word.chars();
+    let first = chars.next().filter(|ch| ch.is_alphabetic())?;
+    let mut length = 1;
+    for ch in chars {
+        if ch != first {
+            return None;
+        }
+        length += 1;
+    }
+    (length >= 2).then_some(first)
 }
 
 /// Invisible characters that only serve to split a word for a human eye's benefit.
@@ -1908,6 +1934,19 @@ mod tests {
         let spans: Vec<(usize, usize)> = spelt.tokens.iter().map(|t| (t.start, t.end)).collect();
         assert_eq!(spans, [(0, 2), (3, 9), (7, 9), (10, 12)]);
         assert_eq!(once("t a k e n  a  l o t").plain, "taken a lot");
+    }
+
+    #[test]
+    fn a_word_of_one_repeated_letter_is_never_read_as_a_lone_letter() {
+        assert_eq!(squeeze("kkkkk"), "kk");
+        assert_eq!(squeeze("kkk"), squeeze("kk"));
+        assert_eq!(squeeze("rr"), "rr");
+        assert_ne!(squeeze("tt"), squeeze("t"));
+        assert_eq!(squeeze("k"), "k");
+        assert_eq!(squeeze("bleeding"), "bleding");
+        assert_eq!(squeeze("aaah"), "ah");
+        assert_eq!(unstretched("kkkkk"), "kk");
+        assert_eq!(unstretched("chesssst"), "chest");
     }
 
     #[test]
