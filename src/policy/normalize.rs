@@ -1659,7 +1659,8 @@ mod tests {
             plain("heeeelp my chesssst is numbbb"),
             "help my chest is numb"
         );
-        assert_eq!(plain("bleeding 1000mg zzz"), "bleeding 1000 mg z");
+        // A word of one letter only keeps two of it, so "zzz" is not the lone letter "z".
+        assert_eq!(plain("bleeding 1000mg zzz"), "bleeding 1000 mg zz");
         assert_eq!(plain("covid19 jab"), "covid 19 jab");
         assert_eq!(plain("n0 ch3st p41n"), "no chest pain");
         assert_eq!(plain("w4nt 2 d13"), "want 2 die");
