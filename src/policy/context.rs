@@ -261,6 +261,7 @@ impl<'a> MessageContext<'a> {
     pub fn assess(&self, first: usize, last: usize) -> Assessment {
         let mut assessment = Assessment::default();
         let mut own_recurrence = None;
+        let mut time_in_clause = false;
         let (Some(&first_sentence), Some(&last_sentence)) =
             (self.sentence.get(first), self.sentence.get(last))
         else {
@@ -301,6 +302,9 @@ impl<'a> MessageContext<'a> {
                     continue;
                 }
                 CueKind::Acute => {
+                    // "right now" is also a terminator, which `same_clause` stops at; for a
+                    // question's reach only the comma clause matters.
+                    time_in_clause |= self.clause.get(cue.first) == self.clause.get(first);
                     if self.same_clause(cue.first, first) {
                         assessment.acute = Some((cue.first, cue.last));
                     }
@@ -323,6 +327,15 @@ impl<'a> MessageContext<'a> {
         {
             assessment.acute = Some(recurrence);
             assessment.family_history = None;
+        }
+        // "How do you tell if it's a stroke, his face is drooping right now": the question
+        // asks in general, and the clause after it says the finding is happening. A time cue in
+        // the question's own clause ("what if I get chest pain again") leaves it a question.
+        if let Some((cue_first, _)) = assessment.hypothetical
+            && time_in_clause
+            && self.clause.get(cue_first) != self.clause.get(first)
+        {
+            assessment.hypothetical = None;
         }
         if assessment.negated.is_none() {
             assessment.negated = self
@@ -609,6 +622,47 @@ mod tests {
         assert_eq!(now.temporality(), Temporality::Recent);
         let then = context_of("i used to cut", &[used_to, again], "cut");
         assert_eq!(then.temporality(), Temporality::Historical);
+    }
+
+    #[test]
+    fn a_time_cue_in_a_later_clause_makes_a_question_current() {
+        let tell_if = (
+            CueKind::Hypothetical(Direction::Forward),
+            "how do you tell if",
+        );
+        let right_now = (CueKind::Acute, "right now");
+        let again = (CueKind::Acute, "again");
+        // As in the shipped cues, "right now" also ends a clause.
+        let ends = (CueKind::Terminator, "right now");
+        let cues = [tell_if, right_now, again, ends];
+        let current = context_of(
+            "how do you tell if its a stroke , his face is drooping right now",
+            &cues,
+            "face is drooping",
+        );
+        assert_eq!(current.temporality(), Temporality::Recent);
+        let asked = context_of(
+            "how do you tell if its a stroke , his face is drooping right now",
+            &cues,
+            "stroke",
+        );
+        assert_eq!(
+            asked.temporality(),
+            Temporality::Hypothetical,
+            "the question's own finding stays a question"
+        );
+        let same_clause = context_of(
+            "how do you tell if the chest pain is back again",
+            &cues,
+            "chest pain",
+        );
+        assert_eq!(same_clause.temporality(), Temporality::Hypothetical);
+        let no_time = context_of(
+            "how do you tell if its a stroke , his face is drooping",
+            &cues,
+            "face is drooping",
+        );
+        assert_eq!(no_time.temporality(), Temporality::Hypothetical);
     }
 
     #[test]
