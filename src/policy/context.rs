@@ -163,10 +163,13 @@ impl<'a> MessageContext<'a> {
                         && cue.last <= blocker.last
                 })
         });
-        // A forward cue with nothing after it but punctuation is an interjection ("No, it hurts");
-        // a colon after it opens the list it denies ("none of the following: ...").
+        // A denial with nothing after it but punctuation is an interjection ("No, it hurts");
+        // a colon after it opens the list it denies ("none of the following: ..."). The same
+        // holds for a past marker that closes its clause (Hindi "... hua tha, ..."), while a
+        // question goes on across a comma: "what are the signs, that he swallowed a battery".
         cues.retain(|cue| {
             direction(cue.kind) != Some(Direction::Forward)
+                || matches!(cue.kind, CueKind::Hypothetical(_))
                 || text
                     .tokens
                     .get(cue.last + 1)
@@ -589,6 +592,20 @@ mod tests {
     fn an_interjection_is_not_a_negation() {
         let kept = context_of("no , the rash is spreading", &[NO], "rash");
         assert!(kept.negated.is_none());
+    }
+
+    #[test]
+    fn a_question_goes_on_across_a_comma() {
+        let signs = (
+            CueKind::Hypothetical(Direction::Forward),
+            "what are the signs",
+        );
+        let asked = context_of(
+            "what are the signs , that he swallowed a battery",
+            &[signs],
+            "swallowed a battery",
+        );
+        assert_eq!(asked.temporality(), Temporality::Hypothetical);
     }
 
     #[test]
