@@ -652,34 +652,31 @@ mod tests {
         // As in the shipped cues, "right now" also ends a clause.
         let ends = (CueKind::Terminator, "right now");
         let cues = [tell_if, right_now, again, ends];
-        let current = context_of(
-            "how do you tell if its a stroke , his face is drooping right now",
-            &cues,
-            "face is drooping",
-        );
-        assert_eq!(current.temporality(), Temporality::Recent);
-        let asked = context_of(
-            "how do you tell if its a stroke , his face is drooping right now",
-            &cues,
-            "stroke",
+        let assess = |text: &str, finding: &str| context_of(text, &cues, finding).temporality();
+        let drooping_now = "how do you tell if its a stroke , his face is drooping right now";
+        assert_eq!(
+            assess(drooping_now, "face is drooping"),
+            Temporality::Recent
         );
         assert_eq!(
-            asked.temporality(),
+            assess(drooping_now, "stroke"),
             Temporality::Hypothetical,
             "the question's own finding stays a question"
         );
-        let same_clause = context_of(
-            "how do you tell if the chest pain is back again",
-            &cues,
-            "chest pain",
+        assert_eq!(
+            assess(
+                "how do you tell if the chest pain is back again",
+                "chest pain"
+            ),
+            Temporality::Hypothetical
         );
-        assert_eq!(same_clause.temporality(), Temporality::Hypothetical);
-        let no_time = context_of(
-            "how do you tell if its a stroke , his face is drooping",
-            &cues,
-            "face is drooping",
+        assert_eq!(
+            assess(
+                "how do you tell if its a stroke , his face is drooping",
+                "face is drooping"
+            ),
+            Temporality::Hypothetical
         );
-        assert_eq!(no_time.temporality(), Temporality::Hypothetical);
     }
 
     #[test]
