@@ -354,7 +354,13 @@ impl PhraseSetBuilder {
 ///
 /// Inside brackets (`[\w']`) an escape is left as written: a bracket of bytes cannot hold a
 /// character.
+///
+/// A pattern that holds a letter of a script the normaliser keeps (Cyrillic, Greek, Arabic,
+/// Devanagari, Han, Hangul…) keeps Unicode `\b` and `\B`: the ASCII edge never falls between
+/// `сахар` and a space, so `\bсахар\b` would silently never match. Such a pattern runs only on
+/// messages that hold its literals, so the slower search a Unicode edge needs is rare.
 fn byte_level_escapes(pattern: &str) -> String {
+    let unicode_edges = pattern.chars().any(is_kept_script);
     let mut out = String::with_capacity(pattern.len() + 16);
     let mut chars = pattern.chars().peekable();
     let mut bracket_depth = 0usize;
@@ -366,6 +372,8 @@ fn byte_level_escapes(pattern: &str) -> String {
                     break;
                 };
                 let bytes = match escaped {
+                    'b' if unicode_edges => Some(r"\b"),
+                    'B' if unicode_edges => Some(r"\B"),
                     'b' => Some(r"(?-u:\b)"),
                     'B' => Some(r"(?-u:\B)"),
                     'w' => Some(r"(?-u:[0-9A-Za-z_\x80-\xFF])"),
@@ -405,6 +413,12 @@ fn byte_level_escapes(pattern: &str) -> String {
         }
     }
     out
+}
+
+/// A letter the normaliser leaves as it is: everything from Greek on. Latin letters with marks
+/// (`é`, `ł`) are folded to ASCII before a pattern runs.
+fn is_kept_script(ch: char) -> bool {
+    ch >= '\u{0370}' && ch.is_alphabetic()
 }
 
 /// Operators' patterns, run only on messages that hold a literal every match of theirs begins
@@ -879,6 +893,29 @@ mod tests {
             1,
             "found beside non-ASCII characters"
         );
+    }
+
+    #[test]
+    fn a_word_in_another_script_has_word_edges() {
+        assert_eq!(byte_level_escapes(r"\bсахар\b"), r"\bсахар\b");
+        assert_eq!(byte_level_escapes(r"\bcukr\b"), r"(?-u:\b)cukr(?-u:\b)");
+        let normalizer = Normalizer::default();
+        let mut builder = PhraseSetBuilder::default();
+        builder
+            .pattern(r"\b(?:сахар|血 糖|sugar)\b(?: \S+){0,2} 2\.\d\b")
+            .expect("pattern");
+        let set = builder.build().expect("build");
+        for text in [
+            "у меня сахар 2.1",
+            "血糖 2.4 了",
+            "my sugar is 2.2",
+            "Сахар: 2.3!",
+        ] {
+            assert_eq!(set.scan(&normalizer.normalize(text)).len(), 1, "{text}");
+        }
+        // An edge is still an edge: a longer word does not match.
+        let text = normalizer.normalize("сахарный 2.1");
+        assert!(set.scan(&text).is_empty());
     }
 
     #[test]
