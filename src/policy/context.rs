@@ -206,11 +206,11 @@ impl<'a> MessageContext<'a> {
     }
 
     /// Reads the answers in a message that asks and answers its own questions, as people fill
-    /// in a checklist: "chest pain? no. breathless? no. just tired". A sentence of one or two
-    /// words that says no, straight after a question, denies what the question named.
+    /// in a checklist: "chest pain? no. breathless? not at all. just tired". A sentence of at
+    /// most three words that says no, straight after a question, denies what the question named.
     /// `message` is the text the tokens were read from (their byte ranges point into it).
-    /// `no_words` are the one-word answers that say no, normalised.
-    pub fn with_answers(mut self, message: &str, no_words: &[String]) -> Self {
+    /// `no_answers` are the answers that say no, normalised, their words joined by one space.
+    pub fn with_answers(mut self, message: &str, no_answers: &[String]) -> Self {
         let tokens = &self.text.tokens;
         for (index, token) in tokens.iter().enumerate() {
             let asks = token.kind == TokenKind::SentenceEnd
@@ -226,7 +226,7 @@ impl<'a> MessageContext<'a> {
             if !asks {
                 continue;
             }
-            // The answer: up to two words, then the end of the message or of its sentence.
+            // The answer: its words, then the end of the message or of its sentence.
             let words = tokens
                 .get(index + 1..)
                 .unwrap_or_default()
@@ -235,12 +235,15 @@ impl<'a> MessageContext<'a> {
                 .count();
             let after = tokens.get(index + 1 + words);
             let answer_ends = after.is_none_or(|next| next.kind != TokenKind::Number);
-            let first_word = self.text.plain_of(index + 1);
-            // "no" alone; "no bleeding" denies bleeding, not the question.
-            let says_no = (words == 1 && no_words.iter().any(|no| no == first_word))
-                || (words == 2
-                    && first_word == "not"
-                    && matches!(self.text.plain_of(index + 2), "really" | "at" | "now"));
+            // The whole answer says no: "no", "not at all", "para nada". "No bleeding" denies
+            // bleeding, not the question.
+            let says_no = (1..=3).contains(&words) && {
+                let answer = (index + 1..=index + words)
+                    .map(|word| self.text.plain_of(word))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                no_answers.contains(&answer)
+            };
             // Only a checklist question, a few words naming a symptom ("any chest pain?"):
             // "took 30 paracetamol, should I go to A&E? no" denies nothing.
             let question_words = (0..index)
@@ -508,8 +511,8 @@ mod tests {
                 })
             })
             .collect();
-        let no_words = ["no", "nope", "nein"].map(String::from);
-        let context = MessageContext::new(&normalized, hits, 8).with_answers(text, &no_words);
+        let no_answers = ["no", "nope", "nein", "not at all", "para nada"].map(String::from);
+        let context = MessageContext::new(&normalized, hits, 8).with_answers(text, &no_answers);
         let (first, last) = find(finding).expect("finding present");
         context.assess(first, last)
     }
@@ -546,6 +549,16 @@ mod tests {
             "breathless"
         ));
         assert!(answered("any chest pain? Nope", "chest pain"));
+        assert!(answered(
+            "chest pain? not at all, just a cough",
+            "chest pain"
+        ));
+        assert!(answered(
+            "dolor en el pecho? para nada",
+            "dolor en el pecho"
+        ));
+        // Four words are an answer of their own, not a checklist's no.
+        assert!(!answered("chest pain? not at all sure", "chest pain"));
         assert!(!answered("chest pain? yes, crushing", "chest pain"));
         assert!(!answered(
             "is this chest pain? no idea what to do, it is crushing",

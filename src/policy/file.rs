@@ -302,7 +302,8 @@ pub struct ContextFile {
     pub negation_terminators: Vec<String>,
     #[serde(default)]
     pub figurative: Vec<String>,
-    /// One-word answers that say no to a checklist question ("chest pain? no").
+    /// Answers of one to three words that say no to a checklist question ("chest pain? no",
+    /// "not at all").
     #[serde(default)]
     pub answers_no: Vec<String>,
     /// Negation words that name an exception rather than deny it: "without my glasses" is the

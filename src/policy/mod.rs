@@ -207,7 +207,7 @@ pub struct PolicySet {
     scope_words: usize,
     /// How far an `unless` phrase reaches from a trigger (`context.toml`), in tokens.
     unless_reach: Option<usize>,
-    /// `answers_no` of the context file, normalised.
+    /// `answers_no` of the context file, normalised (words joined by one space).
     answers_no: Vec<String>,
     /// `exception_words` of the context file, normalised.
     exception_words: Vec<String>,
@@ -596,12 +596,7 @@ impl PolicySet {
             &normalizer.clone().reading_whole_text(false),
             output_specs,
         )?;
-        let answers_no = single_words(
-            &normalizer,
-            &context_path,
-            "answers_no",
-            &context.answers_no,
-        )?;
+        let answers_no = short_answers(&normalizer, &context_path, &context.answers_no)?;
         let exception_words = single_words(
             &normalizer,
             &context_path,
@@ -1270,6 +1265,35 @@ fn single_words(
         .collect()
 }
 
+/// `answers_no`, normalised: one to three words each, joined by one space.
+fn short_answers(
+    normalizer: &Normalizer,
+    path: &Path,
+    answers: &[String],
+) -> Result<Vec<String>, PolicyLoadError> {
+    answers
+        .iter()
+        .map(|answer| {
+            let normalized = normalizer.normalize(answer);
+            let words = normalized.tokens.len();
+            if !(1..=3).contains(&words)
+                || normalized.tokens.iter().any(|t| t.kind != TokenKind::Word)
+            {
+                return Err(PolicyLoadError::Parse {
+                    path: path.to_owned(),
+                    reason: format!(
+                        "`answers_no` holds answers of one to three words; `{answer}` is not one"
+                    ),
+                });
+            }
+            Ok((0..words)
+                .map(|word| normalized.plain_of(word))
+                .collect::<Vec<_>>()
+                .join(" "))
+        })
+        .collect()
+}
+
 /// A trigger that context left standing: the hit, its context, and the language of its phrase.
 type TriggerHit<'a> = (&'a Hit, &'a Assessment, &'a str);
 
@@ -1533,7 +1557,17 @@ before = ["no", "without"]
             "with no exception words `without` denies the exception"
         );
 
-        let refused = load_with_context("answers_no = [\"no way\"]\n").err();
+        let set = load_with_context("answers_no = [\"not at all\"]\n").expect("a short answer");
+        assert_eq!(
+            set.evaluate("chest pain? not at all.").level,
+            Severity::Routine
+        );
+        let refused = load_with_context("answers_no = [\"no not at all\"]\n").err();
+        assert!(
+            refused.is_some_and(|error| error.to_string().contains("`no not at all` is not one")),
+            "an answer is at most three words"
+        );
+        let refused = load_with_context("exception_words = [\"no way\"]\n").err();
         assert!(
             refused.is_some_and(|error| error.to_string().contains("`no way` is not one word")),
             "a list of single words refuses a phrase"
