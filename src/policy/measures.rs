@@ -95,6 +95,9 @@ pub struct MeasureWords {
     pub age_unit_weeks: WordSet,
     pub age_unit_months: WordSet,
     pub age_unit_years: WordSet,
+    /// Words that may stand between a child and the age that follows it: "baby ko 1 buwan",
+    /// "bayi saya umur 2 minggu".
+    pub age_links: WordSet,
     pub temperature_words: WordSet,
     pub thermometers: WordSet,
     pub degree_words: WordSet,
@@ -135,6 +138,7 @@ impl MeasureWords {
             age_unit_weeks: set("age_unit_weeks", file.age_unit_weeks)?,
             age_unit_months: set("age_unit_months", file.age_unit_months)?,
             age_unit_years: set("age_unit_years", file.age_unit_years)?,
+            age_links: set("age_links", file.age_links)?,
             temperature_words: set("temperature_words", file.temperature_words)?,
             thermometers: set("thermometers", file.thermometers)?,
             degree_words: set("degree_words", file.degree_words)?,
@@ -375,12 +379,35 @@ pub fn extract(text: &NormalizedText, words: &MeasureWords) -> Measures {
             || (matches!(word(index.wrapping_sub(1)), "(" | "have" | "has") && child_before(2))
             // Terse notes put the age straight after the child: "bebe 2 mois, 38,2",
             // "baby 6 wks temp 38"; "had my baby 10 days ago" dates the birth, and a fever in
-            // that message is the mother's.
-            || (child_before(1)
+            // that message is the mother's. Up to two linking words may stand between them, a
+            // possessive or a word for "aged": "baby ko 1 buwan", "bayi saya umur 2 minggu".
+            || ((child_before(1)
+                || (words.age_links.has(word(index.wrapping_sub(1)))
+                    && (child_before(2)
+                        || (words.age_links.has(word(index.wrapping_sub(2)))
+                            && child_before(3)))))
                 && !matches!(
                     after_next,
                     "ago" | "back" | "since" | "in" | "later" | "before" | "after" | "earlier"
                 ));
+        // "6 semanas de vida", "3 jours de vie" say an age; "3 días de fiebre", "2 semanas de
+        // tos" say how long an illness has lasted, and "7 semanas de embarazo" a pregnancy.
+        let of_life = |word: &str| {
+            matches!(
+                word,
+                "vida"
+                    | "nacido"
+                    | "nacida"
+                    | "nascido"
+                    | "nascida"
+                    | "vie"
+                    | "naissance"
+                    | "vita"
+                    | "viata"
+                    | "nacimiento"
+                    | "nascimento"
+            )
+        };
         let is_age = matches!(
             after_next,
             "old"
@@ -394,7 +421,7 @@ pub fn extract(text: &NormalizedText, words: &MeasureWords) -> Measures {
                 | "bebe"
                 | "alt"
                 | "oud"
-        ) && !(after_next == "de" && words.pregnancy_words.has(word(end + 2 + skip)))
+        ) && (after_next != "de" || of_life(word(end + 2 + skip)))
             || words.age_units.has(next)
             || said_with_a_verb
             || after_the_child
@@ -696,6 +723,35 @@ mod tests {
         assert_eq!(measures("on 2 litres of oxygen").oxygen_saturation, None);
         assert_eq!(measures("90% sure it is nothing").oxygen_saturation, None);
         assert_eq!(measures("breathing is 50% better").respiratory_rate, None);
+    }
+
+    #[test]
+    fn how_long_an_illness_has_lasted_is_no_age() {
+        assert_eq!(measures("tengo tos con 3 dias de fiebre").age_months, None);
+        assert_eq!(measures("llevo 2 semanas de tos").age_months, None);
+        assert_eq!(measures("3 jours de fièvre").age_months, None);
+        assert_eq!(measures("7 semanas de embarazo").age_months, None);
+        assert!(measures("6 semanas de vida, fiebre").age_months.is_some());
+        assert!(
+            measures("bebé de 6 semanas con fiebre")
+                .age_months
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn an_age_may_follow_its_child_across_a_possessive_or_a_word_for_aged() {
+        let weeks = |text: &str| {
+            measures(text)
+                .age_months
+                .map(|months| (months * 52.0 / 12.0).round())
+        };
+        assert_eq!(weeks("bayi saya umur 3 minggu, demam"), Some(3.0));
+        assert_eq!(weeks("bayi saya 3 minggu"), Some(3.0));
+        // A linking word alone, with no child before it, gives no age.
+        assert_eq!(weeks("saya umur 3 minggu"), None);
+        // Nor does a word that is not a link.
+        assert_eq!(weeks("baby due in 2 weeks"), None);
     }
 
     #[test]
