@@ -425,6 +425,14 @@ pub fn extract(text: &NormalizedText, words: &MeasureWords) -> Measures {
             || words.age_units.has(next)
             || said_with_a_verb
             || after_the_child
+            // "she is born 3 weeks ago", "born about 10 days ago": the age since the birth.
+            || (after_next == "ago"
+                && (word(index.wrapping_sub(1)) == "born"
+                    || (word(index.wrapping_sub(2)) == "born"
+                        && matches!(
+                            word(index.wrapping_sub(1)),
+                            "about" | "around" | "just" | "only" | "like"
+                        ))))
             || matches!(word(index.wrapping_sub(1)), "aged" | "age" | "edad");
         if let (Some(factor), true) = (months_per_unit, is_age) {
             let months = value * factor;
@@ -723,6 +731,18 @@ mod tests {
         assert_eq!(measures("on 2 litres of oxygen").oxygen_saturation, None);
         assert_eq!(measures("90% sure it is nothing").oxygen_saturation, None);
         assert_eq!(measures("breathing is 50% better").respiratory_rate, None);
+    }
+
+    #[test]
+    fn a_birth_some_time_ago_gives_an_age() {
+        let weeks = |text: &str| {
+            measures(text)
+                .age_months
+                .map(|months| (months * 52.0 / 12.0).round())
+        };
+        assert_eq!(weeks("my baby is born 3 weeks ago, temp 38.2"), Some(3.0));
+        assert_eq!(weeks("she was born about 10 weeks ago"), Some(10.0));
+        assert_eq!(weeks("had a cough 3 weeks ago"), None);
     }
 
     #[test]
