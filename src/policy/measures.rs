@@ -482,10 +482,12 @@ pub fn extract(text: &NormalizedText, words: &MeasureWords) -> Measures {
                 | "years"
         );
         if numeric && !diabetes_type && !other_unit && (direct || near(&words.glucose_words)) {
-            // mg/dL when so labelled or implausible as mmol/L; g/L (French) is a tenth of that.
+            // mg/dL when so labelled or impossible as mmol/L: home meters read up to 33.3
+            // mmol/L and show "HI" above it, so "ζάχαρο 38" is 38 mg/dL. g/L (French) is a
+            // tenth of that.
             let mmol = if next == "g" && after_next == "l" {
                 value * 100.0 / 18.0
-            } else if next == "mg" || value > 40.0 {
+            } else if next == "mg" || value > 33.3 {
                 value / 18.0
             } else {
                 value
@@ -731,6 +733,18 @@ mod tests {
         assert_eq!(measures("on 2 litres of oxygen").oxygen_saturation, None);
         assert_eq!(measures("90% sure it is nothing").oxygen_saturation, None);
         assert_eq!(measures("breathing is 50% better").respiratory_rate, None);
+    }
+
+    #[test]
+    fn a_reading_no_meter_shows_in_mmol_is_in_mg() {
+        let mmol = |text: &str| {
+            measures(text)
+                .glucose_mmol
+                .map(|value| (value * 10.0).round() / 10.0)
+        };
+        assert_eq!(mmol("sugar is 38 and he is confused"), Some(2.1));
+        assert_eq!(mmol("sugar is 28 and vomiting"), Some(28.0));
+        assert_eq!(mmol("sugar 33.3, HI before"), Some(33.3));
     }
 
     #[test]
