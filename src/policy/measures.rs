@@ -406,6 +406,9 @@ pub fn extract(text: &NormalizedText, words: &MeasureWords) -> Measures {
                     | "viata"
                     | "nacimiento"
                     | "nascimento"
+                    | "edad"
+                    | "idade"
+                    | "varsta"
             )
         };
         let is_age = matches!(
@@ -766,6 +769,7 @@ mod tests {
         assert_eq!(measures("3 jours de fièvre").age_months, None);
         assert_eq!(measures("7 semanas de embarazo").age_months, None);
         assert!(measures("6 semanas de vida, fiebre").age_months.is_some());
+        assert!(measures("2 meses de edad y fiebre").age_months.is_some());
         assert!(
             measures("bebé de 6 semanas con fiebre")
                 .age_months
