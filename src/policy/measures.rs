@@ -131,13 +131,20 @@ impl MeasureWords {
         let set = |name: &str, list: Vec<String>| -> Result<WordSet, E> {
             list.iter().map(|word| read(name, word)).collect()
         };
+        // A message's unit is looked up without its final "s" ("weeks" as "week"), so each unit
+        // is kept the same way: "dienos" and "setmanes" are found as written.
+        let units = |name: &str, list: Vec<String>| -> Result<WordSet, E> {
+            list.iter()
+                .map(|word| read(name, word).map(|unit| unit.trim_end_matches('s').to_owned()))
+                .collect()
+        };
         Ok(Self {
             child_words: set("child_words", file.child_words)?,
             age_units: set("age_units", file.age_units)?,
-            age_unit_days: set("age_unit_days", file.age_unit_days)?,
-            age_unit_weeks: set("age_unit_weeks", file.age_unit_weeks)?,
-            age_unit_months: set("age_unit_months", file.age_unit_months)?,
-            age_unit_years: set("age_unit_years", file.age_unit_years)?,
+            age_unit_days: units("age_unit_days", file.age_unit_days)?,
+            age_unit_weeks: units("age_unit_weeks", file.age_unit_weeks)?,
+            age_unit_months: units("age_unit_months", file.age_unit_months)?,
+            age_unit_years: units("age_unit_years", file.age_unit_years)?,
             age_links: set("age_links", file.age_links)?,
             temperature_words: set("temperature_words", file.temperature_words)?,
             thermometers: set("thermometers", file.thermometers)?,
@@ -698,6 +705,13 @@ mod tests {
         extract(&Normalizer::default().normalize(text), &SHIPPED)
     }
 
+    /// The age a message gives, in whole weeks.
+    fn weeks(text: &str) -> Option<f64> {
+        measures(text)
+            .age_months
+            .map(|months| (months * 52.0 / 12.0).round())
+    }
+
     #[test]
     fn a_hypo_gives_its_reading_but_not_its_time() {
         assert_eq!(
@@ -752,11 +766,6 @@ mod tests {
 
     #[test]
     fn a_birth_some_time_ago_gives_an_age() {
-        let weeks = |text: &str| {
-            measures(text)
-                .age_months
-                .map(|months| (months * 52.0 / 12.0).round())
-        };
         assert_eq!(weeks("my baby is born 3 weeks ago, temp 38.2"), Some(3.0));
         assert_eq!(weeks("she was born about 10 weeks ago"), Some(10.0));
         assert_eq!(weeks("had a cough 3 weeks ago"), None);
@@ -779,11 +788,6 @@ mod tests {
 
     #[test]
     fn an_age_may_follow_its_child_across_a_possessive_or_a_word_for_aged() {
-        let weeks = |text: &str| {
-            measures(text)
-                .age_months
-                .map(|months| (months * 52.0 / 12.0).round())
-        };
         assert_eq!(weeks("bayi saya umur 3 minggu, demam"), Some(3.0));
         assert_eq!(weeks("bayi saya 3 minggu"), Some(3.0));
         // A linking word alone, with no child before it, gives no age.
@@ -794,11 +798,6 @@ mod tests {
 
     #[test]
     fn an_age_is_read_in_brackets_after_a_possessive_or_with_have() {
-        let weeks = |text: &str| {
-            measures(text)
-                .age_months
-                .map(|months| (months * 52.0 / 12.0).round())
-        };
         assert_eq!(weeks("grandson (5 weeks) is 38.4"), Some(5.0));
         assert_eq!(
             measures("bebelușul meu de 2 luni are 38,3").age_months,

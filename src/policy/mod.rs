@@ -1250,40 +1250,43 @@ fn single_words(
     list: &str,
     words: &[String],
 ) -> Result<Vec<String>, PolicyLoadError> {
-    words
-        .iter()
-        .map(|word| {
-            let normalized = normalizer.normalize(word);
-            match normalized.tokens.as_slice() {
-                [token] if token.kind == TokenKind::Word => Ok(normalized.plain_of(0).to_owned()),
-                _ => Err(PolicyLoadError::Parse {
-                    path: path.to_owned(),
-                    reason: format!("`{list}` holds one-word entries; `{word}` is not one word"),
-                }),
-            }
-        })
-        .collect()
+    short_entries(normalizer, path, list, words, 1)
 }
 
-/// `answers_no`, normalised: one to three words each, joined by one space.
+/// `answers_no`, normalised: one to three words each.
 fn short_answers(
     normalizer: &Normalizer,
     path: &Path,
     answers: &[String],
 ) -> Result<Vec<String>, PolicyLoadError> {
-    answers
+    short_entries(normalizer, path, "answers_no", answers, 3)
+}
+
+/// A context list's entries as messages are read, each of one to `most` words, joined by one
+/// space.
+fn short_entries(
+    normalizer: &Normalizer,
+    path: &Path,
+    list: &str,
+    entries: &[String],
+    most: usize,
+) -> Result<Vec<String>, PolicyLoadError> {
+    entries
         .iter()
-        .map(|answer| {
-            let normalized = normalizer.normalize(answer);
+        .map(|entry| {
+            let normalized = normalizer.normalize(entry);
             let words = normalized.tokens.len();
-            if !(1..=3).contains(&words)
+            if !(1..=most).contains(&words)
                 || normalized.tokens.iter().any(|t| t.kind != TokenKind::Word)
             {
+                let reason = if most == 1 {
+                    format!("`{list}` holds one-word entries; `{entry}` is not one word")
+                } else {
+                    format!("`{list}` holds entries of one to {most} words; `{entry}` is not one")
+                };
                 return Err(PolicyLoadError::Parse {
                     path: path.to_owned(),
-                    reason: format!(
-                        "`answers_no` holds answers of one to three words; `{answer}` is not one"
-                    ),
+                    reason,
                 });
             }
             Ok((0..words)
