@@ -338,48 +338,57 @@ pub fn extract(text: &NormalizedText, words: &MeasureWords) -> Measures {
             }
         }
 
-        // Age: "6 week old", "3 months old", "10 day old baby", "2 meses".
-        let months_per_unit = words.age_unit_months(next.trim_end_matches('s'));
-        // "is 7 weeks", "tiene 7 semanas", "a 7 semaines", "ist 7 Wochen": an age said with a
-        // verb, unless what follows makes it a pregnancy's length.
-        // Romanian "are" (has) says an age only with a Romanian unit ("bebelușul are 7
-        // săptămâni"); English "we are 7 weeks" is a pregnancy.
-        let verb_before = word(index.wrapping_sub(1));
-        let said_with_a_verb = (matches!(
-            verb_before,
-            "is" | "tiene" | "tem" | "a" | "ist" | "ma" | "heeft" | "esta" | "est"
-        ) || (verb_before == "ha"
+        // The age's own block: its `next` may stand past a classifier.
+        {
+            // Age: "6 week old", "3 months old", "10 day old baby", "2 meses". Chinese counts months
+            // and weeks with a classifier between the number and the unit: "3个月", "两个星期".
+            let classifier = usize::from(matches!(next, "个" | "個"));
+            let (next, after_next) = if classifier == 1 {
+                (word(end + skip + 1), word(end + skip + 2))
+            } else {
+                (next, after_next)
+            };
+            let months_per_unit = words.age_unit_months(next.trim_end_matches('s'));
+            // "is 7 weeks", "tiene 7 semanas", "a 7 semaines", "ist 7 Wochen": an age said with a
+            // verb, unless what follows makes it a pregnancy's length.
+            // Romanian "are" (has) says an age only with a Romanian unit ("bebelușul are 7
+            // săptămâni"); English "we are 7 weeks" is a pregnancy.
+            let verb_before = word(index.wrapping_sub(1));
+            let said_with_a_verb = (matches!(
+                verb_before,
+                "is" | "tiene" | "tem" | "a" | "ist" | "ma" | "heeft" | "esta" | "est"
+            ) || (verb_before == "ha"
             // Italian "ha 7 settimane"; Portuguese "há uma semana" is "a week ago".
             && matches!(next, "settimane" | "settimana" | "mesi" | "mese" | "giorni" | "giorno" | "anni" | "anno"))
-            || (verb_before == "are"
-                && matches!(
-                    next,
-                    "saptamani" | "saptamana" | "luni" | "luna" | "zile" | "zi" | "ani"
-                )))
-            && !words.pregnancy_words.has(after_next)
-            && !(after_next == "de" && words.pregnancy_words.has(word(end + 2 + skip)));
-        // An age after the child it belongs to: "bebé de 6 semanas", "hijo de 2 años",
-        // "zoontje van 5 maanden", "Sohn von 5 Monaten", "figlio di 5 mesi", "a baby of 5 months".
-        let child_before = |back: usize| words.child_words.has(word(index.wrapping_sub(back)));
-        // "bebelușul meu de 2 luni", "my son (6 weeks)", and the learner's "my baby have 6
-        // weeks" (an age said with "have", as in French, Spanish or Romanian).
-        let possessive = matches!(
-            word(index.wrapping_sub(2)),
-            "my" | "our"
-                | "meu"
-                | "mea"
-                | "mi"
-                | "mon"
-                | "ma"
-                | "mein"
-                | "meine"
-                | "mio"
-                | "mia"
-                | "mijn"
-                | "moj"
-                | "moja"
-        );
-        let after_the_child = (matches!(
+                || (verb_before == "are"
+                    && matches!(
+                        next,
+                        "saptamani" | "saptamana" | "luni" | "luna" | "zile" | "zi" | "ani"
+                    )))
+                && !words.pregnancy_words.has(after_next)
+                && !(after_next == "de" && words.pregnancy_words.has(word(end + 2 + skip)));
+            // An age after the child it belongs to: "bebé de 6 semanas", "hijo de 2 años",
+            // "zoontje van 5 maanden", "Sohn von 5 Monaten", "figlio di 5 mesi", "a baby of 5 months".
+            let child_before = |back: usize| words.child_words.has(word(index.wrapping_sub(back)));
+            // "bebelușul meu de 2 luni", "my son (6 weeks)", and the learner's "my baby have 6
+            // weeks" (an age said with "have", as in French, Spanish or Romanian).
+            let possessive = matches!(
+                word(index.wrapping_sub(2)),
+                "my" | "our"
+                    | "meu"
+                    | "mea"
+                    | "mi"
+                    | "mon"
+                    | "ma"
+                    | "mein"
+                    | "meine"
+                    | "mio"
+                    | "mia"
+                    | "mijn"
+                    | "moj"
+                    | "moja"
+            );
+            let after_the_child = (matches!(
             word(index.wrapping_sub(1)),
             "de" | "van" | "von" | "di" | "of"
         ) && (child_before(2) || (possessive && child_before(3))))
@@ -395,30 +404,30 @@ pub fn extract(text: &NormalizedText, words: &MeasureWords) -> Measures {
                             && child_before(3)))))
                 && !matches!(
                     after_next,
-                    "ago" | "back" | "since" | "in" | "later" | "before" | "after" | "earlier"
+                    "ago" | "back" | "since" | "in" | "later" | "before" | "after" | "earlier" | "前"
                 ));
-        // "6 semanas de vida", "3 jours de vie" say an age; "3 días de fiebre", "2 semanas de
-        // tos" say how long an illness has lasted, and "7 semanas de embarazo" a pregnancy.
-        let of_life = |word: &str| {
-            matches!(
-                word,
-                "vida"
-                    | "nacido"
-                    | "nacida"
-                    | "nascido"
-                    | "nascida"
-                    | "vie"
-                    | "naissance"
-                    | "vita"
-                    | "viata"
-                    | "nacimiento"
-                    | "nascimento"
-                    | "edad"
-                    | "idade"
-                    | "varsta"
-            )
-        };
-        let is_age = matches!(
+            // "6 semanas de vida", "3 jours de vie" say an age; "3 días de fiebre", "2 semanas de
+            // tos" say how long an illness has lasted, and "7 semanas de embarazo" a pregnancy.
+            let of_life = |word: &str| {
+                matches!(
+                    word,
+                    "vida"
+                        | "nacido"
+                        | "nacida"
+                        | "nascido"
+                        | "nascida"
+                        | "vie"
+                        | "naissance"
+                        | "vita"
+                        | "viata"
+                        | "nacimiento"
+                        | "nascimento"
+                        | "edad"
+                        | "idade"
+                        | "varsta"
+                )
+            };
+            let is_age = matches!(
             after_next,
             "old"
                 | "baby"
@@ -444,9 +453,11 @@ pub fn extract(text: &NormalizedText, words: &MeasureWords) -> Measures {
                             "about" | "around" | "just" | "only" | "like"
                         ))))
             || matches!(word(index.wrapping_sub(1)), "aged" | "age" | "edad");
-        if let (Some(factor), true) = (months_per_unit, is_age) {
-            let months = value * factor;
-            measures.age_months = Some(measures.age_months.map_or(months, |seen| seen.min(months)));
+            if let (Some(factor), true) = (months_per_unit, is_age) {
+                let months = value * factor;
+                measures.age_months =
+                    Some(measures.age_months.map_or(months, |seen| seen.min(months)));
+            }
         }
 
         // Blood glucose, near a glucose word; mg/dL when so labelled or implausible as mmol/L.
@@ -995,6 +1006,24 @@ mod tests {
         );
         assert_eq!(measures("took thirty two pills").tablet_count, Some(32.0));
         assert_eq!(measures("a fever, one of those days").temperature_c, None);
+    }
+
+    #[test]
+    fn chinese_and_hindi_ages_are_read_in_numerals_and_words() {
+        assert_eq!(measures("宝宝3个月大发烧39度").age_months, Some(3.0));
+        assert_eq!(measures("宝宝五个月，发烧39度").age_months, Some(5.0));
+        assert_eq!(measures("我女儿两个月大，发烧38.5").age_months, Some(2.0));
+        assert_eq!(measures("儿子十二个月").age_months, Some(12.0));
+        assert_eq!(
+            measures("宝宝3个月前打了疫苗").age_months,
+            None,
+            "three months ago"
+        );
+        assert_eq!(measures("我发烧三天了").age_months, None, "no child");
+        assert_eq!(measures("बच्चा दो महीने का है").age_months, Some(2.0));
+        assert_eq!(measures("मेरा बेटा सवा महीने का है").age_months, Some(1.25));
+        assert_eq!(measures("mera beta do mahine ka hai").age_months, Some(2.0));
+        assert_eq!(measures("what do babies need").age_months, None);
     }
 
     #[test]

@@ -146,10 +146,139 @@ fn whole_word(word: &str) -> Option<u32> {
     None
 }
 
+/// A Chinese or Japanese numeral character: a digit, or the multiplier of ten or a hundred.
+enum HanNumeral {
+    Digit(u32),
+    Times(u32),
+}
+
+fn han_numeral(word: &str) -> Option<HanNumeral> {
+    Some(match word {
+        "零" | "〇" => HanNumeral::Digit(0),
+        "一" => HanNumeral::Digit(1),
+        // 两 is the 2 that counts things: "两个月" (two months).
+        "二" | "两" | "兩" => HanNumeral::Digit(2),
+        "三" => HanNumeral::Digit(3),
+        "四" => HanNumeral::Digit(4),
+        "五" => HanNumeral::Digit(5),
+        "六" => HanNumeral::Digit(6),
+        "七" => HanNumeral::Digit(7),
+        "八" => HanNumeral::Digit(8),
+        "九" => HanNumeral::Digit(9),
+        "十" => HanNumeral::Times(10),
+        "百" => HanNumeral::Times(100),
+        _ => return None,
+    })
+}
+
+/// A number in Chinese or Japanese numerals, one ideograph a word as the normaliser leaves them:
+/// "五" 5, "十二" 12, "二十" 20, "三十八" 38. A digit before 十 multiplies it, one after adds to it.
+fn read_han<'a>(word: impl Fn(usize) -> &'a str, index: usize) -> Option<SpeltNumber> {
+    let mut total = 0;
+    let mut digit = None;
+    let mut end = index;
+    while let Some(numeral) = han_numeral(word(end)) {
+        match numeral {
+            HanNumeral::Digit(value) => {
+                // Two digits in a row ("一二") are a list, not a number: stop at the first.
+                if digit.is_some() {
+                    break;
+                }
+                digit = Some(value);
+            }
+            HanNumeral::Times(times) => total += digit.take().unwrap_or(1) * times,
+        }
+        end += 1;
+    }
+    if end == index {
+        return None;
+    }
+    Some(SpeltNumber {
+        value: f64::from(total + digit.unwrap_or(0)),
+        end,
+        compound: end > index + 1,
+    })
+}
+
+/// Hindi, Urdu and Bengali numbers in their own scripts, as the normaliser leaves them (Urdu
+/// letters folded to their Arabic forms, Bengali nuktas dropped): unmistakably numbers.
+fn indic_number(word: &str) -> Option<f64> {
+    Some(match word {
+        "एक" | "ايك" | "এক" => 1.0,
+        "दो" | "دو" | "দুই" => 2.0,
+        "तीन" | "تين" | "তিন" => 3.0,
+        "चार" | "چار" | "চার" => 4.0,
+        "पांच" | "پانچ" | "পাংচ" => 5.0,
+        // Not Urdu "چھ", which folds to Persian "what".
+        "छह" | "छः" | "छे" | "ছয" => 6.0,
+        "सात" | "سات" | "সাত" => 7.0,
+        "आठ" | "اٹه" | "আট" => 8.0,
+        // Not Bengali "নয়", which is also "is not".
+        "नौ" | "نو" => 9.0,
+        "दस" | "دس" | "দশ" => 10.0,
+        // "one and a quarter", "one and a half", "two and a half": how an infant's age is said.
+        "सवा" | "سوا" => 1.25,
+        "डेढ" | "ڈيڑه" | "দেড" => 1.5,
+        "ढाई" | "ڈهايي" | "আডাই" => 2.5,
+        _ => return None,
+    })
+}
+
+/// Romanised Hindi numbers ("do mahine", "dedh hafta"). "do", "das", "teen" and "char" are words
+/// of English and German too, so these count only before a romanised Hindi unit of time.
+fn romanised_hindi_number(word: &str, next: &str) -> Option<f64> {
+    if !matches!(
+        next,
+        "din"
+            | "dino"
+            | "mahina"
+            | "mahine"
+            | "mahinay"
+            | "mahino"
+            | "hafta"
+            | "hafte"
+            | "haftay"
+            | "hafton"
+            | "saal"
+            | "sal"
+            | "baras"
+    ) {
+        return None;
+    }
+    Some(match word {
+        "ek" => 1.0,
+        "do" => 2.0,
+        "teen" | "tin" => 3.0,
+        "char" | "chaar" => 4.0,
+        "paanch" | "panch" => 5.0,
+        "chhe" | "chhah" | "cheh" => 6.0,
+        "saat" | "sat" => 7.0,
+        "aath" | "ath" => 8.0,
+        "nau" => 9.0,
+        "das" => 10.0,
+        "sava" | "sawa" => 1.25,
+        "dedh" | "derh" => 1.5,
+        "dhai" | "adhai" => 2.5,
+        _ => return None,
+    })
+}
+
 /// Reads a number written in words starting at word `index`; `word(i)` gives word `i` (empty
 /// past the end).
-pub fn read<'a>(word: impl Fn(usize) -> &'a str, index: usize) -> Option<SpeltNumber> {
+pub fn read<'a>(word: impl Fn(usize) -> &'a str + Copy, index: usize) -> Option<SpeltNumber> {
     let first = word(index);
+    if let Some(han) = read_han(word, index) {
+        return Some(han);
+    }
+    if let Some(value) =
+        indic_number(first).or_else(|| romanised_hindi_number(first, word(index + 1)))
+    {
+        return Some(SpeltNumber {
+            value,
+            end: index + 1,
+            compound: false,
+        });
+    }
     let mut value = whole_word(first)?;
     let mut end = index + 1;
     // "thirty eight", "treinta y ocho", "trente huit", "vingt et un".
@@ -213,6 +342,26 @@ mod tests {
         assert_eq!(read_text("trzydziesci osiem i pol"), Some((38.5, 4, true)));
         assert_eq!(read_text("veintiocho"), Some((28.0, 1, false)));
         assert_eq!(read_text("seven weeks"), Some((7.0, 1, false)));
+    }
+
+    #[test]
+    fn chinese_and_hindi_numbers_are_read() {
+        assert_eq!(read_text("五 个 月"), Some((5.0, 1, false)));
+        assert_eq!(read_text("十 二 个 月"), Some((12.0, 2, true)));
+        assert_eq!(read_text("二 十 天"), Some((20.0, 2, true)));
+        assert_eq!(read_text("三 十 八 度"), Some((38.0, 3, true)));
+        assert_eq!(read_text("十 天"), Some((10.0, 1, false)));
+        assert_eq!(
+            read_text("一 二"),
+            Some((1.0, 1, false)),
+            "a list, not a number"
+        );
+        assert_eq!(read_text("दो महीने"), Some((2.0, 1, false)));
+        assert_eq!(read_text("सवा महीने"), Some((1.25, 1, false)));
+        assert_eq!(read_text("ڈيڑه مهينے"), Some((1.5, 1, false)));
+        assert_eq!(read_text("do mahine"), Some((2.0, 1, false)));
+        assert_eq!(read_text("do you"), None, "English `do`");
+        assert_eq!(read_text("das baby"), None, "German `das`");
     }
 
     #[test]
