@@ -409,7 +409,7 @@ impl Normalizer {
         if self.whole_text {
             raw = join_dotted_letters(raw);
         }
-        let tokens = join_spaced_letters(text, &raw.text, raw.tokens);
+        let tokens = join_spaced_letters(text, &raw.text, raw.tokens, &self.vocabulary);
         let mut normalized = NormalizedText::with_capacity(tokens.len(), raw.text.len());
         let word_of = |raw_token: &RawToken| {
             raw.text
@@ -710,7 +710,15 @@ pub fn spell_out_contracted_s(phrase: &str) -> String {
 /// `c u t`, `b l e e d i n g`: three or more single letters in a row are one word spelt out to
 /// slip past a filter. Wider gaps between the letters (`c h e s t  p a i n`) separate words: two
 /// letters or more between such gaps are a word of their own, a lone letter stays one.
-fn join_spaced_letters(text: &str, letters: &str, tokens: Vec<RawToken>) -> Vec<RawToken> {
+///
+/// A run may begin with a word of one letter: `got a r o p e` is `a rope`, not `arope`, when the
+/// letters after the first make a word of the policies and all of them do not (`a l l` is `all`).
+fn join_spaced_letters(
+    text: &str,
+    letters: &str,
+    tokens: Vec<RawToken>,
+    vocabulary: &Vocabulary,
+) -> Vec<RawToken> {
     /// The letters of a run are next to each other in the text buffer, so the word they spell
     /// is the buffer from the first letter to the last.
     fn joined(group: &[RawToken]) -> Option<RawToken> {
@@ -737,7 +745,21 @@ fn join_spaced_letters(text: &str, letters: &str, tokens: Vec<RawToken>) -> Vec<
         };
         group.iter().all(latin) || !group.iter().any(latin)
     }
-    fn flush(text: &str, letters: &str, run: &mut Vec<RawToken>, out: &mut Vec<RawToken>) {
+    fn spelt<'a>(letters: &'a str, group: &[RawToken]) -> &'a str {
+        match (group.first(), group.last()) {
+            (Some(first), Some(last)) => letters
+                .get(first.text_start..last.text_end)
+                .unwrap_or_default(),
+            _ => "",
+        }
+    }
+    fn flush(
+        text: &str,
+        letters: &str,
+        vocabulary: &Vocabulary,
+        run: &mut Vec<RawToken>,
+        out: &mut Vec<RawToken>,
+    ) {
         if run.len() < 3 {
             out.append(run);
             return;
@@ -754,7 +776,15 @@ fn join_spaced_letters(text: &str, letters: &str, tokens: Vec<RawToken>) -> Vec<
             // without wide gaps is joined however short its groups would be.
             let whole_run = group_start == 0 && index == run.len();
             if (group.len() >= 2 || whole_run) && one_script(letters, group) {
-                out.extend(joined(group));
+                if group.len() >= 4
+                    && vocabulary.knows(spelt(letters, &group[1..]))
+                    && !vocabulary.knows(spelt(letters, group))
+                {
+                    out.push(group[0]);
+                    out.extend(joined(&group[1..]));
+                } else {
+                    out.extend(joined(group));
+                }
             } else {
                 out.extend_from_slice(group);
             }
@@ -768,11 +798,11 @@ fn join_spaced_letters(text: &str, letters: &str, tokens: Vec<RawToken>) -> Vec<
         if token.token.spelt {
             run.push(token);
         } else {
-            flush(text, letters, &mut run, &mut out);
+            flush(text, letters, vocabulary, &mut run, &mut out);
             out.push(token);
         }
     }
-    flush(text, letters, &mut run, &mut out);
+    flush(text, letters, vocabulary, &mut run, &mut out);
     out
 }
 
@@ -1025,6 +1055,19 @@ fn fold_confusable(ch: char) -> char {
     }
 }
 
+/// Greek capitals that imitate a Latin capital whose lower case they do not imitate: `Η` looks
+/// like `H` but `η` like `n`, so `CΗΟΚΙNG` must be folded before lower-casing.
+fn capital_look_alike(ch: char) -> Option<char> {
+    Some(match ch {
+        'Η' => 'h',
+        'Ν' => 'n',
+        'Μ' => 'm',
+        'Υ' => 'y',
+        'Ζ' => 'z',
+        _ => return None,
+    })
+}
+
 /// The base letter a character is read as before the look-alike table: NFKC, lower case, accents
 /// off. `Й` is `и`, `Ё` is `е`.
 fn base_letters(ch: char) -> impl Iterator<Item = char> {
@@ -1056,7 +1099,8 @@ fn is_cyrillic_or_greek(ch: char) -> bool {
 /// A Cyrillic or Greek letter that imitates no Latin one (`ж`, `д`, `и`, `π`): a word holding one
 /// is written in that script, not disguised.
 fn is_own_script_letter(ch: char) -> bool {
-    base_letters(ch).any(|base| is_cyrillic_or_greek(base) && fold_confusable(base) == base)
+    capital_look_alike(ch).is_none()
+        && base_letters(ch).any(|base| is_cyrillic_or_greek(base) && fold_confusable(base) == base)
 }
 
 /// For each character of `text`, whether its look-alikes are folded into Latin letters.
@@ -1145,12 +1189,9 @@ fn fold_chars(text: &str) -> Vec<Folded> {
         Vec::new()
     };
     for (position, (start, original)) in text.char_indices().enumerate() {
+        let folds_here = folding.get(position).copied().unwrap_or(true);
         let fold = |ch: char| {
-            if folding.get(position).copied().unwrap_or(true) {
-                fold_confusable(ch)
-            } else {
-                ch
-            }
+            if folds_here { fold_confusable(ch) } else { ch }
         };
         let end = start + original.len_utf8();
         // Most text is ASCII, where NFKC, NFD and the look-alike table change nothing and no
@@ -1170,7 +1211,10 @@ fn fold_chars(text: &str) -> Vec<Folded> {
         }
         for compat_char in std::iter::once(original).nfkc() {
             for lower in compat_char.to_lowercase() {
-                let latin = fold(lower);
+                let latin = match capital_look_alike(compat_char) {
+                    Some(latin) if folds_here => latin,
+                    _ => fold(lower),
+                };
                 for base in std::iter::once(latin).nfd() {
                     let Some(base) = script_variant_folded(base) else {
                         continue;
@@ -1635,6 +1679,33 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn a_word_of_one_letter_before_letters_spelt_out_stays_a_word() {
+        let normalizer = Normalizer::default().with_vocabulary(["rope", "all"]);
+        let plain = |text: &str| normalizer.normalize(text).plain;
+        assert_eq!(plain("got a r o p e ready"), "got a rope ready");
+        assert_eq!(plain("took a l l my pills"), "took all my pills");
+        assert_eq!(
+            plain("i c u t"),
+            "icut",
+            "no word either way: one word as before"
+        );
+    }
+
+    #[test]
+    fn greek_capitals_fold_to_the_latin_capital_they_imitate() {
+        let normalizer = Normalizer::default();
+        let plain = |text: &str| normalizer.normalize(text).plain;
+        assert_eq!(plain("BABY CΗΟΚΙNG"), "baby choking");
+        assert_eq!(plain("ΝΟΤ BREATHING"), "not breathing");
+        assert_eq!(plain("ΜY CHEST"), "my chest");
+        assert_eq!(
+            plain("ΗΜΕΡΑ ΠΟΝΑΕΙ"),
+            "ημερα ποναει",
+            "a Greek message keeps its letters"
+        );
+    }
 
     #[test]
     fn spelt_out_and_leet_words_are_read_as_words() {
