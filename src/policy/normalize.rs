@@ -1270,17 +1270,19 @@ fn script_variant_folded(ch: char) -> Option<char> {
     })
 }
 
-/// A vowel sign, virama or other mark of an Indic script (Devanagari to Sinhala). Unlike an accent
-/// on a Latin letter, it is half the spelling of the word (`दिल` "heart", `दल` "party"), and
-/// people type it: it stays, and it belongs to the word it is written in.
+/// A vowel sign, virama or other mark of an Indic script (Devanagari to Sinhala), or a Thai vowel
+/// sign. Unlike an accent on a Latin letter, it is half the spelling of the word (`दिल` "heart",
+/// `दल` "party"; Thai `ปวด` "pain", `ปด`), and people type it: it stays, and it belongs to the
+/// word it is written in. Thai tone marks go, like accents: they are often left out.
 fn is_indic_sign(ch: char) -> bool {
-    matches!(ch, '\u{0900}'..='\u{0DFF}') && is_combining_mark(ch)
+    (matches!(ch, '\u{0900}'..='\u{0DFF}') && is_combining_mark(ch))
+        || matches!(ch, '\u{0E31}' | '\u{0E34}'..='\u{0E3A}')
 }
 
-/// Characters of scripts written without spaces between words (Chinese, Japanese kana): each is
-/// a word of its own, so that a phrase names them one by one ("胸口 ** 痛") and a gap in a phrase
-/// can stand for the characters between them.
-fn is_ideograph(ch: char) -> bool {
+/// Characters of scripts written without spaces between words (Chinese, Japanese kana, Thai):
+/// each is a word of its own, so that a phrase names them one by one ("胸口 ** 痛") and a gap in a
+/// phrase can stand for the characters between them.
+fn is_word_of_its_own(ch: char) -> bool {
     matches!(ch,
         '\u{3040}'..='\u{30FF}'
         | '\u{31F0}'..='\u{31FF}'
@@ -1288,7 +1290,9 @@ fn is_ideograph(ch: char) -> bool {
         | '\u{4E00}'..='\u{9FFF}'
         | '\u{F900}'..='\u{FAFF}'
         | '\u{FF66}'..='\u{FF9F}'
-        | '\u{20000}'..='\u{2FA1F}')
+        | '\u{20000}'..='\u{2FA1F}'
+        // Thai letters and vowel signs, not its digits.
+        | '\u{0E01}'..='\u{0E4E}')
 }
 
 /// Letters that most keyboards do not have, as people type them instead: `œil` as `oeil`, `heiß`
@@ -1343,7 +1347,7 @@ fn tokenize(chars: &[Folded], vocabulary: &Vocabulary) -> RawTokens {
     while index < chars.len() {
         let current = chars[index];
         let ch = current.ch;
-        if is_ideograph(ch) {
+        if is_word_of_its_own(ch) {
             let text_start = tokens.text.len();
             tokens.text.push(ch);
             // Not a letter spelt out: a run of them is a run of words, never joined into one.
@@ -1385,7 +1389,7 @@ fn read_word(chars: &[Folded], start_index: usize, tokens: &mut RawTokens) -> us
     let mut leet_run_end = 0;
     while index < chars.len() {
         let ch = chars[index].ch;
-        if is_ideograph(ch) {
+        if is_word_of_its_own(ch) {
             break;
         }
         // Letters are nearly every character: take them before looking around.
@@ -1691,6 +1695,15 @@ mod tests {
             "icut",
             "no word either way: one word as before"
         );
+    }
+
+    #[test]
+    fn thai_is_read_a_letter_at_a_time_with_its_vowels_and_without_tone_marks() {
+        let normalizer = Normalizer::default();
+        let plain = |text: &str| normalizer.normalize(text).plain;
+        assert_eq!(plain("เจ็บหน้าอก"), "เ จ บ ห น า อ ก");
+        assert_eq!(plain("ปวดมาก"), "ป ว ด ม า ก");
+        assert_eq!(plain("ปิด"), "ป ิ ด", "a vowel sign is kept");
     }
 
     #[test]
