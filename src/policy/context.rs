@@ -408,6 +408,18 @@ impl<'a> MessageContext<'a> {
                 .is_some_and(|between| between.iter().any(|&flag| flag))
     }
 
+    /// A denial listed both ways ("nie mam": "nie mam gorączki" and "gorączki nie mam") that
+    /// opens a clause denies what follows it, not the clause before the comma: in "mam krew w
+    /// moczu od wczoraj, nie mam gorączki" the blood stays a finding.
+    fn opens_a_denial(&self, cue: &CueHit) -> bool {
+        cue.first > 0
+            && self.text.plain_of(cue.first - 1) == ","
+            && self.cues.iter().any(|other| {
+                other.kind == CueKind::Negation(Direction::Forward)
+                    && (other.first, other.last) == (cue.first, cue.last)
+            })
+    }
+
     fn in_scope(&self, cue: &CueHit, first: usize, last: usize) -> bool {
         let negation = matches!(cue.kind, CueKind::Negation(_));
         match direction(cue.kind) {
@@ -423,11 +435,10 @@ impl<'a> MessageContext<'a> {
                     index + 1
                 })
             }
-            Some(Direction::Backward) if last < cue.first => {
-                self.reaches(cue.first - 1, last, negation, self.scope_words, |index| {
+            Some(Direction::Backward) if last < cue.first && !self.opens_a_denial(cue) => self
+                .reaches(cue.first - 1, last, negation, self.scope_words, |index| {
                     index.wrapping_sub(1)
-                })
-            }
+                }),
             Some(Direction::Preceding) if last < cue.first => {
                 self.reaches(cue.first - 1, last, negation, 0, |index| {
                     index.wrapping_sub(1)
@@ -527,6 +538,33 @@ mod tests {
         // The finding is looked up in the normal form, where "ı" and "ş" are folded.
         assert!(context_of(text, &[yok], "atesim").negated.is_some());
         assert!(context_of(text, &[yok], "alamiyorum").negated.is_none());
+    }
+
+    #[test]
+    fn a_denial_listed_both_ways_that_opens_a_clause_denies_only_what_follows() {
+        let before = (CueKind::Negation(Direction::Forward), "nie mam");
+        let after = (CueKind::Negation(Direction::Backward), "nie mam");
+        let text = "mam krew w moczu od wczoraj, nie mam goraczki";
+        assert!(context_of(text, &[before, after], "krew").negated.is_none());
+        assert!(
+            context_of(text, &[before, after], "goraczki")
+                .negated
+                .is_some()
+        );
+        let behind = "krwi w moczu nie mam";
+        assert!(
+            context_of(behind, &[before, after], "krwi")
+                .negated
+                .is_some()
+        );
+        let ruled_out = (CueKind::Negation(Direction::Backward), "ruled out");
+        let english = "chest pain, ruled out";
+        assert!(
+            context_of(english, &[ruled_out], "chest pain")
+                .negated
+                .is_some(),
+            "a denial listed only after the noun still looks back"
+        );
     }
 
     #[test]
