@@ -460,6 +460,7 @@ impl<'a> MessageContext<'a> {
     ) -> bool {
         let mut index = from;
         let mut words = 0;
+        let mut thai_letters = 0;
         loop {
             let Some(token) = self.text.tokens.get(index) else {
                 return false;
@@ -474,7 +475,16 @@ impl<'a> MessageContext<'a> {
                 return true;
             }
             if token.kind == TokenKind::Word {
-                words += 1;
+                // A Thai letter is a token of its own and a Thai word is about four of them: a
+                // scope of eight words reaches about thirty-two Thai letters.
+                let thai = self
+                    .text
+                    .plain_of(index)
+                    .starts_with(|ch: char| matches!(ch, '\u{0E01}'..='\u{0E4E}'));
+                thai_letters += usize::from(thai);
+                if !thai || thai_letters % THAI_LETTERS_PER_WORD == 1 {
+                    words += 1;
+                }
                 if words > scope_words {
                     return false;
                 }
@@ -483,6 +493,9 @@ impl<'a> MessageContext<'a> {
         }
     }
 }
+
+/// About how many letters a Thai word has: Thai is read a letter at a time (see the normaliser).
+const THAI_LETTERS_PER_WORD: usize = 4;
 
 fn direction(kind: CueKind) -> Option<Direction> {
     match kind {
@@ -565,6 +578,16 @@ mod tests {
                 .is_some(),
             "a denial listed only after the noun still looks back"
         );
+    }
+
+    #[test]
+    fn a_scope_reaches_as_many_thai_words_as_words_of_other_languages() {
+        let last_year = (CueKind::Historical(Direction::Forward), "เมื่อปีที่แล้ว");
+        // "Last year mum's sugar dropped until she passed out": fifteen letters, four words.
+        let text = "เมื่อปีที่แล้วแม่น้ำตาลต่ำจนหมดสติ";
+        assert!(context_of(text, &[last_year], "หมดสติ").historical.is_some());
+        let far = "เมื่อปีที่แล้วแม่น้ำตาลต่ำจนต้องไปโรงพยาบาลหลายวันและตอนนี้หมดสติ";
+        assert!(context_of(far, &[last_year], "หมดสติ").historical.is_none());
     }
 
     #[test]

@@ -1372,12 +1372,38 @@ fn tokenize(chars: &[Folded], vocabulary: &Vocabulary) -> RawTokens {
             // una pila"): as tokens they split the phrases around them, and no rule reads them.
             index += 1;
         } else if ch.is_whitespace() && ch != '\n' {
+            // Thai has no full stop: a space between two Thai words ends a sentence there, so
+            // that a denial ("ไม่มีไข้") does not reach the next clause ("หายใจไม่ออก"). Only
+            // between runs of two letters or more: the normal form puts a space between every
+            // Thai letter, and must read as itself.
+            let next = chars[index..]
+                .iter()
+                .position(|next| !next.ch.is_whitespace())
+                .map(|offset| index + offset);
+            let thai_run = |at: usize, step: fn(usize) -> usize| {
+                chars.get(at).is_some_and(|c| is_thai(c.ch))
+                    && chars.get(step(at)).is_some_and(|c| is_thai(c.ch))
+            };
+            if index > 1
+                && thai_run(index - 1, |at| at.wrapping_sub(1))
+                && next.is_some_and(|next| thai_run(next, |at| at + 1))
+                && tokens
+                    .tokens
+                    .last()
+                    .is_some_and(|last| last.token.kind != TokenKind::SentenceEnd)
+            {
+                tokens.push(TokenKind::SentenceEnd, '.', current.start, current.end);
+            }
             index += 1;
         } else {
             index = read_punct(chars, index, &mut tokens);
         }
     }
     tokens
+}
+
+fn is_thai(ch: char) -> bool {
+    matches!(ch, '\u{0E01}'..='\u{0E4E}')
 }
 
 fn read_word(chars: &[Folded], start_index: usize, tokens: &mut RawTokens) -> usize {
@@ -1704,6 +1730,10 @@ mod tests {
         assert_eq!(plain("เจ็บหน้าอก"), "เ จ บ ห น า อ ก");
         assert_eq!(plain("ปวดมาก"), "ป ว ด ม า ก");
         assert_eq!(plain("ปิด"), "ป ิ ด", "a vowel sign is kept");
+        assert_eq!(
+            plain("ไม่มีไข้ หายใจไม่ออก"),
+            "ไ ม ม ี ไ ข . ห า ย ใ จ ไ ม อ อ ก"
+        );
     }
 
     #[test]
