@@ -232,6 +232,8 @@ pub struct MeasuresFile {
     pub age_unit_months: Vec<String>,
     pub age_unit_years: Vec<String>,
     pub age_links: Vec<String>,
+    pub units_before_number: Vec<String>,
+    pub unit_links: Vec<String>,
     pub temperature_words: Vec<String>,
     pub thermometers: Vec<String>,
     pub degree_words: Vec<String>,

@@ -98,6 +98,10 @@ pub struct MeasureWords {
     /// Words that may stand between a child and the age that follows it: "baby ko 1 buwan",
     /// "bayi saya umur 2 minggu".
     pub age_links: WordSet,
+    /// Age units that stand before their number, as Swahili puts them: "mtoto wa miezi 2".
+    pub units_before_number: WordSet,
+    /// Words that may stand between the child and such a unit ("wa", "ana", "wangu").
+    pub unit_links: WordSet,
     pub temperature_words: WordSet,
     pub thermometers: WordSet,
     pub degree_words: WordSet,
@@ -146,6 +150,8 @@ impl MeasureWords {
             age_unit_months: units("age_unit_months", file.age_unit_months)?,
             age_unit_years: units("age_unit_years", file.age_unit_years)?,
             age_links: set("age_links", file.age_links)?,
+            units_before_number: units("units_before_number", file.units_before_number)?,
+            unit_links: set("unit_links", file.unit_links)?,
             temperature_words: set("temperature_words", file.temperature_words)?,
             thermometers: set("thermometers", file.thermometers)?,
             degree_words: set("degree_words", file.degree_words)?,
@@ -224,6 +230,37 @@ fn number_word(word: &str) -> Option<f64> {
         _ => return None,
     };
     Some(value)
+}
+
+/// The age a number gives when its unit stands before it, as in Swahili: "mtoto wa miezi 2",
+/// "mwanangu ana wiki 5 tu". The child must come first, with at most three of the file's
+/// `unit_links` between it and the unit, so "ana homa wiki 2" (a fever for two weeks) is no age.
+/// A time ago ("wiki 2 zilizopita") is no age either.
+fn unit_before_number<'a>(
+    word: impl Fn(usize) -> &'a str,
+    words: &MeasureWords,
+    index: usize,
+    next: &str,
+) -> Option<f64> {
+    let unit = word(index.checked_sub(1)?).trim_end_matches('s');
+    if !words.units_before_number.has(unit)
+        || matches!(next, "iliyopita" | "zilizopita" | "iliopita" | "kabla")
+    {
+        return None;
+    }
+    let factor = words.age_unit_months(unit)?;
+    let mut back = index.checked_sub(2)?;
+    for _ in 0..=3 {
+        let before = word(back);
+        if words.child_words.has(before) {
+            return Some(factor);
+        }
+        if !words.unit_links.has(before) {
+            return None;
+        }
+        back = back.checked_sub(1)?;
+    }
+    None
 }
 
 /// A glucose reading and how it was given.
@@ -453,7 +490,11 @@ pub fn extract(text: &NormalizedText, words: &MeasureWords) -> Measures {
                             "about" | "around" | "just" | "only" | "like"
                         ))))
             || matches!(word(index.wrapping_sub(1)), "aged" | "age" | "edad");
-            if let (Some(factor), true) = (months_per_unit, is_age) {
+            let factor = match (months_per_unit, is_age) {
+                (Some(factor), true) => Some(factor),
+                _ => unit_before_number(word, words, index, next),
+            };
+            if let Some(factor) = factor {
                 let months = value * factor;
                 measures.age_months =
                     Some(measures.age_months.map_or(months, |seen| seen.min(months)));
@@ -1006,6 +1047,22 @@ mod tests {
         );
         assert_eq!(measures("took thirty two pills").tablet_count, Some(32.0));
         assert_eq!(measures("a fever, one of those days").temperature_c, None);
+    }
+
+    #[test]
+    fn a_unit_before_its_number_gives_an_age_after_a_child() {
+        assert!(weeks("mwanangu ana wiki 5 tu, homa 38.4").is_some_and(|w| (w - 5.0).abs() < 0.01));
+        assert_eq!(measures("mtoto wa miezi 2 ana homa").age_months, Some(2.0));
+        assert_eq!(
+            measures("mtoto ana homa wiki 2").age_months,
+            None,
+            "a fever for two weeks"
+        );
+        assert_eq!(
+            measures("mtoto wangu wiki 2 zilizopita").age_months,
+            None,
+            "two weeks ago"
+        );
     }
 
     #[test]
