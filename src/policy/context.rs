@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use super::normalize::{NormalizedText, TokenKind};
+use super::normalize::{NormalizedText, TokenKind, is_thai};
 use super::phrases::Hit;
 
 /// What a context cue does.
@@ -477,10 +477,7 @@ impl<'a> MessageContext<'a> {
             if token.kind == TokenKind::Word {
                 // A Thai letter is a token of its own and a Thai word is about four of them: a
                 // scope of eight words reaches about thirty-two Thai letters.
-                let thai = self
-                    .text
-                    .plain_of(index)
-                    .starts_with(|ch: char| matches!(ch, '\u{0E01}'..='\u{0E4E}'));
+                let thai = self.text.plain_of(index).starts_with(is_thai);
                 thai_letters += usize::from(thai);
                 if !thai || thai_letters % THAI_LETTERS_PER_WORD == 1 {
                     words += 1;

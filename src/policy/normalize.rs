@@ -1290,9 +1290,8 @@ fn is_word_of_its_own(ch: char) -> bool {
         | '\u{4E00}'..='\u{9FFF}'
         | '\u{F900}'..='\u{FAFF}'
         | '\u{FF66}'..='\u{FF9F}'
-        | '\u{20000}'..='\u{2FA1F}'
-        // Thai letters and vowel signs, not its digits.
-        | '\u{0E01}'..='\u{0E4E}')
+        | '\u{20000}'..='\u{2FA1F}')
+        || is_thai(ch)
 }
 
 /// Letters that most keyboards do not have, as people type them instead: `œil` as `oeil`, `heiß`
@@ -1402,7 +1401,8 @@ fn tokenize(chars: &[Folded], vocabulary: &Vocabulary) -> RawTokens {
     tokens
 }
 
-fn is_thai(ch: char) -> bool {
+/// A Thai letter or vowel sign (not a Thai digit).
+pub(super) fn is_thai(ch: char) -> bool {
     matches!(ch, '\u{0E01}'..='\u{0E4E}')
 }
 
