@@ -379,8 +379,7 @@ pub fn extract(text: &NormalizedText, words: &MeasureWords) -> Measures {
         {
             // Age: "6 week old", "3 months old", "10 day old baby", "2 meses". Chinese counts months
             // and weeks with a classifier between the number and the unit: "3个月", "两个星期".
-            let classifier = usize::from(matches!(next, "个" | "個"));
-            let (next, after_next) = if classifier == 1 {
+            let (next, after_next) = if matches!(next, "个" | "個") {
                 (word(end + skip + 1), word(end + skip + 2))
             } else {
                 (next, after_next)

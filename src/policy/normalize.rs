@@ -1374,18 +1374,18 @@ fn tokenize(chars: &[Folded], vocabulary: &Vocabulary) -> RawTokens {
             // Thai has no full stop: a space between two Thai words ends a sentence there, so
             // that a denial ("ไม่มีไข้") does not reach the next clause ("หายใจไม่ออก"). Only
             // between runs of two letters or more: the normal form puts a space between every
-            // Thai letter, and must read as itself.
-            let next = chars[index..]
-                .iter()
-                .position(|next| !next.ch.is_whitespace())
-                .map(|offset| index + offset);
+            // Thai letter, and must read as itself. The space after a Thai run is the only one
+            // that looks ahead, so a long run of spaces is walked once.
             let thai_run = |at: usize, step: fn(usize) -> usize| {
                 chars.get(at).is_some_and(|c| is_thai(c.ch))
                     && chars.get(step(at)).is_some_and(|c| is_thai(c.ch))
             };
             if index > 1
                 && thai_run(index - 1, |at| at.wrapping_sub(1))
-                && next.is_some_and(|next| thai_run(next, |at| at + 1))
+                && chars[index..]
+                    .iter()
+                    .position(|next| !next.ch.is_whitespace())
+                    .is_some_and(|offset| thai_run(index + offset, |at| at + 1))
                 && tokens
                     .tokens
                     .last()
@@ -1723,10 +1723,13 @@ mod tests {
         );
     }
 
+    /// The normal form of `text` with the default normaliser.
+    fn plain(text: &str) -> String {
+        Normalizer::default().normalize(text).plain
+    }
+
     #[test]
     fn thai_is_read_a_letter_at_a_time_with_its_vowels_and_without_tone_marks() {
-        let normalizer = Normalizer::default();
-        let plain = |text: &str| normalizer.normalize(text).plain;
         assert_eq!(plain("เจ็บหน้าอก"), "เ จ บ ห น า อ ก");
         assert_eq!(plain("ปวดมาก"), "ป ว ด ม า ก");
         assert_eq!(plain("ปิด"), "ป ิ ด", "a vowel sign is kept");
@@ -1738,8 +1741,6 @@ mod tests {
 
     #[test]
     fn greek_capitals_fold_to_the_latin_capital_they_imitate() {
-        let normalizer = Normalizer::default();
-        let plain = |text: &str| normalizer.normalize(text).plain;
         assert_eq!(plain("BABY CΗΟΚΙNG"), "baby choking");
         assert_eq!(plain("ΝΟΤ BREATHING"), "not breathing");
         assert_eq!(plain("ΜY CHEST"), "my chest");
