@@ -1051,6 +1051,14 @@ fn fold_confusable(ch: char) -> char {
         'ø' => 'o',
         'đ' => 'd',
         'ħ' => 'h',
+        // Hooked and open letters of West African alphabets (Hausa `ƙ`, `ɓ`, `ɗ`, Akan and Ewe
+        // `ɛ`, `ɔ`), which phone keyboards often lack and people type as the plain letter.
+        'ɓ' => 'b',
+        'ɗ' => 'd',
+        'ƙ' => 'k',
+        'ƴ' => 'y',
+        'ɛ' => 'e',
+        'ɔ' => 'o',
         other => other,
     }
 }
@@ -1246,11 +1254,14 @@ fn fold_chars(text: &str) -> Vec<Folded> {
 /// Letters that one script writes in two ways, read as one, and signs that only stretch or
 /// decorate a word, read as nothing (`None`). Arabic, Persian and Urdu keyboards give `ي` or `ی`,
 /// `ك` or `ک`, and a final `ة` is often typed as `ه`; the tatweel `ـ` only lengthens a line. Digits
-/// of the Arabic, Persian and Indic scripts are the digits they stand for, so that a temperature
+/// of the Arabic, Persian, Indic, Thai and Burmese scripts are the digits they stand for, so that a temperature
 /// typed as `٣٩` is read as one. A chandrabindu is typed for an anusvara as often as not; a nukta
 /// (`ज़`) is often left off.
 fn script_variant_folded(ch: char) -> Option<char> {
-    const DIGIT_ZEROS: [u32; 5] = [0x0660, 0x06F0, 0x0966, 0x09E6, 0x0A66];
+    const DIGIT_ZEROS: [u32; 13] = [
+        0x0660, 0x06F0, 0x0966, 0x09E6, 0x0A66, 0x0AE6, 0x0B66, 0x0BE6, 0x0C66, 0x0CE6, 0x0D66,
+        0x0E50, 0x1040,
+    ];
     let code = ch as u32;
     if let Some(zero) = DIGIT_ZEROS
         .iter()
@@ -2094,6 +2105,9 @@ mod tests {
         // Digits of other scripts are digits: a temperature typed in them is read.
         assert_eq!(words("حرارته ٣٩.٥"), "حرارته 39.5");
         assert_eq!(words("बुखार १०२"), "बुखार 102");
+        assert_eq!(words("તાવ ૧૦૩"), "તાવ 103");
+        assert_eq!(words("జ్వరం ౩౯"), "జ్వరం 39");
+        assert_eq!(words("ไข้ ๓๙"), "ไ ข 39");
         // Indic vowel signs are half the word and stay; a nukta may be left off.
         assert_eq!(words("सीने में दर्द"), "सीने में दर्द");
         assert_eq!(words("ज़ोर"), words("जोर"));
@@ -2166,6 +2180,8 @@ mod tests {
     #[test]
     fn letters_keyboards_lack_are_spelt_out() {
         assert_eq!(words("mal à l'Œil"), "mal a le oeil");
+        assert_eq!(words("Ƙirjina yana ɗaure"), "kirjina yana daure");
+        assert_eq!(words("ɛyɛ me ya"), "eye me ya");
         assert_eq!(words("es ist so heiß"), words("es ist so heiss"));
         assert_eq!(words("Cæsar"), "caesar");
     }
