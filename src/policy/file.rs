@@ -234,6 +234,7 @@ pub struct MeasuresFile {
     pub age_links: Vec<String>,
     pub units_before_number: Vec<String>,
     pub unit_links: Vec<String>,
+    pub links_before_child: Vec<String>,
     pub temperature_words: Vec<String>,
     pub thermometers: Vec<String>,
     pub degree_words: Vec<String>,

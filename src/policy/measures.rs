@@ -102,6 +102,8 @@ pub struct MeasureWords {
     pub units_before_number: WordSet,
     /// Words that may stand between the child and such a unit ("wa", "ana", "wangu").
     pub unit_links: WordSet,
+    /// Words that may stand between an age and the child after it ("का" in "2 महीने का बच्चा").
+    pub links_before_child: WordSet,
     pub temperature_words: WordSet,
     pub thermometers: WordSet,
     pub degree_words: WordSet,
@@ -152,6 +154,7 @@ impl MeasureWords {
             age_links: set("age_links", file.age_links)?,
             units_before_number: units("units_before_number", file.units_before_number)?,
             unit_links: set("unit_links", file.unit_links)?,
+            links_before_child: set("links_before_child", file.links_before_child)?,
             temperature_words: set("temperature_words", file.temperature_words)?,
             thermometers: set("thermometers", file.thermometers)?,
             degree_words: set("degree_words", file.degree_words)?,
@@ -240,12 +243,17 @@ fn unit_before_number<'a>(
     word: impl Fn(usize) -> &'a str,
     words: &MeasureWords,
     index: usize,
-    next: &str,
+    end: usize,
 ) -> Option<f64> {
     let unit = word(index.checked_sub(1)?).trim_end_matches('s');
-    if !words.units_before_number.has(unit)
-        || matches!(next, "iliyopita" | "zilizopita" | "iliopita" | "kabla")
-    {
+    // A time ago: Swahili "wiki 2 zilizopita", Hausa "wata 2 da suka wuce", Yoruba "osu 2 seyin".
+    let ago = |word: &str| {
+        matches!(
+            word,
+            "iliyopita" | "zilizopita" | "iliopita" | "kabla" | "wuce" | "seyin" | "sehin"
+        )
+    };
+    if !words.units_before_number.has(unit) || (end..end + 3).any(|at| ago(word(at))) {
         return None;
     }
     let factor = words.age_unit_months(unit)?;
@@ -379,11 +387,8 @@ pub fn extract(text: &NormalizedText, words: &MeasureWords) -> Measures {
         {
             // Age: "6 week old", "3 months old", "10 day old baby", "2 meses". Chinese counts months
             // and weeks with a classifier between the number and the unit: "3个月", "两个星期".
-            let (next, after_next) = if matches!(next, "个" | "個") {
-                (word(end + skip + 1), word(end + skip + 2))
-            } else {
-                (next, after_next)
-            };
+            let unit_at = end + skip + usize::from(matches!(next, "个" | "個"));
+            let (next, after_next) = (word(unit_at), word(unit_at + 1));
             let months_per_unit = words.age_unit_months(next.trim_end_matches('s'));
             // "is 7 weeks", "tiene 7 semanas", "a 7 semaines", "ist 7 Wochen": an age said with a
             // verb, unless what follows makes it a pregnancy's length.
@@ -442,6 +447,25 @@ pub fn extract(text: &NormalizedText, words: &MeasureWords) -> Measures {
                     after_next,
                     "ago" | "back" | "since" | "in" | "later" | "before" | "after" | "earlier" | "前"
                 ));
+            // The child after its age, as languages that put the possessive first say it: "3
+            // महिन्यांचे बाळ", "3 నెలల పాప", "2 महीने का बच्चा", "两个月的宝宝", with at most two
+            // links between. Only where the age opens its clause or follows a possessive or a word
+            // for "aged": in "发烧3天宝宝很难受" the three days are the fever's.
+            // "fever for 3 days baby is tired": a length of time, and the child is only next to it.
+            let lasted = matches!(
+                word(index.wrapping_sub(1)),
+                "for" | "since" | "past" | "last" | "durante" | "depuis" | "seit" | "desde"
+            );
+            let opens_clause = index == 0
+                || !word(index - 1).chars().any(char::is_alphanumeric)
+                || words.age_links.has(word(index - 1));
+            let link = |at: usize| words.links_before_child.has(word(at));
+            let child = |at: usize| words.child_words.has(word(at));
+            let child_after = opens_clause
+                && !lasted
+                && (child(unit_at + 1)
+                    || (link(unit_at + 1)
+                        && (child(unit_at + 2) || (link(unit_at + 2) && child(unit_at + 3)))));
             // "6 semanas de vida", "3 jours de vie" say an age; "3 días de fiebre", "2 semanas de
             // tos" say how long an illness has lasted, and "7 semanas de embarazo" a pregnancy.
             let of_life = |word: &str| {
@@ -463,23 +487,16 @@ pub fn extract(text: &NormalizedText, words: &MeasureWords) -> Measures {
                         | "varsta"
                 )
             };
-            let is_age = matches!(
-            after_next,
-            "old"
-                | "baby"
-                | "infant"
-                | "son"
-                | "daughter"
-                | "boy"
-                | "girl"
-                | "de"
-                | "bebe"
-                | "alt"
-                | "oud"
-        ) && (after_next != "de" || of_life(word(end + 2 + skip)))
+            let is_age = matches!(after_next, "old" | "de" | "alt" | "oud")
+                && (after_next != "de" || of_life(word(end + 2 + skip)))
+                || (matches!(
+                    after_next,
+                    "baby" | "infant" | "son" | "daughter" | "boy" | "girl" | "bebe"
+                ) && !lasted)
             || words.age_units.has(next)
             || said_with_a_verb
             || after_the_child
+            || child_after
             // "she is born 3 weeks ago", "born about 10 days ago": the age since the birth.
             || (after_next == "ago"
                 && (word(index.wrapping_sub(1)) == "born"
@@ -491,7 +508,7 @@ pub fn extract(text: &NormalizedText, words: &MeasureWords) -> Measures {
             || matches!(word(index.wrapping_sub(1)), "aged" | "age" | "edad");
             let factor = match (months_per_unit, is_age) {
                 (Some(factor), true) => Some(factor),
-                _ => unit_before_number(word, words, index, next),
+                _ => unit_before_number(word, words, index, end + skip),
             };
             if let Some(factor) = factor {
                 let months = value * factor;
@@ -1080,6 +1097,28 @@ mod tests {
         assert_eq!(measures("मेरा बेटा सवा महीने का है").age_months, Some(1.25));
         assert_eq!(measures("mera beta do mahine ka hai").age_months, Some(2.0));
         assert_eq!(measures("what do babies need").age_months, None);
+    }
+
+    #[test]
+    fn an_age_may_come_before_its_child() {
+        assert_eq!(measures("मेरा 2 महीने का बच्चा है").age_months, Some(2.0));
+        assert_eq!(
+            measures("2 mahine ki bachi ko bukhar").age_months,
+            Some(2.0)
+        );
+        assert_eq!(measures("2个月的宝宝发烧38.5度").age_months, Some(2.0));
+        assert_eq!(measures("两个月大的宝宝发烧").age_months, Some(2.0));
+        assert_eq!(
+            measures("发烧3天的宝宝").age_months,
+            None,
+            "a baby feverish for three days"
+        );
+        assert_eq!(
+            measures("fever for 3 days baby is tired").age_months,
+            None,
+            "a length of time next to a child"
+        );
+        assert!(weeks("3 week old baby, temp 38.2").is_some_and(|w| (w - 3.0).abs() < 0.01));
     }
 
     #[test]

@@ -1440,7 +1440,8 @@ fn read_word(chars: &[Folded], start_index: usize, tokens: &mut RawTokens) -> us
         let next_is_letter = chars
             .get(index + 1)
             .is_some_and(|next| is_word_char(next.ch));
-        let previous_is_letter = word.chars().next_back().is_some_and(char::is_alphabetic);
+        // Leet is a disguise of Latin letters: in `የ3` (Amharic "of 3") the digit is a digit.
+        let previous_is_letter = word.chars().next_back().is_some_and(is_latin_letter);
         if ch == '\'' || ch == '’' || ch == '`' {
             // Apostrophes inside a word are dropped (`can't` → `cant`); a trailing one ends it.
             if !next_is_letter {
@@ -1888,6 +1889,8 @@ mod tests {
 
     #[test]
     fn leet_digits_inside_words_become_letters_but_numbers_stay() {
+        // Leet disguises Latin letters only: the Amharic "of 3" keeps its digit.
+        assert_eq!(words("የ3 ወር"), "የ 3 ወር");
         assert_eq!(words("k1ll mys3lf"), "kil myself");
         assert_eq!(words("su!c!de"), "suicide");
         assert_eq!(words("38.5c 5mg"), "38.5 c 5 mg");
