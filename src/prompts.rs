@@ -218,9 +218,9 @@ mod tests {
     #[test]
     fn unknown_languages_fall_back_to_english_and_advice_is_included() {
         let prompts = shipped(Region::Eu);
-        assert!(!prompts.has_guidance("emergency", "am"));
+        assert!(!prompts.has_guidance("emergency", "km"));
         let text = prompts
-            .guidance("emergency", "am", "Use your auto-injector")
+            .guidance("emergency", "km", "Use your auto-injector")
             .expect("renders");
         assert!(text.starts_with("This may be") && text.contains("112"));
         assert!(text.contains("Use your auto-injector."));

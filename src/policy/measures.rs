@@ -445,7 +445,27 @@ pub fn extract(text: &NormalizedText, words: &MeasureWords) -> Measures {
                             && child_before(3)))))
                 && !matches!(
                     after_next,
-                    "ago" | "back" | "since" | "in" | "later" | "before" | "after" | "earlier" | "前"
+                    "ago"
+                        | "back"
+                        | "since"
+                        | "in"
+                        | "later"
+                        | "before"
+                        | "after"
+                        | "earlier"
+                        | "前"
+                        // "since" after the number: Hindi and Urdu "2 din se", Marathi "पासून",
+                        // Nepali "देखि", Gujarati "થી", Telugu "నుండి".
+                        | "se"
+                        | "से"
+                        | "سے"
+                        | "pasun"
+                        | "पासून"
+                        | "dekhi"
+                        | "देखि"
+                        | "થી"
+                        | "nundi"
+                        | "నుండి"
                 ));
             // The child after its age, as languages that put the possessive first say it: "3
             // महिन्यांचे बाळ", "3 నెలల పాప", "2 महीने का बच्चा", "两个月的宝宝", with at most two
@@ -862,6 +882,9 @@ mod tests {
         assert_eq!(weeks("saya umur 3 minggu"), None);
         // Nor does a word that is not a link.
         assert_eq!(weeks("baby due in 2 weeks"), None);
+        // A length of time: "for two days" after the number.
+        assert_eq!(measures("बच्चे को 2 दिन से बुखार है").age_months, None);
+        assert_eq!(measures("beta ko 2 din se bukhar hai").age_months, None);
     }
 
     #[test]
