@@ -556,7 +556,8 @@ pub fn extract(text: &NormalizedText, words: &MeasureWords) -> Measures {
             "type" | "typ" | "typu" | "tipo" | "tipe"
         );
         // A number with a unit of its own is no reading, however near a glucose word: "a hypo
-        // at 3am", "took 4 units", "sugar fine for 2 days".
+        // at 3am", "took 4 units", "sugar fine for 2 days", and a length of time in any language
+        // the age units know ("sugar cha, 2 din dekhi ulti").
         let other_unit = matches!(
             next,
             "am" | "pm"
@@ -578,7 +579,7 @@ pub fn extract(text: &NormalizedText, words: &MeasureWords) -> Measures {
                 | "oclock"
                 | "year"
                 | "years"
-        );
+        ) || words.age_unit_months(next.trim_end_matches('s')).is_some();
         if numeric && !diabetes_type && !other_unit && (direct || near(&words.glucose_words)) {
             // mg/dL when so labelled or impossible as mmol/L: home meters read up to 33.3
             // mmol/L and show "HI" above it, so "ζάχαρο 38" is 38 mg/dL. g/L (French) is a
@@ -808,6 +809,12 @@ mod tests {
         );
         assert_eq!(measures("had a hypo at 3am, fine now").glucose_mmol, None);
         assert_eq!(measures("sugar high so took 4 units").glucose_mmol, None);
+        assert_eq!(
+            measures("bhai lai sugar cha, 2 din dekhi ulti").glucose_mmol,
+            None,
+            "two days"
+        );
+        assert_eq!(measures("gula darah 3 hari tak stabil").glucose_mmol, None);
     }
 
     #[test]
