@@ -557,7 +557,8 @@ pub fn extract(text: &NormalizedText, words: &MeasureWords) -> Measures {
         );
         // A number with a unit of its own is no reading, however near a glucose word: "a hypo
         // at 3am", "took 4 units", "sugar fine for 2 days", and a length of time in any language
-        // the age units know ("sugar cha, 2 din dekhi ulti").
+        // the age units know ("sugar cha, 2 din dekhi ulti"), but not a one- or two-letter unit,
+        // which is as often a word ("glucosa en 3,6 y estoy temblando").
         let other_unit = matches!(
             next,
             "am" | "pm"
@@ -579,7 +580,8 @@ pub fn extract(text: &NormalizedText, words: &MeasureWords) -> Measures {
                 | "oclock"
                 | "year"
                 | "years"
-        ) || words.age_unit_months(next.trim_end_matches('s')).is_some();
+        ) || (next.chars().count() > 2
+            && words.age_unit_months(next.trim_end_matches('s')).is_some());
         if numeric && !diabetes_type && !other_unit && (direct || near(&words.glucose_words)) {
             // mg/dL when so labelled or impossible as mmol/L: home meters read up to 33.3
             // mmol/L and show "HI" above it, so "ζάχαρο 38" is 38 mg/dL. g/L (French) is a
@@ -815,6 +817,10 @@ mod tests {
             "two days"
         );
         assert_eq!(measures("gula darah 3 hari tak stabil").glucose_mmol, None);
+        assert_eq!(
+            measures("tengo la glucosa en 3,6 y estoy temblando").glucose_mmol,
+            Some(3.6)
+        );
     }
 
     #[test]
