@@ -467,15 +467,15 @@ pub fn extract(text: &NormalizedText, words: &MeasureWords) -> Measures {
                         | "nundi"
                         | "నుండి"
                 ));
-            // The child after its age, as languages that put the possessive first say it: "3
-            // महिन्यांचे बाळ", "3 నెలల పాప", "2 महीने का बच्चा", "两个月的宝宝", with at most two
-            // links between. Only where the age opens its clause or follows a possessive or a word
-            // for "aged": in "发烧3天宝宝很难受" the three days are the fever's.
             // "fever for 3 days baby is tired": a length of time, and the child is only next to it.
             let lasted = matches!(
                 word(index.wrapping_sub(1)),
                 "for" | "since" | "past" | "last" | "durante" | "depuis" | "seit" | "desde"
             );
+            // The child after its age, as languages that put the possessive first say it: "3
+            // महिन्यांचे बाळ", "3 నెలల పాప", "2 महीने का बच्चा", "两个月的宝宝", with at most two
+            // links between. Only where the age opens its clause or follows a possessive or a word
+            // for "aged": in "发烧3天宝宝很难受" the three days are the fever's.
             let opens_clause = index == 0
                 || !word(index - 1).chars().any(char::is_alphanumeric)
                 || words.age_links.has(word(index - 1));

@@ -1254,9 +1254,9 @@ fn fold_chars(text: &str) -> Vec<Folded> {
 /// Letters that one script writes in two ways, read as one, and signs that only stretch or
 /// decorate a word, read as nothing (`None`). Arabic, Persian and Urdu keyboards give `ي` or `ی`,
 /// `ك` or `ک`, and a final `ة` is often typed as `ه`; the tatweel `ـ` only lengthens a line. Digits
-/// of the Arabic, Persian, Indic, Thai and Burmese scripts are the digits they stand for, so that a temperature
-/// typed as `٣٩` is read as one. A chandrabindu is typed for an anusvara as often as not; a nukta
-/// (`ज़`) is often left off.
+/// of the Arabic, Persian, Indic, Thai and Burmese scripts are the digits they stand for, so that
+/// a temperature typed as `٣٩` is read as one. A chandrabindu is typed for an anusvara as often as
+/// not; a nukta (`ज़`) is often left off.
 fn script_variant_folded(ch: char) -> Option<char> {
     const DIGIT_ZEROS: [u32; 13] = [
         0x0660, 0x06F0, 0x0966, 0x09E6, 0x0A66, 0x0AE6, 0x0B66, 0x0BE6, 0x0C66, 0x0CE6, 0x0D66,
