@@ -408,6 +408,19 @@ impl<'a> MessageContext<'a> {
                 .is_some_and(|between| between.iter().any(|&flag| flag))
     }
 
+    /// A comma followed by a subject of its own between `from` and `to`: a question or a
+    /// condition does not reach past it. In "can you check if he is breathing ok, he collapsed and
+    /// is not responding" the collapse is told, not asked about. Walked only within a cue's scope.
+    fn new_subject_between(&self, from: usize, to: usize) -> bool {
+        (from + 1..to).any(|index| {
+            self.text.plain_of(index) == ","
+                && matches!(
+                    self.text.plain_of(index + 1),
+                    "he" | "she" | "i" | "we" | "they" | "hes" | "shes" | "im" | "ive" | "theyre"
+                )
+        })
+    }
+
     /// A denial listed both ways ("nie mam": "nie mam gorączki" and "gorączki nie mam") that
     /// opens a clause denies what follows it, not the clause before the comma: in "mam krew w
     /// moczu od wczoraj, nie mam gorączki" the blood stays a finding.
@@ -433,7 +446,8 @@ impl<'a> MessageContext<'a> {
                 };
                 self.reaches(cue.last + 1, first, negation, scope_words, |index| {
                     index + 1
-                })
+                }) && !(matches!(cue.kind, CueKind::Hypothetical(_))
+                    && self.new_subject_between(cue.last, first))
             }
             Some(Direction::Backward) if last < cue.first && !self.opens_a_denial(cue) => self
                 .reaches(cue.first - 1, last, negation, self.scope_words, |index| {
@@ -675,6 +689,23 @@ mod tests {
             "what are the signs , that he swallowed a battery",
             &[signs],
             "swallowed a battery",
+        );
+        assert_eq!(asked.temporality(), Temporality::Hypothetical);
+    }
+
+    #[test]
+    fn a_question_stops_at_a_comma_that_opens_a_told_clause() {
+        let check = (CueKind::Hypothetical(Direction::Forward), "if he");
+        let told = context_of(
+            "can you check if he is ok , he collapsed and is not responding",
+            &[check],
+            "not responding",
+        );
+        assert_eq!(told.temporality(), Temporality::Recent);
+        let asked = context_of(
+            "what do i do if he is not responding , breathing slowly",
+            &[check],
+            "breathing slowly",
         );
         assert_eq!(asked.temporality(), Temporality::Hypothetical);
     }
