@@ -129,6 +129,8 @@ pub struct MessageContext<'a> {
     scope_words: usize,
     /// Questions answered "no" ("chest pain? no."): the question's sentence and the answer.
     denied_questions: Vec<(usize, (usize, usize))>,
+    /// Words that give a clause after a comma a subject of its own (`clause_subjects`).
+    clause_subjects: &'a [String],
 }
 
 impl<'a> MessageContext<'a> {
@@ -202,7 +204,15 @@ impl<'a> MessageContext<'a> {
             negation_terminator,
             scope_words,
             denied_questions: Vec::new(),
+            clause_subjects: &[],
         }
+    }
+
+    /// Words that, opening a clause after a comma, give it a subject of its own: a question or
+    /// a condition stops there (normalised, one word each).
+    pub fn with_clause_subjects(mut self, subjects: &'a [String]) -> Self {
+        self.clause_subjects = subjects;
+        self
     }
 
     /// Reads the answers in a message that asks and answers its own questions, as people fill
@@ -414,10 +424,10 @@ impl<'a> MessageContext<'a> {
     fn new_subject_between(&self, from: usize, to: usize) -> bool {
         (from + 1..to).any(|index| {
             self.text.plain_of(index) == ","
-                && matches!(
-                    self.text.plain_of(index + 1),
-                    "he" | "she" | "i" | "we" | "they" | "hes" | "shes" | "im" | "ive" | "theyre"
-                )
+                && self
+                    .clause_subjects
+                    .iter()
+                    .any(|subject| subject == self.text.plain_of(index + 1))
         })
     }
 
@@ -547,7 +557,10 @@ mod tests {
             })
             .collect();
         let no_answers = ["no", "nope", "nein", "not at all", "para nada"].map(String::from);
-        let context = MessageContext::new(&normalized, hits, 8).with_answers(text, &no_answers);
+        let subjects = ["he", "she", "i"].map(String::from);
+        let context = MessageContext::new(&normalized, hits, 8)
+            .with_answers(text, &no_answers)
+            .with_clause_subjects(&subjects);
         let (first, last) = find(finding).expect("finding present");
         context.assess(first, last)
     }

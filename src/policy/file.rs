@@ -235,6 +235,9 @@ pub struct MeasuresFile {
     pub units_before_number: Vec<String>,
     pub unit_links: Vec<String>,
     pub links_before_child: Vec<String>,
+    pub time_since_words: Vec<String>,
+    pub ago_after_number: Vec<String>,
+    pub duration_words: Vec<String>,
     pub temperature_words: Vec<String>,
     pub thermometers: Vec<String>,
     pub degree_words: Vec<String>,
@@ -314,6 +317,10 @@ pub struct ContextFile {
     /// exception itself, not a denial of it.
     #[serde(default)]
     pub exception_words: Vec<String>,
+    /// Words that give a clause after a comma a subject of its own ("…, he collapsed"): a
+    /// question or a condition stops there.
+    #[serde(default)]
+    pub clause_subjects: Vec<String>,
 }
 
 fn default_scope() -> usize {

@@ -104,6 +104,15 @@ pub struct MeasureWords {
     pub unit_links: WordSet,
     /// Words that may stand between an age and the child after it ("का" in "2 महीने का बच्चा").
     pub links_before_child: WordSet,
+    /// Words straight after an age's unit that make it a time since or ago ("2 weeks ago",
+    /// "2 din se"): a child before it is then no age.
+    pub time_since_words: WordSet,
+    /// Words up to three after a unit-first number that make it a time ago ("wiki 2
+    /// zilizopita").
+    pub ago_after_number: WordSet,
+    /// Words before a number that make it a length of time ("for 3 days"): a child after its
+    /// unit is then no age.
+    pub duration_words: WordSet,
     pub temperature_words: WordSet,
     pub thermometers: WordSet,
     pub degree_words: WordSet,
@@ -155,6 +164,9 @@ impl MeasureWords {
             units_before_number: units("units_before_number", file.units_before_number)?,
             unit_links: set("unit_links", file.unit_links)?,
             links_before_child: set("links_before_child", file.links_before_child)?,
+            time_since_words: set("time_since_words", file.time_since_words)?,
+            ago_after_number: set("ago_after_number", file.ago_after_number)?,
+            duration_words: set("duration_words", file.duration_words)?,
             temperature_words: set("temperature_words", file.temperature_words)?,
             thermometers: set("thermometers", file.thermometers)?,
             degree_words: set("degree_words", file.degree_words)?,
@@ -247,13 +259,9 @@ fn unit_before_number<'a>(
 ) -> Option<f64> {
     let unit = word(index.checked_sub(1)?).trim_end_matches('s');
     // A time ago: Swahili "wiki 2 zilizopita", Hausa "wata 2 da suka wuce", Yoruba "osu 2 seyin".
-    let ago = |word: &str| {
-        matches!(
-            word,
-            "iliyopita" | "zilizopita" | "iliopita" | "kabla" | "wuce" | "seyin" | "sehin"
-        )
-    };
-    if !words.units_before_number.has(unit) || (end..end + 3).any(|at| ago(word(at))) {
+    if !words.units_before_number.has(unit)
+        || (end..end + 3).any(|at| words.ago_after_number.has(word(at)))
+    {
         return None;
     }
     let factor = words.age_unit_months(unit)?;
@@ -443,35 +451,10 @@ pub fn extract(text: &NormalizedText, words: &MeasureWords) -> Measures {
                     && (child_before(2)
                         || (words.age_links.has(word(index.wrapping_sub(2)))
                             && child_before(3)))))
-                && !matches!(
-                    after_next,
-                    "ago"
-                        | "back"
-                        | "since"
-                        | "in"
-                        | "later"
-                        | "before"
-                        | "after"
-                        | "earlier"
-                        | "前"
-                        // "since" after the number: Hindi and Urdu "2 din se", Marathi "पासून",
-                        // Nepali "देखि", Gujarati "થી", Telugu "నుండి".
-                        | "se"
-                        | "से"
-                        | "سے"
-                        | "pasun"
-                        | "पासून"
-                        | "dekhi"
-                        | "देखि"
-                        | "થી"
-                        | "nundi"
-                        | "నుండి"
-                ));
+                // "baby 2 weeks ago", "beta ko 2 din se": a time since, not an age.
+                && !words.time_since_words.has(after_next));
             // "fever for 3 days baby is tired": a length of time, and the child is only next to it.
-            let lasted = matches!(
-                word(index.wrapping_sub(1)),
-                "for" | "since" | "past" | "last" | "durante" | "depuis" | "seit" | "desde"
-            );
+            let lasted = words.duration_words.has(word(index.wrapping_sub(1)));
             // The child after its age, as languages that put the possessive first say it: "3
             // महिन्यांचे बाळ", "3 నెలల పాప", "2 महीने का बच्चा", "两个月的宝宝", with at most two
             // links between. Only where the age opens its clause or follows a possessive or a word

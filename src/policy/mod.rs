@@ -211,6 +211,8 @@ pub struct PolicySet {
     answers_no: Vec<String>,
     /// `exception_words` of the context file, normalised.
     exception_words: Vec<String>,
+    /// `clause_subjects` of the context file, normalised.
+    clause_subjects: Vec<String>,
     /// The lists of `measures.toml`, normalised.
     measure_words: MeasureWords,
     output: output::OutputRules,
@@ -603,6 +605,12 @@ impl PolicySet {
             "exception_words",
             &context.exception_words,
         )?;
+        let clause_subjects = single_words(
+            &normalizer,
+            &context_path,
+            "clause_subjects",
+            &context.clause_subjects,
+        )?;
         let measure_words = MeasureWords::from_file(measures_file, |list, word| {
             let normalized = normalizer.normalize(word);
             let refused = |why: &str| PolicyLoadError::Parse {
@@ -630,6 +638,7 @@ impl PolicySet {
             unless_reach: context.unless_reach,
             answers_no,
             exception_words,
+            clause_subjects,
             measure_words,
             output,
             net,
@@ -781,7 +790,8 @@ impl PolicySet {
                 })
         });
         let context = MessageContext::new(&normalized, cues, self.scope_words)
-            .with_answers(message, &self.answers_no);
+            .with_answers(message, &self.answers_no)
+            .with_clause_subjects(&self.clause_subjects);
         let hits = hits
             .into_iter()
             .filter(|hit| !matches!(self.roles.get(hit.phrase), Some(Role::Cue(_)) | None))
@@ -1047,7 +1057,8 @@ impl PolicySet {
             })
             .collect();
         let context = MessageContext::new(&normalized, cues, self.scope_words)
-            .with_answers(sentence, &self.answers_no);
+            .with_answers(sentence, &self.answers_no)
+            .with_clause_subjects(&self.clause_subjects);
         let (first, last) = locate(&self.normalizer, &normalized, concept).unwrap_or((0, 0));
         let assessment = context.assess(first, last);
         ContextVerdict {
@@ -1574,6 +1585,32 @@ before = ["no", "without"]
         assert!(
             refused.is_some_and(|error| error.to_string().contains("`no way` is not one word")),
             "a list of single words refuses a phrase"
+        );
+    }
+
+    #[test]
+    fn a_question_stops_only_at_the_context_file_s_clause_subjects() {
+        let context = "[hypothetical]\nbefore = [\"if he\"]\n";
+        let text = "can you check if he is ok, she has chest pain now";
+        let without = load_with_context(context).expect("a set without clause subjects");
+        assert_eq!(
+            without.evaluate(text).level,
+            Severity::Routine,
+            "the question reaches past the comma"
+        );
+        let with = load_with_context(&format!("clause_subjects = [\"SHE\"]\n{context}"))
+            .expect("a set with clause subjects");
+        assert_eq!(with.evaluate(text).level, Severity::Emergency);
+        assert_eq!(
+            with.evaluate("can you check if he is ok, then chest pain")
+                .level,
+            Severity::Routine,
+            "a clause without a subject of its own stays in the question"
+        );
+        let refused = load_with_context("clause_subjects = [\"she is\"]\n").err();
+        assert!(
+            refused.is_some_and(|error| error.to_string().contains("`she is` is not one word")),
+            "a subject is one word"
         );
     }
 
