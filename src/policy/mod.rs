@@ -258,13 +258,17 @@ fn render_guidance(
     Ok(guidance)
 }
 
-/// Reads `safety_net.toml` and its weights, and adds the net's two rules to `rules`.
+/// The `unless` phrases of the safety net's rules: (the rule's index, its phrases).
+type NetExceptions = Vec<(usize, Vec<String>)>;
+
+/// Reads `safety_net.toml` and its weights, and adds the net's two rules to `rules`. Returns the
+/// net with each rule's `unless` phrases, which the caller adds to the phrase set.
 fn load_safety_net(
     dir: &Path,
     prompts: &Prompts,
     hasher: &mut Sha256,
     rules: &mut Vec<Rule>,
-) -> Result<Option<NetRules>, PolicyLoadError> {
+) -> Result<Option<(NetRules, NetExceptions, PathBuf)>, PolicyLoadError> {
     let path = dir.join("safety_net.toml");
     if !path.exists() {
         return Ok(None);
@@ -297,6 +301,7 @@ fn load_safety_net(
     })?;
     let mut urgent = None;
     let mut emergency = None;
+    let mut exceptions = Vec::new();
     for spec in &file.rule {
         if rules.iter().any(|rule| rule.id == spec.id) {
             return Err(PolicyLoadError::DuplicateRule(spec.id.clone()));
@@ -326,6 +331,7 @@ fn load_safety_net(
         languages.sort_unstable();
         languages.dedup();
         *slot = Some(rules.len());
+        exceptions.push((rules.len(), spec.unless.clone()));
         rules.push(Rule {
             id: spec.id.clone(),
             severity: spec.severity,
@@ -346,11 +352,15 @@ fn load_safety_net(
             reason: "needs one urgent and one emergency `[[rule]]`".to_owned(),
         });
     };
-    Ok(Some(NetRules {
-        net,
-        urgent,
-        emergency,
-    }))
+    Ok(Some((
+        NetRules {
+            net,
+            urgent,
+            emergency,
+        },
+        exceptions,
+        path,
+    )))
 }
 
 /// The safety net and the rules (indices into `rules`) it raises a decision with.
@@ -582,7 +592,28 @@ impl PolicySet {
                 });
             }
         }
-        let net = load_safety_net(dir, prompts, &mut hasher, &mut rules)?;
+        let net = match load_safety_net(dir, prompts, &mut hasher, &mut rules)? {
+            Some((net, exceptions, path)) => {
+                for (index, unless) in exceptions {
+                    let phrases = concepts
+                        .expand(unless.iter().map(|phrase| ("en", phrase.as_str())))
+                        .map_err(|reason| PolicyLoadError::Rule {
+                            path: path.clone(),
+                            rule: rules
+                                .get(index)
+                                .map(|rule| rule.id.clone())
+                                .unwrap_or_default(),
+                            reason,
+                        })?;
+                    for (_, phrase) in phrases {
+                        let role = Role::Unless { rule: index };
+                        add_phrase(&mut builder, &mut roles, &path, phrase, role)?;
+                    }
+                }
+                Some(net)
+            }
+            None => None,
+        };
         for (path, file) in files {
             output_specs.push((path.clone(), file.output_rule));
             tests.push(testing::FileTests {
@@ -960,7 +991,8 @@ impl PolicySet {
             });
         }
         if let Some(net) = &self.net {
-            self.apply_net(net, message, scan, excepted, &mut decision);
+            let net_excepted = |rule: usize| exceptions.contains_key(&rule);
+            self.apply_net(net, message, scan, excepted, net_excepted, &mut decision);
         }
         // Most severe first; then the rule's priority; then what the patient said first.
         let priority = |id: &str| {
@@ -984,13 +1016,16 @@ impl PolicySet {
 
     /// Raises a decision the rules left below what the safety net reads, never lowers one. An
     /// exception an operator wrote (`unless`) outranks the statistics: when one set a rule
-    /// aside, the net does not raise ("I bit my tongue and now it's swollen").
+    /// aside, the net does not raise ("I bit my tongue and now it's swollen"); nor does a level
+    /// of the net whose own `unless` phrase is in the message (`has_exception`: "our cat
+    /// collapsed, where is the nearest emergency vet").
     fn apply_net(
         &self,
         net: &NetRules,
         message: &str,
         scan: &Scan,
         excepted: bool,
+        has_exception: impl Fn(usize) -> bool,
         decision: &mut Decision,
     ) {
         let score = net.net.score(&scan.normalized);
@@ -1000,17 +1035,35 @@ impl PolicySet {
             .map(|fired| fired.severity)
             .max()
             .unwrap_or_default();
-        let raise = if level < Severity::Emergency && score.emergency >= net.net.emergency_at {
-            Some(net.emergency)
-        } else if level < Severity::Urgent && score.urgent >= net.net.urgent_at {
-            Some(net.urgent)
-        } else {
-            None
-        };
-        if let Some(rule) = raise
-            .filter(|_| !excepted)
-            .and_then(|index| self.rules.get(index))
-        {
+        let reaches = [
+            (
+                net.emergency,
+                level < Severity::Emergency && score.emergency >= net.net.emergency_at,
+            ),
+            (
+                net.urgent,
+                level < Severity::Urgent && score.urgent >= net.net.urgent_at,
+            ),
+        ];
+        let mut raise = None;
+        for (index, reached) in reaches {
+            if !reached || excepted {
+                continue;
+            }
+            if has_exception(index) {
+                if let Some(rule) = self.rules.get(index) {
+                    decision.set_aside.push(SetAside {
+                        rule: rule.id.clone(),
+                        matched: score.evidence.join(", "),
+                        reason: "an `unless` phrase is present".to_owned(),
+                    });
+                }
+                continue;
+            }
+            raise = Some(index);
+            break;
+        }
+        if let Some(rule) = raise.and_then(|index| self.rules.get(index)) {
             let language = self.language_of(scan);
             decision.fired.push(FiredRule {
                 rule: rule.id.clone(),
@@ -1905,6 +1958,46 @@ guidance = "urgent"
         let excepted = decide("I bit my tongue swollen");
         assert_eq!(excepted.level, Severity::Routine);
         assert!(excepted.net.is_some_and(|net| net.emergency > 0.5));
+    }
+
+    #[test]
+    fn a_level_of_the_net_stands_back_for_its_own_exceptions() {
+        let net = NET
+            .replace(
+                "advice.en = \"Call 999 if someone could be in danger.\"",
+                "unless = [\"the vet\"]",
+            )
+            .replace(
+                "id = \"net.urgent\"",
+                "id = \"net.urgent\"\nunless = [\"@topic.animal\"]",
+            );
+        let topic = format!(
+            "{NET_TOPIC}\n[[concept]]\nid = \"topic.animal\"\nphrases.en = [\"the vet\"]\n"
+        );
+        let set = load_files(&[
+            ("topic.toml", topic.as_str()),
+            ("safety_net.toml", net.as_str()),
+            ("weights.tsv", WEIGHTS),
+        ])
+        .expect("a net with exceptions");
+        let decide = |text: &str| set.evaluate(text);
+        assert_eq!(
+            decide("he has gone grey and sweaty").rule_ids(),
+            ["net.emergency"]
+        );
+        // Both levels stand back, and the explanation says why.
+        let vet = decide("he has gone grey and sweaty, is the vet open");
+        assert_eq!(vet.level, Severity::Routine);
+        assert!(
+            vet.set_aside
+                .iter()
+                .any(|aside| aside.rule == "net.emergency" && aside.reason.contains("unless"))
+        );
+        // Rules keep their own phrases.
+        assert_eq!(
+            decide("tongue swollen, the vet is here").level,
+            Severity::Emergency
+        );
     }
 
     #[test]
