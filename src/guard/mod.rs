@@ -201,7 +201,7 @@ impl<'a> Guard<'a> {
     fn check(&mut self, at_end: bool) -> GuardStep {
         self.caches = self.prefixes.caches();
         self.append_caches = self.append_automata.caches();
-        let step = self.check_with_caches(at_end);
+        let step = self.check_with_caches(at_end, REDACTION_RESCANS);
         self.return_caches();
         step
     }
@@ -212,7 +212,13 @@ impl<'a> Guard<'a> {
             .give_back(std::mem::take(&mut self.append_caches));
     }
 
-    fn check_with_caches(&mut self, at_end: bool) -> GuardStep {
+    ///
+    /// After a redaction the held text is read again (`rescans` more times at most): the
+    /// notice stands where the span was, and what follows reads differently beside it. In "As
+    /// your doctor, I  I I am a d o c t o r" the first redaction takes "As your doctor, I", and
+    /// the letters left ("I I am a d o c t o r") now spell "I am a doctor"; a reply cut into
+    /// chunks sees them that way, so the reply read whole must too.
+    fn check_with_caches(&mut self, at_end: bool, rescans: usize) -> GuardStep {
         let (combined, offset) = self.combined();
         let normalized = self.rules.normalize(&combined);
         let frontier = self.frontier(&normalized, &combined, offset);
@@ -286,6 +292,9 @@ impl<'a> Guard<'a> {
                 self.pending.replace_range(*start..*end, text);
             }
         }
+        if redacted && rescans > 0 {
+            return self.check_with_caches(at_end, rescans - 1);
+        }
         let (cut, unsettled_start) = if at_end {
             (self.pending.len(), combined.len())
         } else if redacted {
@@ -358,6 +367,9 @@ impl<'a> Guard<'a> {
         }
     }
 }
+
+/// How many times a check reads the held text again after redacting in it.
+const REDACTION_RESCANS: usize = 2;
 
 /// Where the context before byte `settled` of released text starts: [`CONTEXT_WORDS`] word
 /// starts back (or the start of the text).
@@ -776,6 +788,24 @@ mod tests {
         let shown = run_chunked(shipped().output_rules(), Severity::Routine, reply, 1);
         assert_eq!(shown.rules, ["output.no_clinician_claim"], "{shown:?}");
         assert!(!shown.text.contains("h u m"), "{:?}", shown.text);
+    }
+
+    #[test]
+    fn what_follows_a_redaction_is_read_again_beside_its_notice() {
+        // Read whole, "I  I I" spells "i ii"; once "As your doctor, I" is redacted the letters
+        // left spell "I am a doctor", as they do when the reply comes in chunks.
+        let reply = "As your doctor, I  I I am a d o c t o r, ";
+        let whole = run_chunked(
+            shipped().output_rules(),
+            Severity::Routine,
+            reply,
+            usize::MAX,
+        );
+        assert!(!whole.text.contains("d o c t o r"), "{whole:?}");
+        for size in [1, 7, 24, 25] {
+            let chunked = run_chunked(shipped().output_rules(), Severity::Routine, reply, size);
+            assert_eq!(chunked.text, whole.text, "chunks of {size}");
+        }
     }
 
     #[test]
