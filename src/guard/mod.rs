@@ -212,12 +212,11 @@ impl<'a> Guard<'a> {
             .give_back(std::mem::take(&mut self.append_caches));
     }
 
-    ///
-    /// After a redaction the held text is read again (`rescans` more times at most): the
-    /// notice stands where the span was, and what follows reads differently beside it. In "As
-    /// your doctor, I  I I am a d o c t o r" the first redaction takes "As your doctor, I", and
-    /// the letters left ("I I am a d o c t o r") now spell "I am a doctor"; a reply cut into
-    /// chunks sees them that way, so the reply read whole must too.
+    /// One check of the held text. After a redaction it is read again (`rescans` more times at
+    /// most): the notice stands where the span was, and what follows reads differently beside
+    /// it. In "As your doctor, I  I I am a d o c t o r" the first redaction takes "As your
+    /// doctor, I", and the letters left ("I I am a d o c t o r") now spell "I am a doctor"; a
+    /// reply cut into chunks sees them that way, so the reply read whole must too.
     fn check_with_caches(&mut self, at_end: bool, rescans: usize) -> GuardStep {
         let (combined, offset) = self.combined();
         let normalized = self.rules.normalize(&combined);
