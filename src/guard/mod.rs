@@ -350,6 +350,8 @@ impl<'a> Guard<'a> {
             }
             after = Some(ch);
         }
+        // Cut at the start of a run of single letters, so that the run is read whole.
+        let mut cut = start_of_letter_run(&self.released_tail, cut);
         if self.released_tail.len() - cut > TAIL_MAX_BYTES {
             let mut floor = self.released_tail.len() - TAIL_MAX_BYTES;
             while !self.released_tail.is_char_boundary(floor) {
@@ -371,7 +373,7 @@ impl<'a> Guard<'a> {
 const REDACTION_RESCANS: usize = 2;
 
 /// Where the context before byte `settled` of released text starts: [`CONTEXT_WORDS`] word
-/// starts back (or the start of the text).
+/// starts back (or the start of the text), and further back over a run of single letters.
 fn context_start(tail: &str, settled: usize) -> usize {
     let mut words = 0;
     let mut after_is_word = false;
@@ -380,7 +382,7 @@ fn context_start(tail: &str, settled: usize) -> usize {
             if after_is_word {
                 words += 1;
                 if words == CONTEXT_WORDS {
-                    return index + ch.len_utf8();
+                    return start_of_letter_run(tail, index + ch.len_utf8());
                 }
             }
             after_is_word = false;
@@ -389,6 +391,51 @@ fn context_start(tail: &str, settled: usize) -> usize {
         }
     }
     0
+}
+
+/// `cut` (a word start in `tail`), moved back to where the run of single letters it stands in
+/// starts.
+///
+/// The normaliser reads three single letters in a row as one word spelt out, and how it joins
+/// them depends on the whole run: "a b I am" is "abi am", while "I am" alone is "i am". Context
+/// cut inside a run would read the letters after the cut differently from the reply read whole.
+fn start_of_letter_run(tail: &str, cut: usize) -> usize {
+    fn single_letter(word: &str) -> bool {
+        let mut letters = word.chars().filter(|ch| ch.is_alphanumeric());
+        letters.next().is_some() && letters.next().is_none()
+    }
+    let Some(first_word) = tail
+        .get(cut..)
+        .and_then(|rest| rest.split_whitespace().next())
+    else {
+        return cut;
+    };
+    if !single_letter(first_word) {
+        return cut;
+    }
+    let mut start = cut;
+    let before = tail.get(..cut).unwrap_or_default();
+    let mut end = before.len();
+    for (index, ch) in before.char_indices().rev() {
+        if !ch.is_whitespace() {
+            continue;
+        }
+        let word = &before[index + ch.len_utf8()..end];
+        end = index;
+        if word.is_empty() {
+            continue;
+        }
+        if !single_letter(word) {
+            return start;
+        }
+        start = index + ch.len_utf8();
+    }
+    let word = &before[..end];
+    if word.is_empty() || single_letter(word) {
+        0
+    } else {
+        start
+    }
 }
 
 impl Drop for Guard<'_> {
@@ -805,6 +852,42 @@ mod tests {
             let chunked = run_chunked(shipped().output_rules(), Severity::Routine, reply, size);
             assert_eq!(chunked.text, whole.text, "chunks of {size}");
         }
+    }
+
+    #[test]
+    fn released_letters_are_read_as_one_run_with_those_that_follow() {
+        // Read whole, "a b I" is one run spelt out ("abi am"); context cut inside the run
+        // would read "I am" after a chunk boundary and act where the whole reply does not.
+        let reply = "a b I am a d o c t o r, As your doctor, I ";
+        let whole = run_chunked(
+            shipped().output_rules(),
+            Severity::Routine,
+            reply,
+            usize::MAX,
+        );
+        let cut = stream(
+            shipped().output_rules(),
+            Severity::Routine,
+            ["a b I am", " a d o c t o r, As your doctor, I "],
+        );
+        assert_eq!(cut.released, whole.text, "{cut:?}");
+        assert_eq!(start_of_letter_run("ok a b I am ", 7), 3);
+        assert_eq!(start_of_letter_run("a b I am ", 4), 0);
+        assert_eq!(start_of_letter_run("ok am I ", 6), 6);
+    }
+
+    #[test]
+    fn letters_are_held_however_the_text_before_them_was_read() {
+        // "a b I'm" has the reply's normal form read twice; the letters "a d o" must still be
+        // held as a word being spelt out.
+        let start = "a b I'm a doctorThank you for telling me. I am a d o ";
+        let mut guard = Guard::new(shipped().output_rules(), Severity::Routine);
+        let first = guard.push(start);
+        assert!(!first.release.contains("I am"), "{first:?}");
+        let rest = guard.push("c t o r, ");
+        let end = guard.finish();
+        let seen = format!("{}{}{}", first.release, rest.release, end.release);
+        assert!(!seen.contains("d o c t o r"), "{seen:?}");
     }
 
     #[test]

@@ -396,6 +396,13 @@ impl Normalizer {
             for token in &mut again.tokens {
                 if let Some((first, last)) = normalized.token_range(token.start, token.end, false) {
                     (token.start, token.end) = normalized.original_span(first, last);
+                    // Letters the first reading joined read as a plain word the second time
+                    // (`a d o` became `ado`); they are still letters spelt out, and a streaming
+                    // guard holds them while more letters may follow.
+                    token.spelt |= normalized
+                        .tokens
+                        .get(first..=last)
+                        .is_some_and(|read| read.iter().any(|token| token.spelt));
                 }
             }
             normalized = again;
@@ -1733,6 +1740,17 @@ mod tests {
             "icut",
             "no word either way: one word as before"
         );
+    }
+
+    #[test]
+    fn letters_joined_in_a_first_reading_are_still_spelt_after_the_second() {
+        // "a b I'm" makes the normal form be read again, where "ado" is a plain word.
+        let normalized = Normalizer::default().normalize("a b I'm here. I am a d o");
+        assert!(normalized.plain.ends_with(" ado"), "{:?}", normalized.plain);
+        let last = normalized.tokens.last().expect("tokens");
+        assert!(last.spelt, "{last:?}");
+        let am = normalized.tokens[normalized.tokens.len() - 2];
+        assert!(!am.spelt, "{am:?}");
     }
 
     /// The normal form of `text` with the default normaliser.
