@@ -441,14 +441,16 @@ pub async fn run(args: MixedArgs, json_output: bool) -> anyhow::Result<bool> {
     let provider_requests = fake.requests();
     let other_cores = other_load.cores();
     let in_process = server.is_in_process();
-    // The server's own view: guard time per chunk, message to model request, model time to
-    // first token, and chunk to first delta, as recorded
+    // The server's own view: guard time per chunk, message to model request (and the part of it
+    // before the turn's worker ran), model time to first token, and chunk to first delta, as
+    // recorded
     // inside Carebridge (summaries over the run, warm-up included).
     let server_metrics = crate::server::server_quantiles(
         &server.ws_base,
         &[
             "carebridge_guard_chunk_seconds",
             "carebridge_turn_start_seconds",
+            "carebridge_turn_wait_seconds",
             "carebridge_policy_evaluation_seconds",
             "carebridge_request_build_seconds",
             "carebridge_model_first_token_seconds",

@@ -610,6 +610,9 @@ pub async fn run_turn(
     let llm = &services.settings.llm;
     let keep = llm.events_to_read();
     let started = Instant::now();
+    // The part of the time to the model request spent before this worker ran at all: on a busy
+    // thread it is most of that time's tail.
+    metrics::histogram!("carebridge_turn_wait_seconds").record(turn.ready.elapsed().as_secs_f64());
     let deadline = tokio::time::Instant::now() + Duration::from_millis(llm.reply_timeout_ms);
 
     // A place among the replica's streaming replies; waiting for one counts against the
