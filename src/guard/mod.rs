@@ -836,17 +836,22 @@ mod tests {
         assert!(!shown.text.contains("h u m"), "{:?}", shown.text);
     }
 
+    /// A reply read in one piece by the shipped rules in a routine session.
+    fn read_whole(reply: &str) -> GuardedReply {
+        run_chunked(
+            shipped().output_rules(),
+            Severity::Routine,
+            reply,
+            usize::MAX,
+        )
+    }
+
     #[test]
     fn what_follows_a_redaction_is_read_again_beside_its_notice() {
         // Read whole, "I  I I" spells "i ii"; once "As your doctor, I" is redacted the letters
         // left spell "I am a doctor", as they do when the reply comes in chunks.
         let reply = "As your doctor, I  I I am a d o c t o r, ";
-        let whole = run_chunked(
-            shipped().output_rules(),
-            Severity::Routine,
-            reply,
-            usize::MAX,
-        );
+        let whole = read_whole(reply);
         assert!(!whole.text.contains("d o c t o r"), "{whole:?}");
         for size in [1, 7, 24, 25] {
             let chunked = run_chunked(shipped().output_rules(), Severity::Routine, reply, size);
@@ -859,12 +864,7 @@ mod tests {
         // Read whole, "a b I" is one run spelt out ("abi am"); context cut inside the run
         // would read "I am" after a chunk boundary and act where the whole reply does not.
         let reply = "a b I am a d o c t o r, As your doctor, I ";
-        let whole = run_chunked(
-            shipped().output_rules(),
-            Severity::Routine,
-            reply,
-            usize::MAX,
-        );
+        let whole = read_whole(reply);
         let cut = stream(
             shipped().output_rules(),
             Severity::Routine,
