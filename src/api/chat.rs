@@ -19,8 +19,9 @@ use crate::protocol::{
     ClientFrame, ErrorCode, FrameError, PROTOCOL_VERSION, PatientText, ServerFrame, close_code,
     parse_client_frame,
 };
-use crate::session::conversation::{Conversation, FrameSender, PendingTurn, Services, run_turn};
+use crate::session::conversation::{Conversation, FrameSender, Services, run_turn};
 use crate::session::tail::KnownTail;
+use crate::session::turns::{self, TurnLine};
 use crate::session::{Mode, SessionEvent, SessionId};
 use crate::store::EventNotices;
 
@@ -88,7 +89,7 @@ struct PatientSocket {
     claims: Claims,
     conversation: Option<Conversation>,
     notices: Option<EventNotices>,
-    turns: Option<mpsc::Sender<PendingTurn>>,
+    turns: Option<TurnLine>,
     /// Cancels the reply in progress (nurse takeover, shutdown grace over).
     turn_cancel: CancellationToken,
     turn_worker: Option<tokio::task::JoinHandle<()>>,
@@ -457,17 +458,17 @@ impl PatientSocket {
         &mut self,
         session: SessionId,
         frames: FrameSender,
-        mut known: Option<KnownTail>,
+        known: Option<KnownTail>,
     ) {
         self.turn_cancel.cancel();
         self.turn_cancel = CancellationToken::new();
-        let (turns, mut queue) = mpsc::channel::<PendingTurn>(QUEUED_TURNS);
+        let (turns, mut queue) = turns::line(QUEUED_TURNS, known);
         let services = Arc::clone(self.services());
         let cancel = self.turn_cancel.clone();
         let worker = tokio::spawn(async move {
             let mut latest_reply = 0;
             let mut ended = std::time::Instant::now();
-            while let Some(mut turn) = queue.recv().await {
+            while let Some((mut turn, mut known)) = queue.next().await {
                 turn.after_earlier_reply(latest_reply, ended);
                 let stored = run_turn(
                     Arc::clone(&services),
@@ -482,6 +483,7 @@ impl PatientSocket {
                     latest_reply = latest_reply.max(reply.seq);
                     KnownTail::reply_stored(&mut known, reply);
                 }
+                queue.finished(known);
                 ended = std::time::Instant::now();
             }
         });

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::tail::KnownTail;
+use super::turns::TurnLine;
 use super::{Mode, SessionEvent, SessionId, StoredEvent};
 use crate::config::Settings;
 use crate::guard::Guard;
@@ -85,6 +86,86 @@ pub struct PendingTurn {
     /// When the turn could start: the message reached the conversation, or the reply before it
     /// ended. The time to the model request is measured from here.
     pub ready: Instant,
+    /// The model request, when the socket sent it as it handed the turn over.
+    pub early: Option<Box<EarlyRequest>>,
+}
+
+#[cfg(test)]
+impl PendingTurn {
+    /// A routine turn for `written` whose store answer never comes.
+    pub(crate) fn for_test(written: Vec<SessionEvent>) -> Self {
+        let (_, stored) = oneshot::channel();
+        Self {
+            flag: Severity::Routine,
+            flag_note: None,
+            message_id: "m-test".into(),
+            written,
+            stored,
+            waited_behind: 0,
+            ready: Instant::now(),
+            early: None,
+        }
+    }
+}
+
+/// The outcome of opening a model stream within the first-token limit.
+type Opened = Result<Result<TokenStream, LlmError>, tokio::time::error::Elapsed>;
+
+/// A model request sent before the patient's message was stored, built from what the turn
+/// worker knew of the session plus the message (and its alert). It stands only if the store's
+/// answer shows nothing else was written in between.
+pub struct EarlyRequest {
+    /// The request's place among the replica's model streams.
+    permit: tokio::sync::OwnedSemaphorePermit,
+    request: ChatRequest,
+    placeholders: Placeholders,
+    /// The sequence number the store's answer must end at for the request to stand.
+    up_to: u64,
+    opening: futures_util::future::BoxFuture<'static, Opened>,
+}
+
+impl std::fmt::Debug for EarlyRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EarlyRequest")
+            .field("up_to", &self.up_to)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds and sends the model request for a turn (which became ready at `ready`) from
+/// `predicted`, the history the store will return if nothing else is written first.
+pub(super) async fn send_early(
+    services: &Arc<Services>,
+    session: &SessionId,
+    flag_note: Option<&str>,
+    ready: Instant,
+    predicted: History,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> EarlyRequest {
+    use futures_util::FutureExt;
+    let up_to = predicted.up_to;
+    let (request, placeholders) =
+        prepare_request(services, session, flag_note, Some(predicted)).await;
+    metrics::histogram!("carebridge_turn_start_seconds").record(ready.elapsed().as_secs_f64());
+    let limit = Duration::from_millis(services.settings.llm.first_token_timeout_ms);
+    let model = Arc::clone(&services.model);
+    let sent = request.clone();
+    let mut opening = async move { tokio::time::timeout(limit, model.stream(sent)).await }.boxed();
+    // Polled once here, so the request is on its way to the provider before this task goes on
+    // to store the message, rather than once the worker's turn comes round on a busy thread.
+    let first =
+        std::future::poll_fn(|context| std::task::Poll::Ready(opening.as_mut().poll(context)))
+            .await;
+    if let std::task::Poll::Ready(opened) = first {
+        opening = futures_util::future::ready(opened).boxed();
+    }
+    EarlyRequest {
+        permit,
+        request,
+        placeholders,
+        up_to,
+        opening,
+    }
 }
 
 /// The store's account of a patient's message, once it is stored and the patient has its `ack`
@@ -238,7 +319,7 @@ impl Conversation {
         client_id: ClientId,
         text: PatientText,
         frames: &FrameSender,
-        turns: Option<&mpsc::Sender<PendingTurn>>,
+        turns: Option<&TurnLine>,
     ) -> Result<(), Gone> {
         let ready = Instant::now();
         let policies = self.services.policies.current();
@@ -288,18 +369,22 @@ impl Conversation {
             stored,
             waited_behind: 0,
             ready,
+            early: None,
         });
         self.own_reply(&message_id, true);
         // The worker gets the turn now when it has room for it; otherwise once the message is
         // stored, if it has room then.
-        if let Some(permit) = turns.and_then(|turns| turns.try_reserve().ok())
-            && let Some(turn) = turn.take()
+        if let Some(line) = turns
+            && let Some(pending) = turn.take()
         {
-            permit.send(turn);
-            // Let the worker send the request before this task writes the message: a store that
-            // answers at once (memory) would otherwise finish the write, the ack and the audit
-            // record before the provider's wait has even begun.
-            tokio::task::yield_now().await;
+            match line.hand_over(pending, &self.services, &self.session).await {
+                // Let the provider's connection (or the worker) send the request before this
+                // task writes the message: a store that answers at once (memory) would otherwise
+                // finish the write, the ack and the audit record before the provider's wait has
+                // even begun.
+                Ok(()) => tokio::task::yield_now().await,
+                Err(pending) => turn = Some(pending),
+            }
         }
 
         let store = &self.services.store;
@@ -433,7 +518,7 @@ impl Conversation {
             }
             Some(turn) if answering => {
                 let _ = answer.send(stored);
-                if turns.is_none_or(|turns| turns.try_send(turn).is_err()) {
+                if turns.is_none_or(|line| line.offer(turn).is_err()) {
                     self.own_reply(&message_id, false);
                     send(
                         frames,
@@ -595,10 +680,11 @@ impl Outbox {
 /// the patient saw, and returns it with its sequence number. Runs as its own task; `cancel`
 /// stops it (a nurse took over, or the shutdown grace ran out).
 ///
-/// `known` is what this socket's worker knows of the session's latest events. When the message
-/// is still being stored as the turn starts, the request leaves at once, built from `known` and
-/// the message; it is kept only if the store's answer shows nothing else was written in between.
-/// Nothing reaches the patient before that answer, which comes after the `ack` and any alert.
+/// `known` is what this socket's worker knows of the session's latest events. A turn handed over
+/// while the worker was idle may bring its request already sent (`PendingTurn::early`, built
+/// from `known` and the message); it is kept only if the store's answer shows nothing else was
+/// written in between. Nothing reaches the patient before that answer, which comes after the
+/// `ack` and any alert.
 pub async fn run_turn(
     services: Arc<Services>,
     session: SessionId,
@@ -610,47 +696,37 @@ pub async fn run_turn(
     let llm = &services.settings.llm;
     let keep = llm.events_to_read();
     let started = Instant::now();
-    // The part of the time to the model request spent before this worker ran at all: on a busy
-    // thread it is most of that time's tail.
+    // The wait before this worker ran at all. On a busy thread it was most of the tail of the
+    // time to the model request, which is why a request is sent early from the socket's task.
     metrics::histogram!("carebridge_turn_wait_seconds").record(turn.ready.elapsed().as_secs_f64());
     let deadline = tokio::time::Instant::now() + Duration::from_millis(llm.reply_timeout_ms);
 
-    // A place among the replica's streaming replies; waiting for one counts against the
-    // first-token limit, and the patient gets the fallback text when none frees up.
-    let stream_permit = tokio::select! {
-        _ = cancel.cancelled() => return None,
-        permit = tokio::time::timeout(
-            Duration::from_millis(llm.first_token_timeout_ms),
-            Arc::clone(&services.model_streams).acquire_owned(),
-        ) => permit.ok().and_then(Result::ok),
-    };
-
-    let answered = match turn.stored.try_recv() {
-        Ok(stored) => Some(stored),
-        Err(oneshot::error::TryRecvError::Empty) => None,
-        Err(oneshot::error::TryRecvError::Closed) => {
-            *known = None;
-            return None;
+    let (stream_permit, early) = match turn.early.take().map(|early| *early) {
+        Some(EarlyRequest {
+            permit,
+            request,
+            placeholders,
+            up_to,
+            opening,
+        }) => (Some(permit), Some((request, placeholders, up_to, opening))),
+        // A place among the replica's streaming replies; waiting for one counts against the
+        // first-token limit, and the patient gets the fallback text when none frees up.
+        None => {
+            let permit = tokio::select! {
+                _ = cancel.cancelled() => return None,
+                permit = tokio::time::timeout(
+                    Duration::from_millis(llm.first_token_timeout_ms),
+                    Arc::clone(&services.model_streams).acquire_owned(),
+                ) => permit.ok().and_then(Result::ok),
+            };
+            (permit, None)
         }
     };
-    let predicted = match (&answered, &stream_permit) {
-        (None, Some(_)) => known.as_ref().and_then(|tail| tail.predict(&turn.written)),
-        _ => None,
-    };
+
     let mut opened_early = None;
     let mut request_sent = false;
-    let (request, placeholders) = if let Some(predicted) = predicted {
-        let up_to = predicted.up_to;
-        let (request, placeholders) =
-            prepare_request(&services, &session, &turn, Some(predicted)).await;
-        metrics::histogram!("carebridge_turn_start_seconds")
-            .record(turn.ready.elapsed().as_secs_f64());
+    let (request, placeholders) = if let Some((request, placeholders, up_to, mut opening)) = early {
         request_sent = true;
-        let opening = tokio::time::timeout(
-            Duration::from_millis(llm.first_token_timeout_ms),
-            services.model.stream(request.clone()),
-        );
-        tokio::pin!(opening);
         // The request goes on while the store answers, but the answer is acted on as soon as it
         // comes: an early request that must be dropped is not waited for.
         let mut opened = None;
@@ -683,24 +759,21 @@ pub async fn run_turn(
         } else {
             metrics::counter!("carebridge_early_requests_total", "outcome" => "sent_again")
                 .increment(1);
-            prepare_request(&services, &session, &turn, history).await
+            prepare_request(&services, &session, turn.flag_note.as_deref(), history).await
         }
     } else {
-        let stored = match answered {
-            Some(stored) => stored,
-            None => tokio::select! {
-                _ = cancel.cancelled() => return None,
-                stored = &mut turn.stored => match stored {
-                    Ok(stored) => stored,
-                    Err(_) => {
-                        *known = None;
-                        return None;
-                    }
-                },
+        let stored = tokio::select! {
+            _ = cancel.cancelled() => return None,
+            stored = &mut turn.stored => match stored {
+                Ok(stored) => stored,
+                Err(_) => {
+                    *known = None;
+                    return None;
+                }
             },
         };
         let history = settle(&turn, stored, known, keep)?;
-        prepare_request(&services, &session, &turn, history).await
+        prepare_request(&services, &session, turn.flag_note.as_deref(), history).await
     };
 
     let mut outbox = Outbox {
@@ -855,12 +928,12 @@ fn settle(
 async fn prepare_request(
     services: &Services,
     session: &SessionId,
-    turn: &PendingTurn,
+    flag_note: Option<&str>,
     history: Option<History>,
 ) -> (ChatRequest, Placeholders) {
     let started = Instant::now();
     let (request, placeholders, redacted) =
-        build_request(services, session, turn.flag_note.as_deref(), history).await;
+        build_request(services, session, flag_note, history).await;
     metrics::histogram!("carebridge_request_build_seconds").record(started.elapsed().as_secs_f64());
     if !redacted.is_empty() {
         // Which kinds and how many, never the values.

@@ -11,6 +11,7 @@ use crate::policy::Severity;
 
 pub mod conversation;
 pub mod tail;
+pub mod turns;
 
 /// A session's id: 32 lower-case hex characters (a random UUID without dashes).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
