@@ -48,16 +48,27 @@ pub struct CueHit {
     pub kind: CueKind,
     pub first: usize,
     pub last: usize,
+    /// The language the cue is written for, as an index into the policy set's cue languages
+    /// (`MessageContext::with_cue_languages`); `None`: every language.
+    pub language: Option<usize>,
 }
 
 impl CueHit {
-    pub fn from_hit(kind: CueKind, hit: &Hit) -> Self {
+    pub fn from_hit(kind: CueKind, hit: &Hit, language: Option<usize>) -> Self {
         Self {
             kind,
             first: hit.first,
             last: hit.last,
+            language,
         }
     }
+}
+
+/// Whether two language codes name the same language: "ar-Latn" (Arabic typed in Latin
+/// letters) is Arabic.
+fn same_language(a: &str, b: &str) -> bool {
+    let primary = |code: &str| code.split('-').next().unwrap_or_default().to_owned();
+    primary(a).eq_ignore_ascii_case(&primary(b))
 }
 
 /// When a finding is set.
@@ -131,6 +142,8 @@ pub struct MessageContext<'a> {
     denied_questions: Vec<(usize, (usize, usize))>,
     /// Words that give a clause after a comma a subject of its own (`clause_subjects`).
     clause_subjects: &'a [String],
+    /// The languages cues are written for (`CueHit::language` indexes this).
+    cue_languages: &'a [String],
 }
 
 impl<'a> MessageContext<'a> {
@@ -205,6 +218,7 @@ impl<'a> MessageContext<'a> {
             scope_words,
             denied_questions: Vec::new(),
             clause_subjects: &[],
+            cue_languages: &[],
         }
     }
 
@@ -213,6 +227,25 @@ impl<'a> MessageContext<'a> {
     pub fn with_clause_subjects(mut self, subjects: &'a [String]) -> Self {
         self.clause_subjects = subjects;
         self
+    }
+
+    pub fn with_cue_languages(mut self, languages: &'a [String]) -> Self {
+        self.cue_languages = languages;
+        self
+    }
+
+    /// Whether `cue` speaks to a finding in `language`. A cue written for one language reaches
+    /// only findings of that language, not those of no language (a requirement's phrase, such
+    /// as a word for pregnancy shared by many rules).
+    fn speaks_to(&self, cue: &CueHit, language: Option<&str>) -> bool {
+        match cue.language {
+            None => true,
+            Some(index) => self
+                .cue_languages
+                .get(index)
+                .zip(language)
+                .is_some_and(|(written_for, language)| same_language(written_for, language)),
+        }
     }
 
     /// Reads the answers in a message that asks and answers its own questions, as people fill
@@ -275,6 +308,12 @@ impl<'a> MessageContext<'a> {
 
     /// The context of a finding at tokens `first..=last`.
     pub fn assess(&self, first: usize, last: usize) -> Assessment {
+        self.assess_in(first, last, None)
+    }
+
+    /// As `assess`, for a finding in `language` (the language of the trigger phrase that found
+    /// it): cues written for another language do not reach it.
+    pub fn assess_in(&self, first: usize, last: usize, language: Option<&str>) -> Assessment {
         let mut assessment = Assessment::default();
         let mut own_recurrence = None;
         let mut time_in_clause = false;
@@ -286,7 +325,10 @@ impl<'a> MessageContext<'a> {
         for (cue, &(cue_first, cue_last)) in self.cues.iter().zip(&self.cue_sentences) {
             // Every cue's reach ends at its sentence's end (scopes, family history, acute
             // clauses) or needs an overlap with the finding (figurative speech).
-            if cue_last < first_sentence || cue_first > last_sentence {
+            if cue_last < first_sentence
+                || cue_first > last_sentence
+                || !self.speaks_to(cue, language)
+            {
                 continue;
             }
             // A cue inside the finding's own words never applies to it ("can't breathe").
@@ -386,11 +428,13 @@ impl<'a> MessageContext<'a> {
         &self,
         first: usize,
         last: usize,
+        language: Option<&str>,
         fixed: impl Fn(usize) -> bool,
     ) -> Option<(usize, usize)> {
         self.cues
             .iter()
             .filter(|cue| cue.kind == CueKind::Negation(Direction::Forward))
+            .filter(|cue| self.speaks_to(cue, language))
             .filter(|cue| first < cue.first && cue.last < last)
             .find(|cue| {
                 (cue.first..=cue.last).all(|token| !fixed(token))
@@ -553,6 +597,7 @@ mod tests {
                     kind: *kind,
                     first,
                     last,
+                    language: None,
                 })
             })
             .collect();
@@ -567,6 +612,30 @@ mod tests {
 
     const NO: (CueKind, &str) = (CueKind::Negation(Direction::Forward), "no");
     const BUT: (CueKind, &str) = (CueKind::Terminator, "but");
+
+    #[test]
+    fn a_cue_written_for_one_language_reaches_only_its_findings() {
+        let normalized = Normalizer::default().normalize("mimba ni wiki 38 na damu nyingi");
+        // Spanish "ni" (nor), written for Spanish, in a Swahili message ("the pregnancy is 38
+        // weeks and a lot of blood").
+        let ni = CueHit {
+            kind: CueKind::Negation(Direction::Forward),
+            first: 1,
+            last: 1,
+            language: Some(0),
+        };
+        let languages = ["es".to_owned()];
+        let context = MessageContext::new(&normalized, vec![ni], 8).with_cue_languages(&languages);
+        assert!(context.assess_in(5, 6, Some("sw")).negated.is_none());
+        assert!(context.assess_in(5, 6, Some("es")).negated.is_some());
+        assert!(
+            context.assess_in(5, 6, Some("es-419")).negated.is_some(),
+            "a regional code is the same language"
+        );
+        // A finding of no language (a requirement's phrase) is reached only by cues of every
+        // language: "mi ni oyun", "I am pregnant", is no denial of the pregnancy.
+        assert!(context.assess_in(5, 6, None).negated.is_none());
+    }
 
     #[test]
     fn a_denial_after_the_noun_reaches_only_the_word_before_it() {

@@ -272,6 +272,25 @@ pub struct CueSpec {
     pub after_next_word: Vec<String>,
     #[serde(default)]
     pub pseudo: Vec<String>,
+    /// Cues of one language only, by language code: they apply to findings of that language's
+    /// triggers only, not to another language's nor to requirements' phrases (which have none).
+    /// For a word that is a cue in one language and an ordinary word in another: Spanish "ni"
+    /// (nor) is Swahili and Yoruba "ni" (is), before "38 weeks" or "fever".
+    #[serde(default)]
+    pub in_language: BTreeMap<String, LanguageCues>,
+}
+
+/// A cue kind's phrases for one language (see `CueSpec::in_language`). No look-alikes here: a
+/// look-alike cancels a cue wherever it stands, whichever language the finding is in.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LanguageCues {
+    #[serde(default)]
+    pub before: Vec<String>,
+    #[serde(default)]
+    pub after: Vec<String>,
+    #[serde(default)]
+    pub after_next_word: Vec<String>,
 }
 
 /// `context.toml`.

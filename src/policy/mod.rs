@@ -104,10 +104,22 @@ pub enum PolicyLoadError {
 /// What a phrase found in a message means for the rules.
 #[derive(Debug, Clone)]
 enum Role {
-    Trigger { rule: usize, language: String },
-    Require { rule: usize, group: usize },
-    Unless { rule: usize },
-    Cue(CueKind),
+    Trigger {
+        rule: usize,
+        language: String,
+    },
+    Require {
+        rule: usize,
+        group: usize,
+    },
+    Unless {
+        rule: usize,
+    },
+    /// `language`: an index into `PolicySet::cue_languages` for a cue written for one language.
+    Cue {
+        kind: CueKind,
+        language: Option<usize>,
+    },
 }
 
 /// A compiled input rule.
@@ -213,6 +225,8 @@ pub struct PolicySet {
     exception_words: Vec<String>,
     /// `clause_subjects` of the context file, normalised.
     clause_subjects: Vec<String>,
+    /// The languages of cues written for one language (`Role::Cue`).
+    cue_languages: Vec<String>,
     /// The lists of `measures.toml`, normalised.
     measure_words: MeasureWords,
     output: output::OutputRules,
@@ -428,14 +442,15 @@ impl PolicySet {
             Ok(())
         };
 
-        for (spec, kind) in cue_lists(&context) {
+        let (lists, cue_languages) = cue_lists(&context);
+        for (spec, kind, language) in lists {
             for phrase in spec {
                 add_phrase(
                     &mut builder,
                     &mut roles,
                     &context_path,
                     phrase,
-                    Role::Cue(kind),
+                    Role::Cue { kind, language },
                 )?;
             }
         }
@@ -670,6 +685,7 @@ impl PolicySet {
             answers_no,
             exception_words,
             clause_subjects,
+            cue_languages,
             measure_words,
             output,
             net,
@@ -791,7 +807,7 @@ impl PolicySet {
         let mut cues: Vec<CueHit> = hits
             .iter()
             .filter_map(|hit| match self.roles.get(hit.phrase) {
-                Some(Role::Cue(kind)) => Some(CueHit::from_hit(*kind, hit)),
+                Some(Role::Cue { kind, language }) => Some(CueHit::from_hit(*kind, hit, *language)),
                 _ => None,
             })
             .collect();
@@ -822,18 +838,24 @@ impl PolicySet {
         });
         let context = MessageContext::new(&normalized, cues, self.scope_words)
             .with_answers(message, &self.answers_no)
-            .with_clause_subjects(&self.clause_subjects);
+            .with_clause_subjects(&self.clause_subjects)
+            .with_cue_languages(&self.cue_languages);
         let hits = hits
             .into_iter()
-            .filter(|hit| !matches!(self.roles.get(hit.phrase), Some(Role::Cue(_)) | None))
+            .filter(|hit| !matches!(self.roles.get(hit.phrase), Some(Role::Cue { .. }) | None))
             .map(|hit| {
-                let mut assessment = context.assess(hit.first, hit.last);
+                let language = match self.roles.get(hit.phrase) {
+                    Some(Role::Trigger { language, .. }) => Some(language.as_str()),
+                    _ => None,
+                };
+                let mut assessment = context.assess_in(hit.first, hit.last, language);
                 if assessment.negated.is_none()
                     && let Some(fixed) = self.phrases.fixed_words(hit.phrase)
                 {
-                    assessment.negated = context.negation_in_gap(hit.first, hit.last, |token| {
-                        fixed.holds(&normalized, token)
-                    });
+                    assessment.negated =
+                        context.negation_in_gap(hit.first, hit.last, language, |token| {
+                            fixed.holds(&normalized, token)
+                        });
                 }
                 (hit, assessment)
             })
@@ -933,7 +955,7 @@ impl PolicySet {
                         met.insert((*rule, *group), true);
                     }
                 }
-                Some(Role::Unless { .. } | Role::Cue(_)) | None => {}
+                Some(Role::Unless { .. } | Role::Cue { .. }) | None => {}
             }
         }
         for &pair in earlier_met {
@@ -1105,13 +1127,14 @@ impl PolicySet {
         let cues: Vec<CueHit> = hits
             .iter()
             .filter_map(|hit| match self.roles.get(hit.phrase) {
-                Some(Role::Cue(kind)) => Some(CueHit::from_hit(*kind, hit)),
+                Some(Role::Cue { kind, language }) => Some(CueHit::from_hit(*kind, hit, *language)),
                 _ => None,
             })
             .collect();
         let context = MessageContext::new(&normalized, cues, self.scope_words)
             .with_answers(sentence, &self.answers_no)
-            .with_clause_subjects(&self.clause_subjects);
+            .with_clause_subjects(&self.clause_subjects)
+            .with_cue_languages(&self.cue_languages);
         let (first, last) = locate(&self.normalizer, &normalized, concept).unwrap_or((0, 0));
         let assessment = context.assess(first, last);
         ContextVerdict {
@@ -1132,7 +1155,7 @@ impl PolicySet {
                     Role::Trigger { rule, .. } => ("trigger", *rule),
                     Role::Require { rule, .. } => ("requires", *rule),
                     Role::Unless { rule } => ("unless", *rule),
-                    Role::Cue(_) => return None,
+                    Role::Cue { .. } => return None,
                 };
                 Some(ExplainedMatch {
                     rule: self.rules.get(rule)?.id.clone(),
@@ -1214,7 +1237,13 @@ fn span_text(message: &str, normalized: &NormalizedText, hit: &Hit) -> String {
 
 fn set_role(roles: &mut Vec<Role>, id: usize, role: Role) {
     if roles.len() <= id {
-        roles.resize(id + 1, Role::Cue(CueKind::Terminator));
+        roles.resize(
+            id + 1,
+            Role::Cue {
+                kind: CueKind::Terminator,
+                language: None,
+            },
+        );
     }
     roles[id] = role;
 }
@@ -1364,8 +1393,14 @@ fn short_entries(
 /// A trigger that context left standing: the hit, its context, and the language of its phrase.
 type TriggerHit<'a> = (&'a Hit, &'a Assessment, &'a str);
 
-fn cue_lists(context: &ContextFile) -> Vec<(&Vec<String>, CueKind)> {
-    let mut lists: Vec<(&Vec<String>, CueKind)> = Vec::new();
+/// A list of cue phrases, their kind, and the language they are written for (an index into
+/// `PolicySet::cue_languages`; `None`: every language).
+type CueList<'a> = (&'a Vec<String>, CueKind, Option<usize>);
+
+/// Every cue list, with the languages of those written for one.
+fn cue_lists(context: &ContextFile) -> (Vec<CueList<'_>>, Vec<String>) {
+    let mut lists: Vec<CueList<'_>> = Vec::new();
+    let mut languages: Vec<String> = Vec::new();
     for (spec, make) in [
         (
             &context.negation,
@@ -1375,18 +1410,38 @@ fn cue_lists(context: &ContextFile) -> Vec<(&Vec<String>, CueKind)> {
         (&context.hypothetical, CueKind::Hypothetical),
         (&context.experiencer, CueKind::Experiencer),
     ] {
-        lists.push((&spec.before, make(Direction::Forward)));
-        lists.push((&spec.after, make(Direction::Backward)));
-        lists.push((&spec.after_next_word, make(Direction::Preceding)));
-        lists.push((&spec.pseudo, make(Direction::Pseudo)));
+        lists.push((&spec.before, make(Direction::Forward), None));
+        lists.push((&spec.after, make(Direction::Backward), None));
+        lists.push((&spec.after_next_word, make(Direction::Preceding), None));
+        lists.push((&spec.pseudo, make(Direction::Pseudo), None));
+        for (language, cues) in &spec.in_language {
+            let index = match languages.iter().position(|known| known == language) {
+                Some(index) => index,
+                None => {
+                    languages.push(language.clone());
+                    languages.len() - 1
+                }
+            };
+            lists.push((&cues.before, make(Direction::Forward), Some(index)));
+            lists.push((&cues.after, make(Direction::Backward), Some(index)));
+            lists.push((
+                &cues.after_next_word,
+                make(Direction::Preceding),
+                Some(index),
+            ));
+        }
     }
-    lists.push((&context.family_history, CueKind::FamilyHistory));
-    lists.push((&context.acute, CueKind::Acute));
-    lists.push((&context.recurrence, CueKind::Recurrence));
-    lists.push((&context.terminators, CueKind::Terminator));
-    lists.push((&context.negation_terminators, CueKind::NegationTerminator));
-    lists.push((&context.figurative, CueKind::Figurative));
-    lists
+    lists.push((&context.family_history, CueKind::FamilyHistory, None));
+    lists.push((&context.acute, CueKind::Acute, None));
+    lists.push((&context.recurrence, CueKind::Recurrence, None));
+    lists.push((&context.terminators, CueKind::Terminator, None));
+    lists.push((
+        &context.negation_terminators,
+        CueKind::NegationTerminator,
+        None,
+    ));
+    lists.push((&context.figurative, CueKind::Figurative, None));
+    (lists, languages)
 }
 
 fn read_optional<T: for<'de> Deserialize<'de> + Default>(
@@ -1664,6 +1719,41 @@ before = ["no", "without"]
         assert!(
             refused.is_some_and(|error| error.to_string().contains("`she is` is not one word")),
             "a subject is one word"
+        );
+    }
+
+    #[test]
+    fn a_cue_written_for_one_language_denies_only_that_language_s_findings() {
+        const FEVER: &str = r#"
+[meta]
+id = "topic"
+
+[[rule]]
+id = "topic.fever"
+severity = "urgent"
+guidance = "urgent"
+triggers.es = ["fiebre alta"]
+triggers.sw = ["homa kali"]
+"#;
+        let context = "[negation.in_language.es]\nbefore = [\"ni\"]\n";
+        let set = load_files(&[("context.toml", context), ("topic.toml", FEVER)])
+            .expect("a set with a cue of one language");
+        let level = |text: &str| set.evaluate(text).level;
+        assert_eq!(level("no tose ni fiebre alta"), Severity::Routine);
+        // Swahili "ni" is "is": "the child is (with) a high fever".
+        assert_eq!(level("mtoto ni homa kali"), Severity::Urgent);
+
+        let refused = load_files(&[
+            (
+                "context.toml",
+                "[negation.in_language.es]\npseudo = [\"ni hablar\"]\n",
+            ),
+            ("topic.toml", FEVER),
+        ])
+        .err();
+        assert!(
+            refused.is_some_and(|error| error.to_string().contains("pseudo")),
+            "look-alikes cancel cues in every language, so they are not written for one"
         );
     }
 
