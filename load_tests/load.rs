@@ -9,6 +9,8 @@
 //! * `soak`: bounded mixed load, then checks that memory and descriptors return to the baseline.
 //! * `provider`: only the fake provider, for an external server tested with `--target`.
 //! * `rtt`: idle round trips through the server against a plain loopback echo.
+//! * `faults`: two replicas on a throwaway Redis; Redis is killed and restarted, then a replica is
+//!   killed, while patients retry and resume; every session's log is checked afterwards.
 //!
 //! Modules:
 //! * `provider`: the fake OpenAI-compatible server (real SSE) and the direct stream reader.
@@ -16,6 +18,9 @@
 //! * `server`: the server under test (in-process, child process or external) and `/proc` figures.
 //! * `client`: the WebSocket client; `traffic`: patients, nurses and what they measure.
 //! * `texts`: the messages, checked against the shipped policies; `stats`: percentiles.
+//! * `redis`: a throwaway `redis-server` that can be killed and restarted (for `faults`).
+//! * `retrying`: a patient that resends until acked and resumes on another replica;
+//!   `log_check`: what `faults` checks in each session's log.
 //!
 //! Everything stays on loopback, is bounded in count and time, and stops by itself. The exit
 //! status is 0 when the run passed, 1 when it ran but failed (lost messages, errors, a target
@@ -26,10 +31,14 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod client;
+mod faults;
 mod idle;
+mod log_check;
 mod mixed;
 mod provider;
+mod redis;
 mod relay;
+mod retrying;
 mod rtt;
 mod server;
 mod soak;
@@ -58,6 +67,9 @@ enum Mode {
     Soak(Box<soak::SoakArgs>),
     /// Round trips through the server, idle, against a plain loopback echo: the transport floor.
     Rtt(Box<rtt::RttArgs>),
+    /// Two replicas on a throwaway Redis: Redis killed and restarted, then a replica killed,
+    /// under load; every acked message must be stored once and every red flag escalated.
+    Faults(Box<faults::FaultsArgs>),
     /// Only the fake provider, to point an external Carebridge (`--target`) at it.
     Provider(Box<provider::ServeArgs>),
     /// Only the bare WebSocket relay (the child process of `mixed --server child`).
@@ -83,6 +95,7 @@ fn main() -> ExitCode {
             Mode::Idle(args) => idle::run(*args, cli.json).await,
             Mode::Soak(args) => soak::run(*args, cli.json).await,
             Mode::Rtt(args) => rtt::run(*args, cli.json).await,
+            Mode::Faults(args) => faults::run(*args, cli.json).await,
             Mode::Provider(args) => provider::serve(*args).await,
             Mode::RelayServe(args) => relay::serve(*args).await,
         }

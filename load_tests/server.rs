@@ -159,7 +159,8 @@ pub fn require_loopback(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn random_secret() -> String {
+/// A fresh `auth.dev_secret`; replicas that share one accept each other's tokens.
+pub fn random_secret() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
@@ -228,21 +229,41 @@ impl ServerUnderTest {
                 })
             }
             Placement::Child => {
-                let (child, port) =
-                    start_child(args, &secret, &model, max_conversation_events).await?;
-                let pid = child.id();
-                Ok(Self {
-                    ws_base: format!("ws://127.0.0.1:{port}"),
-                    keys,
-                    pid,
-                    description: format!(
-                        "child process `carebridge serve` (pid {}), {store}",
-                        pid.unwrap_or(0)
-                    ),
-                    running: Running::Child(child),
-                })
+                Self::start_child(args, &secret, model, max_conversation_events).await
             }
         }
+    }
+
+    /// Starts `carebridge serve` as a child process signing tokens with `secret`: replicas
+    /// started with one secret (and one `--redis-url`) serve the same patients.
+    ///
+    /// # Errors
+    /// A non-loopback Redis URL, a server that does not start or never reports its port.
+    pub async fn start_child(
+        args: &ServerArgs,
+        secret: &str,
+        model: Model<'_>,
+        max_conversation_events: u64,
+    ) -> anyhow::Result<Self> {
+        if let Some(url) = &args.redis_url {
+            require_loopback(url)?;
+        }
+        let store = match &args.redis_url {
+            Some(url) => format!("Redis store at {url}"),
+            None => "memory store".to_owned(),
+        };
+        let (child, port) = start_child(args, secret, &model, max_conversation_events).await?;
+        let pid = child.id();
+        Ok(Self {
+            ws_base: format!("ws://127.0.0.1:{port}"),
+            keys: TokenKeys::hs256(secret, "carebridge", "carebridge"),
+            pid,
+            description: format!(
+                "child process `carebridge serve` (pid {}), {store}",
+                pid.unwrap_or(0)
+            ),
+            running: Running::Child(child),
+        })
     }
 
     pub fn is_in_process(&self) -> bool {

@@ -179,7 +179,9 @@ pub struct EscalationBook {
 }
 
 impl EscalationBook {
-    fn wait_for(&self, session: &str, sent: Instant) {
+    /// A red-flag message of `session` left at `sent`; its escalation's first sighting by a nurse
+    /// is timed from then.
+    pub fn wait_for(&self, session: &str, sent: Instant) {
         if let Ok(mut pending) = self.pending.lock() {
             pending.insert(session.to_owned(), sent);
         }
@@ -229,6 +231,14 @@ impl EscalationBook {
 
     pub fn seen(&self) -> usize {
         self.seen.lock().map_or(0, |seen| seen.len())
+    }
+
+    /// Every escalation a nurse saw, as (session, created_at_ms).
+    pub fn seen_escalations(&self) -> Vec<(String, u64)> {
+        self.seen
+            .lock()
+            .map(|seen| seen.iter().cloned().collect())
+            .unwrap_or_default()
     }
 }
 
