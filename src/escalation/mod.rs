@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::audit::{Action, Actor, ActorRole, Auditor};
 use crate::policy::Severity;
 use crate::session::{Mode, SessionEvent, SessionId};
+use crate::store::retry::{Persisted, Persistence, until_stored};
 use crate::store::{SessionStore, StoreError};
 
 /// Where an escalation is.
@@ -180,6 +181,26 @@ pub struct Flag<'a> {
     pub span: &'a str,
 }
 
+/// A flag owned, so that it can wait for a store that is coming back.
+#[derive(Debug, Clone)]
+pub struct PendingFlag {
+    pub severity: Severity,
+    pub rule: String,
+    pub reason: String,
+    pub span: String,
+}
+
+impl PendingFlag {
+    fn flag(&self) -> Flag<'_> {
+        Flag {
+            severity: self.severity,
+            rule: &self.rule,
+            reason: &self.reason,
+            span: &self.span,
+        }
+    }
+}
+
 impl Escalations {
     pub fn new(
         store: Arc<dyn SessionStore>,
@@ -291,6 +312,42 @@ impl Escalations {
             }
         }
         Err(EscalationError::Contended)
+    }
+
+    /// Raises `flag`; when the store fails, keeps trying in the background
+    /// (`Persistence::ESCALATION`), so that a red flag's escalation survives a store restart while
+    /// the patient already has the guidance. Returns whether it was stored at once.
+    pub async fn raise_or_keep_trying(
+        self: &Arc<Self>,
+        session: &SessionId,
+        flag: PendingFlag,
+    ) -> bool {
+        let Err(error) = self.raise(session, flag.flag()).await else {
+            return true;
+        };
+        metrics::counter!("carebridge_escalation_failures_total").increment(1);
+        tracing::error!(session = %session, error = %error, "escalation not stored; trying again until the store is back");
+        let escalations = Arc::clone(self);
+        let session = session.clone();
+        tokio::spawn(async move {
+            let outcome = until_stored(Persistence::ESCALATION, || {
+                escalations.raise(&session, flag.flag())
+            })
+            .await;
+            match outcome {
+                Persisted::AtOnce(_) | Persisted::AfterRetries { .. } => {
+                    metrics::counter!("carebridge_escalation_retries_total", "outcome" => "stored")
+                        .increment(1);
+                    tracing::warn!(session = %session, rule = %flag.rule, "escalation stored after the store came back");
+                }
+                Persisted::GaveUp { error, failures } => {
+                    metrics::counter!("carebridge_escalation_retries_total", "outcome" => "gave_up")
+                        .increment(1);
+                    tracing::error!(session = %session, rule = %flag.rule, error = %error, failures, "escalation given up: the store did not come back");
+                }
+            }
+        });
+        false
     }
 
     /// Every open escalation, in queue order (waiting first).

@@ -22,6 +22,7 @@ use crate::policy::{EarlierFindings, Severity};
 use crate::prompts::Prompts;
 use crate::protocol::{ClientId, ErrorCode, PatientText, ServerFrame};
 use crate::redact::Placeholders;
+use crate::store::retry::{Persisted, Persistence, until_stored};
 use crate::store::{SessionStore, StoreError};
 
 /// Everything a conversation needs, shared by all sockets of a replica.
@@ -418,6 +419,10 @@ impl Conversation {
         self.own_seqs.insert(appended.seq);
         if appended.duplicate {
             self.own_reply(&message_id, false);
+            if let (Some(lead), Some(event)) = (decision.lead(), alert) {
+                self.red_flag_again(lead, event, decision.escalates(), appended.seq, frames)
+                    .await?;
+            }
             return Ok(());
         }
         metrics::counter!("carebridge_messages_total").increment(1);
@@ -450,18 +455,11 @@ impl Conversation {
             // is loud in logs and metrics. Escalation and alert are written side by side: neither
             // needs the other, and the patient waits for both.
             let escalate = async {
-                if !decision.escalates() {
-                    return;
-                }
-                let flag = crate::escalation::Flag {
-                    severity: lead.severity,
-                    rule: &lead.rule,
-                    reason: &lead.summary,
-                    span: &lead.matched,
-                };
-                if let Err(error) = self.services.escalations.raise(&self.session, flag).await {
-                    metrics::counter!("carebridge_escalation_failures_total").increment(1);
-                    tracing::error!(session = %self.session, error = %error, "escalation not stored");
+                if decision.escalates() {
+                    self.services
+                        .escalations
+                        .raise_or_keep_trying(&self.session, pending_flag(lead))
+                        .await;
                 }
             };
             let (stored, ()) = tokio::join!(store.append_event(&self.session, &event), escalate);
@@ -548,6 +546,60 @@ impl Conversation {
         Ok(())
     }
 
+    /// A red flag sent again: its first copy was stored, but its `ack` was lost (the socket or
+    /// the replica went away before it was sent), so the patient may never have seen the
+    /// guidance, and the escalation may never have been written. The escalation is raised again
+    /// (an open one stays as it is) and the alert is sent again, with the sequence number the log
+    /// has for it, or written now if the log has none.
+    async fn red_flag_again(
+        &mut self,
+        lead: &crate::policy::FiredRule,
+        alert: SessionEvent,
+        escalates: bool,
+        message_seq: u64,
+        frames: &FrameSender,
+    ) -> Result<(), Gone> {
+        let store = &self.services.store;
+        if escalates {
+            self.services
+                .escalations
+                .raise_or_keep_trying(&self.session, pending_flag(lead))
+                .await;
+        }
+        let logged = store
+            .events_after(&self.session, message_seq)
+            .await
+            .ok()
+            .and_then(|events| {
+                events.into_iter().find_map(|stored| match stored.event {
+                    SessionEvent::Alert { rule, .. } if rule == lead.rule => Some(stored.seq),
+                    _ => None,
+                })
+            });
+        let seq = match logged {
+            Some(seq) => seq,
+            None => store
+                .append_event(&self.session, &alert)
+                .await
+                .unwrap_or_else(|error| {
+                    tracing::error!(session = %self.session, error = %error, "alert not stored");
+                    0
+                }),
+        };
+        self.own_seqs.insert(seq);
+        metrics::counter!("carebridge_alerts_resent_total").increment(1);
+        send(
+            frames,
+            ServerFrame::Alert {
+                seq,
+                severity: lead.severity,
+                rule: lead.rule.clone(),
+                guidance: lead.guidance.clone(),
+            },
+        )
+        .await
+    }
+
     /// Marks a reply id as this socket's own (it streams that reply itself), or forgets it when
     /// no such reply will be stored.
     fn own_reply(&self, message_id: &str, own: bool) {
@@ -586,6 +638,16 @@ impl Conversation {
                 .await
             }
         }
+    }
+}
+
+/// What the escalation queue needs of a fired rule.
+fn pending_flag(lead: &crate::policy::FiredRule) -> crate::escalation::PendingFlag {
+    crate::escalation::PendingFlag {
+        severity: lead.severity,
+        rule: lead.rule.clone(),
+        reason: lead.summary.clone(),
+        span: lead.matched.clone(),
     }
 }
 
@@ -1004,11 +1066,25 @@ async fn store_reply(
         text,
         replaced_by: replaced_by.map(str::to_owned),
     };
-    let seq = match services.store.append_event(session, &event).await {
-        Ok(seq) => seq,
-        Err(error) => {
+    // The patient has seen this text: it is tried again while the store restarts, so that a
+    // resumed client, another device and the nurse's transcript see it too.
+    let outcome = until_stored(Persistence::REPLY, || {
+        services.store.append_event(session, &event)
+    })
+    .await;
+    let seq = match outcome {
+        Persisted::AtOnce(seq) => seq,
+        Persisted::AfterRetries { value, failures } => {
+            metrics::counter!("carebridge_reply_store_retries_total", "outcome" => "stored")
+                .increment(1);
+            tracing::warn!(session = %session, failures, "reply stored after the store came back");
+            value
+        }
+        Persisted::GaveUp { error, failures } => {
             metrics::counter!("carebridge_store_errors_total").increment(1);
-            tracing::error!(session = %session, error = %error, "reply not stored");
+            metrics::counter!("carebridge_reply_store_retries_total", "outcome" => "gave_up")
+                .increment(1);
+            tracing::error!(session = %session, error = %error, failures, "reply not stored");
             0
         }
     };

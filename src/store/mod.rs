@@ -12,6 +12,7 @@ use crate::session::{Mode, SessionEvent, SessionId, StoredEvent};
 mod memory;
 mod redis_connection;
 mod redis_store;
+pub mod retry;
 
 pub use redis_connection::RedisConnection;
 

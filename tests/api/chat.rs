@@ -171,6 +171,49 @@ async fn a_retried_message_is_acked_with_the_same_seq_and_stored_once() {
 }
 
 #[tokio::test]
+async fn a_red_flag_sent_again_after_a_lost_ack_gets_its_guidance_again() {
+    let app = spawn_app(test_settings()).await;
+    let (mut first, session) = app.patient_in_session("p1").await;
+    let text = "crushing pain in my chest and my left arm is numb";
+    let frames = first.say("m1", text).await;
+    let alert = frames
+        .iter()
+        .find(|frame| frame["type"] == "alert")
+        .cloned()
+        .expect("an alert");
+    let last_seq = frames.last().map(|done| done["seq"].clone());
+    first.close().await;
+
+    // A phone that lost the socket before the ack reached it sends the message again, on a new
+    // socket: it never saw the guidance.
+    let mut again = app.patient("p1").await;
+    again
+        .send(json!({"type": "resume", "session_id": session, "last_seq": last_seq}))
+        .await;
+    again.expect("welcome").await;
+    again
+        .send(json!({"type": "message", "client_id": "m1", "text": text}))
+        .await;
+    assert_eq!(again.expect("ack").await["seq"], frames[0]["seq"]);
+    again.send(json!({"type": "ping"})).await;
+    let mut resent = None;
+    loop {
+        let frame = again.next().await;
+        match frame["type"].as_str() {
+            Some("pong") => break,
+            Some("alert") => resent = Some(frame),
+            _ => {}
+        }
+    }
+    let resent = resent.expect("the guidance again, before anything else");
+    assert_eq!(
+        resent["seq"], alert["seq"],
+        "the alert the log has, not a new one"
+    );
+    assert_eq!(resent["guidance"], alert["guidance"]);
+}
+
+#[tokio::test]
 async fn another_patient_cannot_resume_a_session() {
     let app = spawn_app(test_settings()).await;
     let (_, session) = app.patient_in_session("p1").await;
