@@ -234,17 +234,16 @@ impl<'a> MessageContext<'a> {
         self
     }
 
-    /// Whether `cue` speaks to a finding in `language`. A cue written for one language reaches
-    /// only findings of that language, not those of no language (a requirement's phrase, such
-    /// as a word for pregnancy shared by many rules).
-    fn speaks_to(&self, cue: &CueHit, language: Option<&str>) -> bool {
+    /// Whether `cue` speaks to a finding in one of `languages`. A cue written for one language
+    /// reaches only findings that may be in that language.
+    fn speaks_to(&self, cue: &CueHit, languages: &[&str]) -> bool {
         match cue.language {
             None => true,
-            Some(index) => self
-                .cue_languages
-                .get(index)
-                .zip(language)
-                .is_some_and(|(written_for, language)| same_language(written_for, language)),
+            Some(index) => self.cue_languages.get(index).is_some_and(|written_for| {
+                languages
+                    .iter()
+                    .any(|language| same_language(written_for, language))
+            }),
         }
     }
 
@@ -308,12 +307,13 @@ impl<'a> MessageContext<'a> {
 
     /// The context of a finding at tokens `first..=last`.
     pub fn assess(&self, first: usize, last: usize) -> Assessment {
-        self.assess_in(first, last, None)
+        self.assess_in(first, last, &[])
     }
 
-    /// As `assess`, for a finding in `language` (the language of the trigger phrase that found
-    /// it): cues written for another language do not reach it.
-    pub fn assess_in(&self, first: usize, last: usize, language: Option<&str>) -> Assessment {
+    /// As `assess`, for a finding that may be in `languages`: the language of the trigger phrase
+    /// that found it, or, for a phrase of no language (a requirement's), those of the message's
+    /// triggers. Cues written for another language do not reach it.
+    pub fn assess_in(&self, first: usize, last: usize, languages: &[&str]) -> Assessment {
         let mut assessment = Assessment::default();
         let mut own_recurrence = None;
         let mut time_in_clause = false;
@@ -327,7 +327,7 @@ impl<'a> MessageContext<'a> {
             // clauses) or needs an overlap with the finding (figurative speech).
             if cue_last < first_sentence
                 || cue_first > last_sentence
-                || !self.speaks_to(cue, language)
+                || !self.speaks_to(cue, languages)
             {
                 continue;
             }
@@ -428,13 +428,13 @@ impl<'a> MessageContext<'a> {
         &self,
         first: usize,
         last: usize,
-        language: Option<&str>,
+        languages: &[&str],
         fixed: impl Fn(usize) -> bool,
     ) -> Option<(usize, usize)> {
         self.cues
             .iter()
             .filter(|cue| cue.kind == CueKind::Negation(Direction::Forward))
-            .filter(|cue| self.speaks_to(cue, language))
+            .filter(|cue| self.speaks_to(cue, languages))
             .filter(|cue| first < cue.first && cue.last < last)
             .find(|cue| {
                 (cue.first..=cue.last).all(|token| !fixed(token))
@@ -626,15 +626,19 @@ mod tests {
         };
         let languages = ["es".to_owned()];
         let context = MessageContext::new(&normalized, vec![ni], 8).with_cue_languages(&languages);
-        assert!(context.assess_in(5, 6, Some("sw")).negated.is_none());
-        assert!(context.assess_in(5, 6, Some("es")).negated.is_some());
+        assert!(context.assess_in(5, 6, &["sw"]).negated.is_none());
+        assert!(context.assess_in(5, 6, &["es"]).negated.is_some());
         assert!(
-            context.assess_in(5, 6, Some("es-419")).negated.is_some(),
+            context.assess_in(5, 6, &["es-419"]).negated.is_some(),
             "a regional code is the same language"
         );
-        // A finding of no language (a requirement's phrase) is reached only by cues of every
-        // language: "mi ni oyun", "I am pregnant", is no denial of the pregnancy.
-        assert!(context.assess_in(5, 6, None).negated.is_none());
+        assert!(
+            context.assess_in(5, 6, &["sw", "es"]).negated.is_some(),
+            "a phrase of no language in a message with Spanish triggers"
+        );
+        // A phrase of no language in a message with no trigger of the cue's language: "mi ni
+        // oyun", "I am pregnant", is no denial of the pregnancy.
+        assert!(context.assess_in(5, 6, &[]).negated.is_none());
     }
 
     #[test]

@@ -273,7 +273,8 @@ pub struct CueSpec {
     #[serde(default)]
     pub pseudo: Vec<String>,
     /// Cues of one language only, by language code: they apply to findings of that language's
-    /// triggers only, not to another language's nor to requirements' phrases (which have none).
+    /// triggers, and to requirements' phrases (which have no language) in a message with a
+    /// trigger of that language; never to another language's findings.
     /// For a word that is a cue in one language and an ordinary word in another: Spanish "ni"
     /// (nor) is Swahili and Yoruba "ni" (is), before "38 weeks" or "fever".
     #[serde(default)]

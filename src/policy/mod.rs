@@ -836,6 +836,17 @@ impl PolicySet {
                         })
                 })
         });
+        // A phrase of no language (a requirement's) may be in any language the message's
+        // triggers are in.
+        let mut message_languages: Vec<&str> = hits
+            .iter()
+            .filter_map(|hit| match self.roles.get(hit.phrase) {
+                Some(Role::Trigger { language, .. }) => Some(language.as_str()),
+                _ => None,
+            })
+            .collect();
+        message_languages.sort_unstable();
+        message_languages.dedup();
         let context = MessageContext::new(&normalized, cues, self.scope_words)
             .with_answers(message, &self.answers_no)
             .with_clause_subjects(&self.clause_subjects)
@@ -844,16 +855,20 @@ impl PolicySet {
             .into_iter()
             .filter(|hit| !matches!(self.roles.get(hit.phrase), Some(Role::Cue { .. }) | None))
             .map(|hit| {
-                let language = match self.roles.get(hit.phrase) {
-                    Some(Role::Trigger { language, .. }) => Some(language.as_str()),
-                    _ => None,
+                let own;
+                let languages = match self.roles.get(hit.phrase) {
+                    Some(Role::Trigger { language, .. }) => {
+                        own = [language.as_str()];
+                        &own[..]
+                    }
+                    _ => &message_languages[..],
                 };
-                let mut assessment = context.assess_in(hit.first, hit.last, language);
+                let mut assessment = context.assess_in(hit.first, hit.last, languages);
                 if assessment.negated.is_none()
                     && let Some(fixed) = self.phrases.fixed_words(hit.phrase)
                 {
                     assessment.negated =
-                        context.negation_in_gap(hit.first, hit.last, language, |token| {
+                        context.negation_in_gap(hit.first, hit.last, languages, |token| {
                             fixed.holds(&normalized, token)
                         });
                 }
