@@ -120,6 +120,8 @@ enum Role {
         kind: CueKind,
         language: Option<usize>,
     },
+    /// Takes back the exceptions before it (`retractions` of the context file).
+    Retraction,
 }
 
 /// A compiled input rule.
@@ -453,6 +455,16 @@ impl PolicySet {
                     Role::Cue { kind, language },
                 )?;
             }
+        }
+
+        for phrase in &context.retractions {
+            add_phrase(
+                &mut builder,
+                &mut roles,
+                &context_path,
+                phrase,
+                Role::Retraction,
+            )?;
         }
 
         let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -906,9 +918,18 @@ impl PolicySet {
         // Only a denial next to the exception counts: in "can't see out of my left eye without my
         // glasses" the "not" belongs to the finding, and "without my glasses" names the exception
         // rather than denying it.
+        // Nor is one the patient took back: "haha no I'm serious, I'm going to kill him" leaves
+        // the threat a red flag.
+        let retracted_before = scan
+            .hits
+            .iter()
+            .filter(|(hit, _)| matches!(self.roles.get(hit.phrase), Some(Role::Retraction)))
+            .map(|(hit, _)| hit.first)
+            .max();
         let mut exceptions: HashMap<usize, Vec<(usize, usize)>, FastHash> = HashMap::default();
         for (hit, assessment) in &scan.hits {
             if let Some(Role::Unless { rule }) = self.roles.get(hit.phrase)
+                && retracted_before.is_none_or(|retraction| hit.last >= retraction)
                 && !assessment.negated.is_some_and(|(first, last)| {
                     (first > hit.last || last + 4 >= hit.first)
                         && !self
@@ -970,7 +991,7 @@ impl PolicySet {
                         met.insert((*rule, *group), true);
                     }
                 }
-                Some(Role::Unless { .. } | Role::Cue { .. }) | None => {}
+                Some(Role::Unless { .. } | Role::Cue { .. } | Role::Retraction) | None => {}
             }
         }
         for &pair in earlier_met {
@@ -1170,7 +1191,7 @@ impl PolicySet {
                     Role::Trigger { rule, .. } => ("trigger", *rule),
                     Role::Require { rule, .. } => ("requires", *rule),
                     Role::Unless { rule } => ("unless", *rule),
-                    Role::Cue { .. } => return None,
+                    Role::Cue { .. } | Role::Retraction => return None,
                 };
                 Some(ExplainedMatch {
                     rule: self.rules.get(rule)?.id.clone(),
@@ -1659,6 +1680,31 @@ triggers = ["bladder bulging"]
     /// A set of `topic` with a context file of its own, or the error loading it gives.
     fn load_with_context(context: &str) -> Result<PolicySet, PolicyLoadError> {
         load_files(&[("context.toml", context), ("topic.toml", EXCEPTIONS_TOPIC)])
+    }
+
+    #[test]
+    fn an_exception_taken_back_before_the_finding_is_no_exception() {
+        let set = load_with_context("retractions = [\"I'm serious\"]\n")
+            .expect("a set with a retraction");
+        let level = |text: &str| set.evaluate(text).level;
+        assert_eq!(level("iron tablets, black poo"), Severity::Routine);
+        assert_eq!(
+            level("iron tablets, no I'm serious, black poo"),
+            Severity::Urgent,
+            "taken back"
+        );
+        assert_eq!(
+            level("I'm serious, black poo and I'm on iron tablets"),
+            Severity::Routine,
+            "an exception after the retraction still stands"
+        );
+        let without = load_with_context("").expect("a set without retractions");
+        assert_eq!(
+            without
+                .evaluate("iron tablets, no I'm serious, black poo")
+                .level,
+            Severity::Routine
+        );
     }
 
     #[test]
