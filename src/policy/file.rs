@@ -337,8 +337,9 @@ pub struct ContextFile {
     /// exception itself, not a denial of it.
     #[serde(default)]
     pub exception_words: Vec<String>,
-    /// Phrases that take back what came before them as a joke ("haha no, I'm serious", "lol I
-    /// mean it"): an exception (`unless`) written before one is no exception.
+    /// Phrases that take back what came before them as a joke or an excuse ("haha no, I'm
+    /// serious", "he has always stammered but this is different"): an exception (`unless`)
+    /// written before one is no exception.
     #[serde(default)]
     pub retractions: Vec<String>,
     /// Words that give a clause after a comma a subject of its own ("…, he collapsed"): a
