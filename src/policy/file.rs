@@ -342,6 +342,11 @@ pub struct ContextFile {
     /// written before one is no exception.
     #[serde(default)]
     pub retractions: Vec<String>,
+    /// Words that turn to what matters ("but", "pero", "aber"): an exception (`unless`) before one
+    /// does not reach a finding after it. "The headache has gone now but his face is drooping"
+    /// keeps the face; "his face drooped for ten minutes but it's gone now" keeps its exception.
+    #[serde(default)]
+    pub contrasts: Vec<String>,
     /// Words that give a clause after a comma a subject of its own ("…, he collapsed"): a
     /// question or a condition stops there.
     #[serde(default)]

@@ -122,6 +122,8 @@ enum Role {
     },
     /// Takes back the exceptions before it (`retractions` of the context file).
     Retraction,
+    /// Keeps the exceptions before it from the findings after it (`contrasts`).
+    Contrast,
 }
 
 /// A compiled input rule.
@@ -464,6 +466,15 @@ impl PolicySet {
                 &context_path,
                 phrase,
                 Role::Retraction,
+            )?;
+        }
+        for phrase in &context.contrasts {
+            add_phrase(
+                &mut builder,
+                &mut roles,
+                &context_path,
+                phrase,
+                Role::Contrast,
             )?;
         }
 
@@ -944,11 +955,21 @@ impl PolicySet {
                     .push((hit.first, hit.last));
             }
         }
+        // An exception does not reach across a contrast to a finding after it.
+        let contrasts: Vec<(usize, usize)> = scan
+            .hits
+            .iter()
+            .filter(|(hit, _)| matches!(self.roles.get(hit.phrase), Some(Role::Contrast)))
+            .map(|(hit, _)| (hit.first, hit.last))
+            .collect();
         let excepted_at = |rule: usize, hit: &Hit| {
             exceptions.get(&rule).is_some_and(|spans| {
-                spans
-                    .iter()
-                    .any(|&span| self.within_reach(span, (hit.first, hit.last)))
+                spans.iter().any(|&span| {
+                    self.within_reach(span, (hit.first, hit.last))
+                        && !contrasts
+                            .iter()
+                            .any(|&(first, last)| span.1 < first && last < hit.first)
+                })
             })
         };
         // Each rule's first trigger that no exception reaches, else its first trigger (with
@@ -991,7 +1012,10 @@ impl PolicySet {
                         met.insert((*rule, *group), true);
                     }
                 }
-                Some(Role::Unless { .. } | Role::Cue { .. } | Role::Retraction) | None => {}
+                Some(
+                    Role::Unless { .. } | Role::Cue { .. } | Role::Retraction | Role::Contrast,
+                )
+                | None => {}
             }
         }
         for &pair in earlier_met {
@@ -1191,7 +1215,7 @@ impl PolicySet {
                     Role::Trigger { rule, .. } => ("trigger", *rule),
                     Role::Require { rule, .. } => ("requires", *rule),
                     Role::Unless { rule } => ("unless", *rule),
-                    Role::Cue { .. } | Role::Retraction => return None,
+                    Role::Cue { .. } | Role::Retraction | Role::Contrast => return None,
                 };
                 Some(ExplainedMatch {
                     rule: self.rules.get(rule)?.id.clone(),
@@ -1705,6 +1729,23 @@ triggers = ["bladder bulging"]
                 .level,
             Severity::Routine
         );
+    }
+
+    #[test]
+    fn an_exception_does_not_reach_past_a_contrast_to_a_finding_after_it() {
+        let set = load_with_context("contrasts = [\"but\"]\n").expect("a set with a contrast");
+        let level = |text: &str| set.evaluate(text).level;
+        assert_eq!(
+            level("I take iron tablets but black poo since yesterday"),
+            Severity::Urgent,
+            "the finding after the contrast"
+        );
+        assert_eq!(
+            level("black poo since yesterday but I take iron tablets"),
+            Severity::Routine,
+            "an exception after the contrast reaches back"
+        );
+        assert_eq!(level("I take iron tablets, black poo"), Severity::Routine);
     }
 
     #[test]
