@@ -1042,14 +1042,18 @@ impl PolicySet {
                     }
                 }
             });
-            let reason = if in_reach {
+            // A rule whose requirements are not met is no finding, so an exception beside it
+            // excuses nothing: it must not hold the safety net back ("my 8 year old has a temp of
+            // 39.5" is no pregnancy, whatever the pregnancy rule's exceptions say).
+            let reason = if let Some(group) = unmet_group {
+                Some(format!("requires group {group} not met"))
+            } else if let Some((measure, _)) = failed_measure {
+                Some(format!("measure {measure:?} missing or out of bounds"))
+            } else if in_reach {
                 excepted = true;
                 Some("an `unless` phrase is present".to_owned())
-            } else if let Some(group) = unmet_group {
-                Some(format!("requires group {group} not met"))
             } else {
-                failed_measure
-                    .map(|(measure, _)| format!("measure {measure:?} missing or out of bounds"))
+                None
             };
             if let Some(reason) = reason {
                 decision.set_aside.push(SetAside {
