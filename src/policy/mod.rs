@@ -392,6 +392,10 @@ struct NetRules {
 struct Scan {
     normalized: NormalizedText,
     hits: Vec<(Hit, Assessment)>,
+    /// Where the last retraction starts: exceptions before it are taken back.
+    last_retraction: Option<usize>,
+    /// The contrasts' token spans: no exception reaches across one to a finding after it.
+    contrasts: Vec<(usize, usize)>,
 }
 
 /// What an earlier message contributes to rules with `window = "conversation"`: the requirement
@@ -874,9 +878,22 @@ impl PolicySet {
             .with_answers(message, &self.answers_no)
             .with_clause_subjects(&self.clause_subjects)
             .with_cue_languages(&self.cue_languages);
+        let mut last_retraction = None;
+        let mut contrasts = Vec::new();
         let hits = hits
             .into_iter()
-            .filter(|hit| !matches!(self.roles.get(hit.phrase), Some(Role::Cue { .. }) | None))
+            .filter(|hit| match self.roles.get(hit.phrase) {
+                Some(Role::Retraction) => {
+                    last_retraction = last_retraction.max(Some(hit.first));
+                    false
+                }
+                Some(Role::Contrast) => {
+                    contrasts.push((hit.first, hit.last));
+                    false
+                }
+                Some(Role::Cue { .. }) | None => false,
+                _ => true,
+            })
             .map(|hit| {
                 let own;
                 let languages = match self.roles.get(hit.phrase) {
@@ -898,7 +915,12 @@ impl PolicySet {
                 (hit, assessment)
             })
             .collect();
-        Scan { normalized, hits }
+        Scan {
+            normalized,
+            hits,
+            last_retraction,
+            contrasts,
+        }
     }
 
     /// Whether an exception at `exception` (token span) reaches a trigger at `trigger`: within
@@ -931,16 +953,12 @@ impl PolicySet {
         // rather than denying it.
         // Nor is one the patient took back: "haha no I'm serious, I'm going to kill him" leaves
         // the threat a red flag.
-        let retracted_before = scan
-            .hits
-            .iter()
-            .filter(|(hit, _)| matches!(self.roles.get(hit.phrase), Some(Role::Retraction)))
-            .map(|(hit, _)| hit.first)
-            .max();
         let mut exceptions: HashMap<usize, Vec<(usize, usize)>, FastHash> = HashMap::default();
         for (hit, assessment) in &scan.hits {
             if let Some(Role::Unless { rule }) = self.roles.get(hit.phrase)
-                && retracted_before.is_none_or(|retraction| hit.last >= retraction)
+                && scan
+                    .last_retraction
+                    .is_none_or(|retraction| hit.last >= retraction)
                 && !assessment.negated.is_some_and(|(first, last)| {
                     (first > hit.last || last + 4 >= hit.first)
                         && !self
@@ -956,17 +974,12 @@ impl PolicySet {
             }
         }
         // An exception does not reach across a contrast to a finding after it.
-        let contrasts: Vec<(usize, usize)> = scan
-            .hits
-            .iter()
-            .filter(|(hit, _)| matches!(self.roles.get(hit.phrase), Some(Role::Contrast)))
-            .map(|(hit, _)| (hit.first, hit.last))
-            .collect();
         let excepted_at = |rule: usize, hit: &Hit| {
             exceptions.get(&rule).is_some_and(|spans| {
                 spans.iter().any(|&span| {
                     self.within_reach(span, (hit.first, hit.last))
-                        && !contrasts
+                        && !scan
+                            .contrasts
                             .iter()
                             .any(|&(first, last)| span.1 < first && last < hit.first)
                 })

@@ -485,16 +485,7 @@ impl Conversation {
                 }
             };
             self.own_seqs.insert(seq);
-            send(
-                frames,
-                ServerFrame::Alert {
-                    seq,
-                    severity: lead.severity,
-                    rule: lead.rule.clone(),
-                    guidance: lead.guidance.clone(),
-                },
-            )
-            .await?;
+            send(frames, alert_frame(seq, lead)).await?;
             metrics::counter!("carebridge_alerts_total", "severity" => lead.severity.as_str())
                 .increment(1);
         }
@@ -588,16 +579,7 @@ impl Conversation {
         };
         self.own_seqs.insert(seq);
         metrics::counter!("carebridge_alerts_resent_total").increment(1);
-        send(
-            frames,
-            ServerFrame::Alert {
-                seq,
-                severity: lead.severity,
-                rule: lead.rule.clone(),
-                guidance: lead.guidance.clone(),
-            },
-        )
-        .await
+        send(frames, alert_frame(seq, lead)).await
     }
 
     /// Marks a reply id as this socket's own (it streams that reply itself), or forgets it when
@@ -689,6 +671,16 @@ fn decision_record(
 #[derive(Debug, thiserror::Error)]
 #[error("the client is gone")]
 pub struct Gone;
+
+/// The frame that gives the patient a red flag's guidance, stored at `seq`.
+fn alert_frame(seq: u64, lead: &crate::policy::FiredRule) -> ServerFrame {
+    ServerFrame::Alert {
+        seq,
+        severity: lead.severity,
+        rule: lead.rule.clone(),
+        guidance: lead.guidance.clone(),
+    }
+}
 
 async fn send(frames: &FrameSender, frame: ServerFrame) -> Result<(), Gone> {
     frames.send(frame).await.map_err(|_| Gone)
