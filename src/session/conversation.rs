@@ -401,6 +401,22 @@ impl Conversation {
                 self.own_reply(&message_id, false);
                 tracing::warn!(session = %self.session, error = %error, "patient message not stored");
                 metrics::counter!("carebridge_store_errors_total").increment(1);
+                // A red flag's guidance does not wait for the store: the patient may never send
+                // the message again, so they are told what to do now (an alert at `seq` 0, not
+                // stored), and its escalation is kept trying until the store is back. The message
+                // itself is refused as usual; once it is stored, the alert comes again with its
+                // `seq` and the open escalation stays as it is.
+                if let Some(lead) = decision.lead() {
+                    send(frames, alert_frame(0, lead)).await?;
+                    metrics::counter!("carebridge_alerts_total", "severity" => lead.severity.as_str())
+                        .increment(1);
+                    if decision.escalates() {
+                        self.services
+                            .escalations
+                            .raise_or_keep_trying(&self.session, pending_flag(lead))
+                            .await;
+                    }
+                }
                 return send(
                     frames,
                     ServerFrame::error(ErrorCode::Unavailable, error.to_string()),

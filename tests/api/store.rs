@@ -97,6 +97,79 @@ async fn every_acknowledged_message_survives_a_redis_kill_and_restart() {
 }
 
 #[tokio::test]
+async fn a_red_flag_the_store_cannot_take_still_gets_its_guidance_and_its_escalation() {
+    let mut redis = TestRedis::start();
+    let app = spawn_app(settings_with_redis(&redis)).await;
+    let (mut client, session) = app.patient_in_session("p1").await;
+    redis.kill();
+
+    let red_flag = json!({"type": "message", "client_id": "m1", "text": "crushing chest pain spreading to my left arm"});
+    client.send(red_flag.clone()).await;
+    let alert = client.expect("alert").await;
+    assert_eq!(alert["severity"], "emergency", "{alert}");
+    assert_eq!(alert["seq"], 0, "not stored: {alert}");
+    assert!(
+        alert["guidance"]
+            .as_str()
+            .is_some_and(|text| text.contains("999")),
+        "{alert}"
+    );
+    let refused = client.expect("error").await;
+    assert_eq!(refused["code"], "unavailable", "{refused}");
+    assert_eq!(refused["retryable"], true, "{refused}");
+
+    // The patient may never send it again: the escalation reaches the queue once Redis is back.
+    redis.restart();
+    let queued = |queue: &serde_json::Value| {
+        queue.as_array().map_or(0, |items| {
+            items
+                .iter()
+                .filter(|item| item["session"] == session.as_str())
+                .count()
+        })
+    };
+    let nurse = reqwest::Client::new();
+    let mut queue = serde_json::Value::Null;
+    for _ in 0..100 {
+        if let Ok(response) = nurse
+            .get(app.url("/v1/nurse/queue"))
+            .bearer_auth(app.token("n1", carebridge::auth::Role::Nurse))
+            .send()
+            .await
+            && response.status() == 200
+        {
+            queue = response.json().await.expect("queue json");
+            if queued(&queue) > 0 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        queued(&queue),
+        1,
+        "escalated once the store was back: {queue}"
+    );
+
+    // Sent again, the message is stored and acknowledged, its alert comes with its `seq`, and the
+    // open escalation stays the only one.
+    client.send(red_flag).await;
+    let ack = client.expect("ack").await;
+    let alert = client.expect("alert").await;
+    assert!(alert["seq"].as_u64() > ack["seq"].as_u64(), "{ack} {alert}");
+    let queue: serde_json::Value = nurse
+        .get(app.url("/v1/nurse/queue"))
+        .bearer_auth(app.token("n1", carebridge::auth::Role::Nurse))
+        .send()
+        .await
+        .expect("queue")
+        .json()
+        .await
+        .expect("queue json");
+    assert_eq!(queued(&queue), 1, "{queue}");
+}
+
+#[tokio::test]
 async fn readiness_follows_redis() {
     let mut redis = TestRedis::start();
     let app = spawn_app(settings_with_redis(&redis)).await;
