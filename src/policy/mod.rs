@@ -20,6 +20,7 @@ pub mod phrases;
 pub mod prefixes;
 pub mod reload;
 pub mod safety_net;
+pub mod spelling;
 pub mod testing;
 
 use context::{Assessment, CueHit, CueKind, Direction, MessageContext};
@@ -430,6 +431,8 @@ impl PolicySet {
         let measures_path = dir.join("measures.toml");
         let has_measure_words = measures_path.exists();
         let measures_file: MeasuresFile = read_optional(&measures_path, &mut hasher)?;
+        let spelling_file: spelling::SpellingFile =
+            read_optional(&dir.join("spelling.toml"), &mut hasher)?;
 
         let mut builder = PhraseSetBuilder::default();
         let mut roles: Vec<Role> = Vec::new();
@@ -439,6 +442,11 @@ impl PolicySet {
                           text: &str,
                           role: Role|
          -> Result<(), PolicyLoadError> {
+            // A misspelling is read only as a word of an English trigger: other languages
+            // inflect inside the word (Turkish `geçiriyordum`, "I was having", is one letter from
+            // `geçiriyorum`, "I am having"), and a cue word such as Tagalog `walang`, "none", is
+            // one letter from `walong`, "eight".
+            builder.count_uses(matches!(&role, Role::Trigger { language, .. } if language == "en"));
             let id =
                 builder
                     .phrase(&normalizer, text)
@@ -499,6 +507,7 @@ impl PolicySet {
                                 | "measures.toml"
                                 | "redaction.toml"
                                 | "safety_net.toml"
+                                | "spelling.toml"
                         )
                     )
             })
@@ -666,6 +675,16 @@ impl PolicySet {
         }
         // Messages are read knowing the policies' words, for words spelt with digits in front.
         let normalizer = normalizer.with_vocabulary(builder.words());
+        // Misspellings are read in patient messages only: the lists read below (measure words,
+        // answers, exception words) are read as written.
+        let spelling = spelling::Spelling::new(
+            &spelling_file,
+            builder.word_uses(),
+            spelling_file
+                .known
+                .iter()
+                .map(|word| normalize::squeeze(&word.to_lowercase())),
+        );
         let phrases = builder.build().map_err(PolicyLoadError::Compile)?;
         let output = output::OutputRules::compile(
             &normalizer.clone().reading_whole_text(false),
@@ -703,7 +722,7 @@ impl PolicySet {
             }
         })?;
         Ok(Self {
-            normalizer,
+            normalizer: normalizer.with_spelling(spelling),
             phrases,
             roles,
             rules,

@@ -7,9 +7,12 @@
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use unicode_normalization::UnicodeNormalization;
 use unicode_normalization::char::is_combining_mark;
+
+use super::spelling::Spelling;
 
 /// What a token is; context scopes end at sentence breaks, measures read numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,11 +252,14 @@ impl Vocabulary {
     }
 }
 
-/// Turns text into tokens. Cheap to share: it holds only the lexicon and the vocabulary.
+/// Turns text into tokens. Cheap to share: it holds only the lexicon, the vocabulary and the
+/// misspellings it reads.
 #[derive(Debug, Clone, Default)]
 pub struct Normalizer {
     lexicon: Lexicon,
     vocabulary: Vocabulary,
+    /// Policy words a slip of the keyboard away from an unknown word of a whole message.
+    spelling: Arc<Spelling>,
     /// Whether the text is read whole, so that a reading may depend on what comes after: a
     /// contracted `'s` spelt out by the word after it ([`contracted_s`]), letters joined by dots
     /// (`c.o.l.l.a.p.s.e.d`, [`join_dotted_letters`]). Patient messages are read whole. The output
@@ -329,6 +335,7 @@ impl Normalizer {
         Self {
             lexicon,
             vocabulary: Vocabulary::default(),
+            spelling: Arc::default(),
             whole_text: false,
         }
     }
@@ -358,6 +365,30 @@ impl Normalizer {
         }
         self.vocabulary = Vocabulary { words: known };
         self
+    }
+
+    /// The same normaliser, reading a misspelt policy word in a whole message as the word it
+    /// misspells (see [`Spelling`]). Words of the lexicon and the vocabulary are read as written.
+    #[must_use]
+    pub fn with_spelling(mut self, spelling: Spelling) -> Self {
+        self.spelling = Arc::new(spelling);
+        self
+    }
+
+    /// The policy word `word` misspells, when the text is read whole and no policy knows `word`.
+    fn misspelt(&self, word: &str) -> Option<&str> {
+        if !self.whole_text
+            || !self.spelling.is_active()
+            || word.len() < 4
+            || !word.bytes().all(|byte| byte.is_ascii_lowercase())
+        {
+            return None;
+        }
+        let squeezed = squeeze(word);
+        if self.vocabulary.words.contains(&squeezed) {
+            return None;
+        }
+        self.spelling.correct(&squeezed)
     }
 
     pub fn lexicon(&self) -> &Lexicon {
@@ -489,6 +520,8 @@ impl Normalizer {
             {
                 normalized.push(token, base);
                 normalized.push(token, verb);
+            } else if let Some(meant) = (!token.spelt).then(|| self.misspelt(word)).flatten() {
+                normalized.push(token, meant);
             } else {
                 normalized.push(token, word);
             }
@@ -1840,6 +1873,35 @@ mod tests {
     fn words(text: &str) -> String {
         let normalizer = Normalizer::new(lexicon(&[("can't", "can not"), ("cp", "chest pain")]));
         normalizer.normalize(text).squeezed.trim().to_owned()
+    }
+
+    #[test]
+    fn a_misspelt_policy_word_is_read_as_it_in_whole_messages_only() {
+        use crate::policy::spelling::{Spelling, SpellingFile};
+        let file = SpellingFile {
+            enabled: true,
+            ..SpellingFile::default()
+        };
+        let spelling = Spelling::new(&file, [("unconscious", 2, "unconscious")], Vec::new());
+        let streamed = Normalizer::default()
+            .with_vocabulary(["unconscious"])
+            .with_spelling(spelling);
+        let whole = streamed.clone().reading_whole_text(true);
+        assert_eq!(
+            whole.normalize("he is unconcious").plain,
+            "he is unconscious"
+        );
+        assert_eq!(whole.normalize("UNCONSCIUOS").plain, "unconscious");
+        assert_eq!(
+            streamed.normalize("he is unconcious").plain,
+            "he is unconcious",
+            "a streamed reply is read as written"
+        );
+        let again = whole.normalize(&whole.normalize("he is unconcious").plain);
+        assert_eq!(
+            again.plain, "he is unconscious",
+            "the normal form reads as itself"
+        );
     }
 
     #[test]

@@ -64,6 +64,10 @@ pub struct PhraseSetBuilder {
     next_id: PhraseId,
     /// Every word of every phrase, squeezed.
     words: HashSet<String>,
+    /// Each word (squeezed) of the phrases added while `counting`: how many phrases use it, and
+    /// how the first of them writes it.
+    uses: HashMap<String, (u32, String)>,
+    counting: bool,
     /// The written words of each phrase with gaps and of each pattern.
     fixed: HashMap<PhraseId, FixedWords>,
 }
@@ -146,13 +150,29 @@ impl PhraseSetBuilder {
                 "<year>" => PhrasePart::Year,
                 other => {
                     let normalized = normalizer.normalize(other);
+                    let words: Vec<(String, String)> = normalized
+                        .tokens
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, token)| token.kind != TokenKind::SentenceEnd)
+                        .map(|(index, _)| {
+                            (
+                                normalized.squeezed_of(index).to_owned(),
+                                normalized.plain_of(index).to_owned(),
+                            )
+                        })
+                        .collect();
                     PhrasePart::Words(
-                        normalized
-                            .tokens
-                            .iter()
-                            .enumerate()
-                            .filter(|(_, token)| token.kind != TokenKind::SentenceEnd)
-                            .map(|(index, _)| normalized.squeezed_of(index).to_owned())
+                        words
+                            .into_iter()
+                            .map(|(squeezed, plain)| {
+                                if self.counting {
+                                    let used =
+                                        self.uses.entry(squeezed.clone()).or_insert((0, plain));
+                                    used.0 += 1;
+                                }
+                                squeezed
+                            })
                             .collect(),
                     )
                 }
@@ -301,6 +321,19 @@ impl PhraseSetBuilder {
     /// Every word the phrases added so far are written in, squeezed.
     pub fn words(&self) -> impl Iterator<Item = &str> {
         self.words.iter().map(String::as_str)
+    }
+
+    /// Whether the words of the phrases added from now on are counted in [`Self::word_uses`].
+    pub fn count_uses(&mut self, counting: bool) {
+        self.counting = counting;
+    }
+
+    /// Every word of the phrases added while counting (squeezed), with the number of uses (a
+    /// word written twice in one phrase counts twice) and its first written form.
+    pub fn word_uses(&self) -> impl Iterator<Item = (&str, u32, &str)> {
+        self.uses
+            .iter()
+            .map(|(word, (uses, written))| (word.as_str(), *uses, written.as_str()))
     }
 
     /// # Errors
