@@ -145,6 +145,39 @@ async fn hot_reload_swaps_a_good_set_and_refuses_a_broken_one() {
     assert_eq!(emergency["decision"]["level"], "emergency");
 }
 
+/// The layout the Helm chart documents for a policy volume: each set in a directory of its own
+/// and a link `current` to the one served, swapped in one rename.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_set_published_by_swapping_a_link_is_reloaded() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (first_set, second_set) = (dir.path().join("set-1"), dir.path().join("set-2"));
+    copy_dir(&repo().join("policies"), &first_set);
+    copy_dir(&repo().join("policies"), &second_set);
+    std::fs::write(second_set.join("zz_test.toml"), NEW_POLICY).expect("write");
+    let current = dir.path().join("current");
+    std::os::unix::fs::symlink("set-1", &current).expect("link");
+
+    let mut settings = test_settings();
+    settings.policies.dir = current.clone();
+    settings.policies.watch_interval_ms = 100;
+    let app = spawn_app(settings).await;
+    let first = status(&app).await;
+    assert_eq!(
+        dry_run(&app, "I have tangerine kazoo whistles").await["decision"]["level"],
+        "routine"
+    );
+
+    let next = dir.path().join("next");
+    std::os::unix::fs::symlink("set-2", &next).expect("link");
+    std::fs::rename(&next, &current).expect("swap the link");
+    wait_for(&app, |now| now["version"] != first["version"]).await;
+    assert_eq!(
+        dry_run(&app, "I have tangerine kazoo whistles").await["decision"]["level"],
+        "urgent"
+    );
+}
+
 #[tokio::test]
 async fn admin_endpoints_refuse_other_roles() {
     let app = spawn_app(test_settings()).await;

@@ -61,7 +61,9 @@ app.kubernetes.io/component: redis
 
 {{/* The policy directory the server reads. */}}
 {{- define "carebridge.policiesDir" -}}
-{{- if include "carebridge.policiesConfigMap" . }}
+{{- if .Values.policies.existingClaim }}
+{{- printf "%s/%s" .Values.policies.mountPath .Values.policies.claimDirectory }}
+{{- else if include "carebridge.policiesConfigMap" . }}
 {{- .Values.policies.mountPath }}
 {{- else }}
 {{- "/app/policies" }}
