@@ -63,7 +63,8 @@ pub struct Spelling {
     min_length: usize,
     /// Each policy word as the phrases spell it (squeezed, as phrases see it) and as written.
     targets: Vec<(Box<str>, Box<str>)>,
-    /// Each target, and each target with one inner letter left out, to the targets it comes from.
+    /// Each target, and each target with one letter other than the first left out, to the
+    /// targets it comes from.
     variants: HashMap<Box<str>, Vec<u32>, Fast>,
     known: HashSet<Box<str>, Fast>,
 }
