@@ -15,10 +15,11 @@ import glob
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
 import tempfile
+
+from known_words import policies_without_spelling
 
 KINDS = ("swap", "drop", "add", "sub")
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -68,12 +69,7 @@ def main():
     rng = random.Random(11)
     texts = rng.sample(texts, min(2000, len(texts)))
     with tempfile.TemporaryDirectory() as scratch:
-        without = os.path.join(scratch, "policies")
-        shutil.copytree(
-            os.path.join(root, "policies"),
-            without,
-            ignore=shutil.ignore_patterns("eval", "spelling.toml"),
-        )
+        without = policies_without_spelling(root, scratch)
         print("slip   messages   emergency without -> with spelling.toml   routine without -> with")
         for kind in KINDS:
             slipped = [s for s in (slip(text, kind, rng) for text in texts) if s]

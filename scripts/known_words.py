@@ -36,6 +36,18 @@ def texts(root):
                 yield test["text"]
 
 
+def policies_without_spelling(root, scratch):
+    """A copy of the repository's policy directory in `scratch`, without spelling.toml (and
+    without the labelled sets): words are read there as typed. Returns its path."""
+    policies = os.path.join(scratch, "policies")
+    shutil.copytree(
+        os.path.join(root, "policies"),
+        policies,
+        ignore=shutil.ignore_patterns("eval", "spelling.toml"),
+    )
+    return policies
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
@@ -48,12 +60,7 @@ def main():
     # Read without spelling.toml, so that each word is counted as typed, not as the policy word
     # it may be one slip away from.
     with tempfile.TemporaryDirectory() as scratch:
-        policies = os.path.join(scratch, "policies")
-        shutil.copytree(
-            os.path.join(root, "policies"),
-            policies,
-            ignore=shutil.ignore_patterns("eval", "spelling.toml"),
-        )
+        policies = policies_without_spelling(root, scratch)
         normal = subprocess.run(
             [binary, "policy", "normalize", "--policies", policies],
             input="\n".join(lines) + "\n",

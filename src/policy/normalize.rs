@@ -379,7 +379,7 @@ impl Normalizer {
     fn misspelt(&self, word: &str) -> Option<&str> {
         if !self.whole_text
             || !self.spelling.is_active()
-            || word.len() < 4
+            || word.len() < self.spelling.min_length()
             || !word.bytes().all(|byte| byte.is_ascii_lowercase())
         {
             return None;
@@ -1878,10 +1878,7 @@ mod tests {
     #[test]
     fn a_misspelt_policy_word_is_read_as_it_in_whole_messages_only() {
         use crate::policy::spelling::{Spelling, SpellingFile};
-        let file = SpellingFile {
-            enabled: true,
-            ..SpellingFile::default()
-        };
+        let file = SpellingFile::turned_on();
         let spelling = Spelling::new(&file, [("unconscious", 2, "unconscious")], Vec::new());
         let streamed = Normalizer::default()
             .with_vocabulary(["unconscious"])

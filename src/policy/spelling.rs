@@ -49,6 +49,17 @@ impl Default for SpellingFile {
     }
 }
 
+impl SpellingFile {
+    /// The file with misspellings read, at the default lengths and with no ordinary words.
+    #[cfg(test)]
+    pub(crate) fn turned_on() -> Self {
+        Self {
+            enabled: true,
+            ..Self::default()
+        }
+    }
+}
+
 fn default_min_length() -> usize {
     6
 }
@@ -106,6 +117,12 @@ impl Spelling {
     /// Whether any word can be read as another.
     pub fn is_active(&self) -> bool {
         !self.targets.is_empty()
+    }
+
+    /// The shortest word read as a misspelling (squeezing only shortens a word, so a shorter one
+    /// never needs to be squeezed and looked up).
+    pub fn min_length(&self) -> usize {
+        self.min_length
     }
 
     fn eligible(&self, word: &str) -> bool {
@@ -189,10 +206,7 @@ mod tests {
     use super::*;
 
     fn spelling(words: &[&str], known: &[&str]) -> Spelling {
-        let file = SpellingFile {
-            enabled: true,
-            ..SpellingFile::default()
-        };
+        let file = SpellingFile::turned_on();
         Spelling::new(
             &file,
             words.iter().map(|word| (*word, 2, *word)),
@@ -239,10 +253,7 @@ mod tests {
 
     #[test]
     fn a_word_used_once_or_a_file_turned_off_reads_nothing() {
-        let file = SpellingFile {
-            enabled: true,
-            ..SpellingFile::default()
-        };
+        let file = SpellingFile::turned_on();
         let once = Spelling::new(&file, [("bleding", 1, "bleeding")], Vec::new());
         assert_eq!(once.correct("blesing"), None);
         let off = Spelling::new(

@@ -59,6 +59,14 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// A server reading its policies from `dir`, polling it every 100 ms.
+async fn watching(dir: &Path) -> TestApp {
+    let mut settings = test_settings();
+    settings.policies.dir = dir.to_owned();
+    settings.policies.watch_interval_ms = 100;
+    spawn_app(settings).await
+}
+
 const NEW_POLICY: &str = r#"
 [meta]
 id = "zz_test"
@@ -94,10 +102,7 @@ async fn hot_reload_swaps_a_good_set_and_refuses_a_broken_one() {
     let dir = tempfile::tempdir().expect("temp dir");
     let policies = dir.path().join("policies");
     copy_dir(&repo().join("policies"), &policies);
-    let mut settings = test_settings();
-    settings.policies.dir = policies.clone();
-    settings.policies.watch_interval_ms = 100;
-    let app = spawn_app(settings).await;
+    let app = watching(&policies).await;
     let first = status(&app).await;
     assert_eq!(
         dry_run(&app, "I have tangerine kazoo whistles").await["decision"]["level"],
@@ -158,10 +163,7 @@ async fn a_set_published_by_swapping_a_link_is_reloaded() {
     let current = dir.path().join("current");
     std::os::unix::fs::symlink("set-1", &current).expect("link");
 
-    let mut settings = test_settings();
-    settings.policies.dir = current.clone();
-    settings.policies.watch_interval_ms = 100;
-    let app = spawn_app(settings).await;
+    let app = watching(&current).await;
     let first = status(&app).await;
     assert_eq!(
         dry_run(&app, "I have tangerine kazoo whistles").await["decision"]["level"],

@@ -8,9 +8,21 @@ use carebridge::store::{RedisStore, SessionStore, StoreError, conformance};
 use serde_json::json;
 
 use crate::helpers::{
-    Client, Incoming, ProcessApp, TestRedis, TestRedisCluster, reply_text, settings_with_redis,
-    spawn_app, test_settings,
+    Client, Incoming, ProcessApp, TestApp, TestRedis, TestRedisCluster, reply_text,
+    settings_with_redis, spawn_app, test_settings,
 };
+
+/// The nurse queue as a nurse reads it; `None` while the server cannot answer (the store is down).
+async fn nurse_queue(app: &TestApp) -> Option<serde_json::Value> {
+    let response = reqwest::Client::new()
+        .get(app.url("/v1/nurse/queue"))
+        .bearer_auth(app.token("n1", carebridge::auth::Role::Nurse))
+        .send()
+        .await
+        .ok()
+        .filter(|response| response.status() == 200)?;
+    Some(response.json().await.expect("the queue is JSON"))
+}
 
 #[tokio::test]
 async fn the_redis_store_passes_the_conformance_suite() {
@@ -128,17 +140,10 @@ async fn a_red_flag_the_store_cannot_take_still_gets_its_guidance_and_its_escala
                 .count()
         })
     };
-    let nurse = reqwest::Client::new();
     let mut queue = serde_json::Value::Null;
     for _ in 0..100 {
-        if let Ok(response) = nurse
-            .get(app.url("/v1/nurse/queue"))
-            .bearer_auth(app.token("n1", carebridge::auth::Role::Nurse))
-            .send()
-            .await
-            && response.status() == 200
-        {
-            queue = response.json().await.expect("queue json");
+        if let Some(now) = nurse_queue(&app).await {
+            queue = now;
             if queued(&queue) > 0 {
                 break;
             }
@@ -157,15 +162,7 @@ async fn a_red_flag_the_store_cannot_take_still_gets_its_guidance_and_its_escala
     let ack = client.expect("ack").await;
     let alert = client.expect("alert").await;
     assert!(alert["seq"].as_u64() > ack["seq"].as_u64(), "{ack} {alert}");
-    let queue: serde_json::Value = nurse
-        .get(app.url("/v1/nurse/queue"))
-        .bearer_auth(app.token("n1", carebridge::auth::Role::Nurse))
-        .send()
-        .await
-        .expect("queue")
-        .json()
-        .await
-        .expect("queue json");
+    let queue = nurse_queue(&app).await.expect("the nurse queue");
     assert_eq!(queued(&queue), 1, "{queue}");
 }
 
@@ -360,16 +357,7 @@ async fn the_store_runs_on_a_redis_cluster() {
         assert!(frames.iter().any(|frame| frame["type"] == "alert"));
         sessions.push(session);
     }
-    let queue: serde_json::Value = reqwest::Client::new()
-        .get(app.url("/v1/nurse/queue"))
-        .bearer_auth(app.token("n1", carebridge::auth::Role::Nurse))
-        .send()
-        .await
-        .expect("queue")
-        .text()
-        .await
-        .map(|body| serde_json::from_str(&body).expect("json"))
-        .expect("body");
+    let queue = nurse_queue(&app).await.expect("the nurse queue");
     let queued: Vec<&str> = queue
         .as_array()
         .map(|items| {
